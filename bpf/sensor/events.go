@@ -1,0 +1,412 @@
+package sensor
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"unsafe"
+)
+
+// Event is one decoded observation of a tracked cgroup.
+type Event interface {
+	// Cgroup is the tracking key of the cgroup the event belongs to.
+	Cgroup() uint64
+	// Kind names the event in its JSON form: file, exec, net, syscalls, loss.
+	Kind() string
+}
+
+// Header is common to the events the kernel sends.
+type Header struct {
+	CgroupID uint64 `json:"cgroup_id"`
+	PID      uint32 `json:"pid"`
+	// Monotonic is CLOCK_MONOTONIC in nanoseconds when the kernel saw it.
+	Monotonic uint64 `json:"monotonic_ns"`
+}
+
+// Cgroup implements Event.
+func (h Header) Cgroup() uint64 { return h.CgroupID }
+
+// Access says how a file was used.
+type Access uint16
+
+// Access bits, as the kernel sets them.
+const (
+	AccessRead    Access = 1
+	AccessWrite   Access = 2
+	AccessCreate  Access = 4
+	AccessMapExec Access = 8
+)
+
+var accessNames = []struct {
+	bit  Access
+	name string
+}{{AccessRead, "read"}, {AccessWrite, "write"}, {AccessCreate, "create"}, {AccessMapExec, "map_exec"}}
+
+// Strings lists the access bits by name.
+func (a Access) Strings() []string {
+	names := []string{}
+	for _, n := range accessNames {
+		if a&n.bit != 0 {
+			names = append(names, n.name)
+		}
+	}
+	return names
+}
+
+// MarshalJSON writes the access as a list of names.
+func (a Access) MarshalJSON() ([]byte, error) { return json.Marshal(a.Strings()) }
+
+// FileEvent is a file a tracked process opened, or mapped executable.
+type FileEvent struct {
+	Header
+	// Path is resolved in the kernel from the opened file, relative to the
+	// process's root directory.
+	Path      string      `json:"path"`
+	Access    Access      `json:"access"`
+	Mode      fs.FileMode `json:"-"`
+	Dir       bool        `json:"dir,omitempty"`
+	Dev       uint32      `json:"dev"`
+	Ino       uint64      `json:"ino"`
+	Truncated bool        `json:"truncated,omitempty"`
+}
+
+// Kind implements Event.
+func (FileEvent) Kind() string { return "file" }
+
+// MarshalJSON adds the kind.
+func (e FileEvent) MarshalJSON() ([]byte, error) {
+	type plain FileEvent
+	return withKind(e.Kind(), plain(e))
+}
+
+// ExecRole says what an executed file was to the exec.
+type ExecRole uint8
+
+// Exec roles.
+const (
+	// RoleBinary is the file the kernel ran: the interpreter of a script.
+	RoleBinary ExecRole = 1
+	// RoleScript is a #! script.
+	RoleScript ExecRole = 2
+	// RoleLoader is the ELF interpreter of the binary (PT_INTERP).
+	RoleLoader ExecRole = 3
+)
+
+func (r ExecRole) String() string {
+	switch r {
+	case RoleBinary:
+		return "binary"
+	case RoleScript:
+		return "script"
+	case RoleLoader:
+		return "loader"
+	}
+	return fmt.Sprintf("role(%d)", uint8(r))
+}
+
+// MarshalJSON writes the role's name.
+func (r ExecRole) MarshalJSON() ([]byte, error) { return json.Marshal(r.String()) }
+
+// ExecEvent is a file a tracked process executed.
+type ExecEvent struct {
+	Header
+	Role ExecRole `json:"role"`
+	// Path is resolved in the kernel for binaries and loaders. For scripts,
+	// whose file is closed by the time the interpreter runs, it is the argv
+	// filename joined to the resolved working directory.
+	Path      string `json:"path"`
+	Argv0     string `json:"argv0,omitempty"`
+	Dev       uint32 `json:"dev,omitempty"`
+	Ino       uint64 `json:"ino,omitempty"`
+	Truncated bool   `json:"truncated,omitempty"`
+}
+
+// Kind implements Event.
+func (ExecEvent) Kind() string { return "exec" }
+
+// MarshalJSON adds the kind.
+func (e ExecEvent) MarshalJSON() ([]byte, error) {
+	type plain ExecEvent
+	return withKind(e.Kind(), plain(e))
+}
+
+// Protocol is a transport protocol.
+type Protocol uint8
+
+// Protocols the sensor reports.
+const (
+	TCP Protocol = 6
+	UDP Protocol = 17
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	}
+	return fmt.Sprintf("proto(%d)", uint8(p))
+}
+
+// MarshalJSON writes the protocol's name.
+func (p Protocol) MarshalJSON() ([]byte, error) { return json.Marshal(p.String()) }
+
+// Direction is inbound (a port served) or outbound (a port reached).
+type Direction uint8
+
+// Directions.
+const (
+	Inbound  Direction = 1
+	Outbound Direction = 2
+)
+
+func (d Direction) String() string {
+	if d == Inbound {
+		return "in"
+	}
+	return "out"
+}
+
+// MarshalJSON writes the direction's name.
+func (d Direction) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// NetOp is the socket call that revealed a port.
+type NetOp uint8
+
+// Socket calls.
+const (
+	OpListen  NetOp = 1
+	OpAccept  NetOp = 2
+	OpConnect NetOp = 3
+	OpBind    NetOp = 4
+	OpSend    NetOp = 5
+)
+
+var netOpNames = map[NetOp]string{OpListen: "listen", OpAccept: "accept", OpConnect: "connect", OpBind: "bind", OpSend: "send"}
+
+func (o NetOp) String() string {
+	if n, ok := netOpNames[o]; ok {
+		return n
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// MarshalJSON writes the operation's name.
+func (o NetOp) MarshalJSON() ([]byte, error) { return json.Marshal(o.String()) }
+
+// NetEvent is a port a tracked process served or reached.
+type NetEvent struct {
+	Header
+	Protocol  Protocol  `json:"protocol"`
+	Direction Direction `json:"direction"`
+	Port      uint16    `json:"port"`
+	IPv6      bool      `json:"ipv6,omitempty"`
+	Op        NetOp     `json:"op"`
+}
+
+// Kind implements Event.
+func (NetEvent) Kind() string { return "net" }
+
+// MarshalJSON adds the kind.
+func (e NetEvent) MarshalJSON() ([]byte, error) {
+	type plain NetEvent
+	return withKind(e.Kind(), plain(e))
+}
+
+// SyscallEvent lists syscalls a cgroup made for the first time since the
+// last read of its bitmap.
+type SyscallEvent struct {
+	CgroupID uint64 `json:"cgroup_id"`
+	// Numbers are the architecture's syscall numbers; Names their names.
+	Numbers []int    `json:"numbers"`
+	Names   []string `json:"names"`
+}
+
+// Cgroup implements Event.
+func (e SyscallEvent) Cgroup() uint64 { return e.CgroupID }
+
+// Kind implements Event.
+func (SyscallEvent) Kind() string { return "syscalls" }
+
+// MarshalJSON adds the kind.
+func (e SyscallEvent) MarshalJSON() ([]byte, error) {
+	type plain SyscallEvent
+	return withKind(e.Kind(), plain(e))
+}
+
+// LossEvent says that events of a cgroup were dropped because the ring
+// buffer was full.
+type LossEvent struct {
+	CgroupID uint64 `json:"cgroup_id"`
+	// Lost is the number dropped since the last LossEvent, Total since tracking began.
+	Lost  uint64 `json:"lost"`
+	Total uint64 `json:"total"`
+}
+
+// Cgroup implements Event.
+func (e LossEvent) Cgroup() uint64 { return e.CgroupID }
+
+// Kind implements Event.
+func (LossEvent) Kind() string { return "loss" }
+
+// MarshalJSON adds the kind.
+func (e LossEvent) MarshalJSON() ([]byte, error) {
+	type plain LossEvent
+	return withKind(e.Kind(), plain(e))
+}
+
+// withKind marshals v, a struct, with a leading "kind" member.
+func withKind(kind string, v any) ([]byte, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(body) + len(kind) + 12)
+	buf.WriteString(`{"kind":`)
+	k, _ := json.Marshal(kind)
+	buf.Write(k)
+	if len(body) > 2 {
+		buf.WriteByte(',')
+	}
+	buf.Write(body[1:])
+	return buf.Bytes(), nil
+}
+
+// Record kinds, as event_header.kind.
+const (
+	recordFile = 1
+	recordExec = 2
+	recordNet  = 3
+)
+
+// ErrMalformed is returned for a ring buffer record that cannot be decoded.
+var ErrMalformed = errors.New("sensor: malformed record")
+
+var (
+	headerSize = int(unsafe.Sizeof(sensorEventHeader{}))
+	fileSize   = int(unsafe.Sizeof(sensorFileEvent{}))
+	execSize   = int(unsafe.Sizeof(sensorExecEvent{}))
+	netSize    = int(unsafe.Sizeof(sensorNetEvent{}))
+	kindOffset = int(unsafe.Offsetof(sensorEventHeader{}.Kind))
+)
+
+const afInet6 = 10
+
+// Decode turns one ring buffer record into a typed event.
+func Decode(raw []byte) (Event, error) {
+	if len(raw) < headerSize {
+		return nil, fmt.Errorf("%w: %d bytes", ErrMalformed, len(raw))
+	}
+	switch raw[kindOffset] {
+	case recordFile:
+		var r sensorFileEvent
+		tail, err := decodeFixed(raw, fileSize, &r)
+		if err != nil {
+			return nil, err
+		}
+		p, err := take(tail, int(r.PathLen))
+		if err != nil {
+			return nil, err
+		}
+		mode := fileMode(r.Mode)
+		return FileEvent{
+			Header: header(r.Hdr), Path: string(p), Access: Access(r.Access), Mode: mode,
+			Dir: mode.IsDir(), Dev: r.Dev, Ino: r.Ino, Truncated: r.Truncated != 0,
+		}, nil
+	case recordExec:
+		var r sensorExecEvent
+		tail, err := decodeFixed(raw, execSize, &r)
+		if err != nil {
+			return nil, err
+		}
+		p, err := take(tail, int(r.PathLen))
+		if err != nil {
+			return nil, err
+		}
+		aux, err := take(tail[len(p):], int(r.AuxLen))
+		if err != nil {
+			return nil, err
+		}
+		ev := ExecEvent{Header: header(r.Hdr), Role: ExecRole(r.Role), Path: string(p), Dev: r.Dev, Ino: r.Ino, Truncated: r.Truncated != 0}
+		if ev.Role == RoleScript {
+			ev.Path = scriptPath(string(p), string(aux))
+		} else {
+			ev.Argv0 = string(aux)
+		}
+		return ev, nil
+	case recordNet:
+		var r sensorNetEvent
+		if _, err := decodeFixed(raw, netSize, &r); err != nil {
+			return nil, err
+		}
+		return NetEvent{
+			Header: header(r.Hdr), Protocol: Protocol(r.Protocol), Direction: Direction(r.Direction),
+			Port: r.Port, IPv6: r.Family == afInet6, Op: NetOp(r.Op),
+		}, nil
+	}
+	return nil, fmt.Errorf("%w: unknown kind %d", ErrMalformed, raw[kindOffset])
+}
+
+func decodeFixed(raw []byte, size int, into any) ([]byte, error) {
+	if len(raw) < size {
+		return nil, fmt.Errorf("%w: %d bytes, want at least %d", ErrMalformed, len(raw), size)
+	}
+	if _, err := binary.Decode(raw[:size], binary.NativeEndian, into); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return raw[size:], nil
+}
+
+func take(b []byte, n int) ([]byte, error) {
+	if n > len(b) {
+		return nil, fmt.Errorf("%w: string of %d bytes in %d", ErrMalformed, n, len(b))
+	}
+	return b[:n], nil
+}
+
+func header(h sensorEventHeader) Header {
+	return Header{CgroupID: h.CgroupId, PID: h.Pid, Monotonic: h.TimestampNs}
+}
+
+// scriptPath joins a script's argv filename to the directory it is relative to.
+func scriptPath(cwd, filename string) string {
+	if path.IsAbs(filename) || cwd == "" {
+		return path.Clean(filename)
+	}
+	return path.Join(cwd, filename)
+}
+
+// fileMode converts an inode's i_mode to an fs.FileMode (type bits only matter here).
+func fileMode(m uint32) fs.FileMode {
+	const (
+		sIFMT   = 0o170000
+		sIFDIR  = 0o040000
+		sIFLNK  = 0o120000
+		sIFSOCK = 0o140000
+		sIFIFO  = 0o010000
+		sIFCHR  = 0o020000
+		sIFBLK  = 0o060000
+	)
+	mode := fs.FileMode(m & 0o777)
+	switch m & sIFMT {
+	case sIFDIR:
+		mode |= fs.ModeDir
+	case sIFLNK:
+		mode |= fs.ModeSymlink
+	case sIFSOCK:
+		mode |= fs.ModeSocket
+	case sIFIFO:
+		mode |= fs.ModeNamedPipe
+	case sIFCHR:
+		mode |= fs.ModeDevice | fs.ModeCharDevice
+	case sIFBLK:
+		mode |= fs.ModeDevice
+	}
+	return mode
+}

@@ -1,0 +1,561 @@
+package sensor
+
+import (
+	"context"
+	"debug/elf"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/inuse-dev/inuse/internal/cgroups"
+	"github.com/inuse-dev/inuse/internal/testutil"
+)
+
+// The tests re-execute this binary as the observed process ("actor"), so
+// that every action happens in a cgroup chosen by the test.
+const actorEnv = "INUSE_SENSOR_ACTOR"
+
+func TestMain(m *testing.M) {
+	if scenario := os.Getenv(actorEnv); scenario != "" {
+		if err := runActor(scenario, os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "actor:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// actorReport is what the actor tells the test about ports it chose.
+type actorReport struct {
+	ListenTCP4 int `json:"listen_tcp4"`
+	ListenTCP6 int `json:"listen_tcp6"`
+	BindUDP4   int `json:"bind_udp4"`
+}
+
+const manyOpens = 10000
+
+// runActor performs one scenario. args[0] is the working directory.
+func runActor(scenario string, args []string) error {
+	dir := args[0]
+	switch scenario {
+	case "files":
+		return actFiles(dir)
+	case "all":
+		if err := actFiles(dir); err != nil {
+			return err
+		}
+		return actNet(args[1:])
+	case "burst":
+		for i := range 200 {
+			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("burst-%03d", i)))
+			if err != nil {
+				return err
+			}
+			f.Close()
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown scenario %q", scenario)
+}
+
+func actFiles(dir string) error {
+	readAll := func(p string) error {
+		b, err := os.ReadFile(p)
+		_ = b
+		return err
+	}
+	if err := readAll(filepath.Join(dir, "read.txt")); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "written.txt"), []byte("x"), 0o644); err != nil {
+		return err
+	}
+	// relative to a directory fd
+	dfd, err := unix.Open(filepath.Join(dir, "sub"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Openat(dfd, "relative.txt", unix.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	unix.Close(fd)
+	unix.Close(dfd)
+	if err := readAll(filepath.Join(dir, "link.txt")); err != nil {
+		return err
+	}
+	for range manyOpens {
+		fd, err := unix.Open(filepath.Join(dir, "many.txt"), unix.O_RDONLY, 0)
+		if err != nil {
+			return err
+		}
+		unix.Close(fd)
+	}
+	if _, err := unix.Open(filepath.Join(dir, "missing.txt"), unix.O_RDONLY, 0); err == nil {
+		return fmt.Errorf("missing.txt exists")
+	}
+	// a known set of syscalls
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return err
+	}
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return err
+	}
+	if _, err := unix.Getcwd(make([]byte, 256)); err != nil {
+		return err
+	}
+	if err := exec.Command("/bin/true").Run(); err != nil {
+		return fmt.Errorf("running /bin/true: %w", err)
+	}
+	if err := exec.Command(filepath.Join(dir, "script.sh")).Run(); err != nil {
+		return fmt.Errorf("running script: %w", err)
+	}
+	return nil
+}
+
+// actNet: args are the test's TCP4 and TCP6 listener ports and UDP4 port;
+// fd 3 is a listening TCP socket the test created, on which it connects.
+func actNet(args []string) error {
+	var rep actorReport
+	inherited, err := net.FileListener(os.NewFile(3, "inherited"))
+	if err != nil {
+		return fmt.Errorf("inherited listener: %w", err)
+	}
+	conn, err := inherited.Accept()
+	if err != nil {
+		return err
+	}
+	conn.Close()
+
+	l4, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer l4.Close()
+	rep.ListenTCP4 = l4.Addr().(*net.TCPAddr).Port
+	l6, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		return err
+	}
+	defer l6.Close()
+	rep.ListenTCP6 = l6.Addr().(*net.TCPAddr).Port
+
+	for _, target := range []string{"127.0.0.1:" + args[0], "[::1]:" + args[1]} {
+		c, err := net.Dial("tcp", target)
+		if err != nil {
+			return fmt.Errorf("connecting to %s: %w", target, err)
+		}
+		c.Close()
+	}
+	u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return err
+	}
+	defer u.Close()
+	rep.BindUDP4 = u.LocalAddr().(*net.UDPAddr).Port
+	dst, err := net.ResolveUDPAddr("udp4", "127.0.0.1:"+args[2])
+	if err != nil {
+		return err
+	}
+	if _, err := u.WriteToUDP([]byte("hello"), dst); err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(rep)
+}
+
+// testCgroup creates a fresh cgroup for one test and removes it afterwards.
+func testCgroup(t *testing.T, h cgroups.Hierarchy) (string, uint64) {
+	t.Helper()
+	name := fmt.Sprintf("inuse-test/%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), time.Now().UnixNano())
+	dir, id, err := h.Create(name)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cgroups.Remove(dir) })
+	return dir, id
+}
+
+func openSensor(t *testing.T, cfg Config) *Sensor {
+	t.Helper()
+	s, err := Open(slog.New(slog.NewTextHandler(io.Discard, nil)), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	return s
+}
+
+// collect runs the sensor until stop is called, then returns every event.
+func collect(t *testing.T, s *Sensor) (stop func() []Event) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	var (
+		mu     sync.Mutex
+		events []Event
+		done   = make(chan error, 1)
+	)
+	go func() {
+		done <- s.Run(ctx, func(e Event) {
+			mu.Lock()
+			events = append(events, e)
+			mu.Unlock()
+		})
+	}()
+	return func() []Event {
+		cancel()
+		require.ErrorIs(t, <-done, context.Canceled)
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(events)
+	}
+}
+
+// fixture writes the files the actor uses.
+func fixture(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "sub"), 0o755))
+	for _, f := range []string{"read.txt", "target.txt", "many.txt", "sub/relative.txt"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, f), []byte("data\n"), 0o644))
+	}
+	require.NoError(t, os.Symlink("target.txt", filepath.Join(dir, "link.txt")))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "script.sh"), []byte("#!/bin/sh\nexit 0\n"), 0o755))
+	return dir
+}
+
+func actor(t *testing.T, scenario string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), actorEnv+"="+scenario)
+	cmd.Stderr = os.Stderr
+	return cmd
+}
+
+func filesByPath(events []Event, cgroupID uint64) map[string][]FileEvent {
+	out := map[string][]FileEvent{}
+	for _, e := range events {
+		if f, ok := e.(FileEvent); ok && f.CgroupID == cgroupID {
+			out[f.Path] = append(out[f.Path], f)
+		}
+	}
+	return out
+}
+
+func ofKind[T Event](events []Event, cgroupID uint64) []T {
+	var out []T
+	for _, e := range events {
+		if v, ok := e.(T); ok && e.Cgroup() == cgroupID {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func realPath(t *testing.T, p string) string {
+	t.Helper()
+	r, err := filepath.EvalSymlinks(p)
+	require.NoError(t, err)
+	return r
+}
+
+func elfInterpreter(t *testing.T, binary string) string {
+	t.Helper()
+	f, err := elf.Open(binary)
+	require.NoError(t, err)
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b, err := io.ReadAll(p.Open())
+			require.NoError(t, err)
+			return strings.TrimRight(string(b), "\x00")
+		}
+	}
+	t.Fatalf("%s has no PT_INTERP", binary)
+	return ""
+}
+
+func TestSensorTrackedCgroup(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	s := openSensor(t, Config{})
+	dir := fixture(t)
+	cgDir, id := testCgroup(t, h)
+	require.NoError(t, s.Track(id))
+
+	// Sockets of the test itself: the actor accepts on one it inherits and
+	// reaches the others.
+	inherited, err := net.Listen("tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer inherited.Close()
+	inheritedFile, err := inherited.(*net.TCPListener).File()
+	require.NoError(t, err)
+	defer inheritedFile.Close()
+	peer4, err := net.Listen("tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer peer4.Close()
+	peer6, err := net.Listen("tcp6", "[::1]:0")
+	require.NoError(t, err)
+	defer peer6.Close()
+	peerUDP, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer peerUDP.Close()
+	port := func(a net.Addr) int {
+		if u, ok := a.(*net.UDPAddr); ok {
+			return u.Port
+		}
+		return a.(*net.TCPAddr).Port
+	}
+
+	stop := collect(t, s)
+	cmd := actor(t, "all", dir, fmt.Sprint(port(peer4.Addr())), fmt.Sprint(port(peer6.Addr())), fmt.Sprint(port(peerUDP.LocalAddr())))
+	cmd.ExtraFiles = []*os.File{inheritedFile}
+	var out strings.Builder
+	cmd.Stdout = &out
+	require.NoError(t, h.Start(cmd, cgDir))
+	go func() {
+		c, err := net.Dial("tcp4", inherited.Addr().String())
+		if err == nil {
+			c.Close()
+		}
+	}()
+	require.NoError(t, cmd.Wait())
+	events := stop()
+	var rep actorReport
+	require.NoError(t, json.Unmarshal([]byte(out.String()), &rep))
+
+	for _, e := range events {
+		require.Equal(t, id, e.Cgroup(), "event of an untracked cgroup: %+v", e)
+	}
+	files := filesByPath(events, id)
+	t.Run("files", func(t *testing.T) {
+		for _, tc := range []struct {
+			name   string
+			path   string
+			access Access
+		}{
+			{"read", "read.txt", AccessRead},
+			{"write creates", "written.txt", AccessWrite | AccessCreate},
+			{"relative to a directory fd", "sub/relative.txt", AccessRead},
+			{"through a symlink", "target.txt", AccessRead},
+			{"opened 10000 times", "many.txt", AccessRead},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				got := files[filepath.Join(dir, tc.path)]
+				require.Len(t, got, 1, "events for %s", tc.path)
+				require.Equal(t, tc.access, got[0].Access)
+				require.False(t, got[0].Dir)
+				require.NotZero(t, got[0].Ino)
+				require.Positive(t, got[0].PID)
+			})
+		}
+		require.Empty(t, files[filepath.Join(dir, "link.txt")], "the symlink's own name is not the opened file")
+		require.Empty(t, files[filepath.Join(dir, "missing.txt")], "failed opens are not events")
+		sub := files[filepath.Join(dir, "sub")]
+		require.Len(t, sub, 1)
+		require.True(t, sub[0].Dir)
+	})
+
+	t.Run("exec", func(t *testing.T) {
+		execs := ofKind[ExecEvent](events, id)
+		find := func(role ExecRole, path string) *ExecEvent {
+			for i := range execs {
+				if execs[i].Role == role && execs[i].Path == path {
+					return &execs[i]
+				}
+			}
+			return nil
+		}
+		trueBin := realPath(t, "/bin/true")
+		e := find(RoleBinary, trueBin)
+		require.NotNil(t, e, "exec of %s in %+v", trueBin, execs)
+		require.Equal(t, "/bin/true", e.Argv0)
+		loader := realPath(t, elfInterpreter(t, "/bin/true"))
+		require.NotNil(t, find(RoleLoader, loader), "PT_INTERP loader %s in %+v", loader, execs)
+		require.NotNil(t, find(RoleScript, filepath.Join(dir, "script.sh")), "script in %+v", execs)
+		require.NotNil(t, find(RoleBinary, realPath(t, "/bin/sh")), "script interpreter in %+v", execs)
+	})
+
+	t.Run("net", func(t *testing.T) {
+		type portUse struct {
+			Protocol  Protocol
+			Direction Direction
+			Port      int
+			IPv6      bool
+			Op        NetOp
+		}
+		var got []portUse
+		for _, n := range ofKind[NetEvent](events, id) {
+			got = append(got, portUse{n.Protocol, n.Direction, int(n.Port), n.IPv6, n.Op})
+		}
+		for _, want := range []portUse{
+			{TCP, Inbound, port(inherited.Addr()), false, OpAccept},
+			{TCP, Inbound, rep.ListenTCP4, false, OpListen},
+			{TCP, Inbound, rep.ListenTCP6, true, OpListen},
+			{TCP, Outbound, port(peer4.Addr()), false, OpConnect},
+			{TCP, Outbound, port(peer6.Addr()), true, OpConnect},
+			{UDP, Inbound, rep.BindUDP4, false, OpBind},
+			{UDP, Outbound, port(peerUDP.LocalAddr()), false, OpSend},
+		} {
+			require.Contains(t, got, want)
+		}
+	})
+
+	t.Run("syscalls", func(t *testing.T) {
+		var names []string
+		for _, e := range ofKind[SyscallEvent](events, id) {
+			names = append(names, e.Names...)
+		}
+		for _, want := range []string{"openat", "close", "read", "write", "uname", "sysinfo", "getcwd", "execve", "listen", "accept4", "connect", "bind", "sendto", "exit_group"} {
+			require.Contains(t, names, want)
+		}
+		require.Len(t, names, len(slices.Compact(slices.Sorted(slices.Values(names)))), "a syscall reported twice")
+	})
+}
+
+func TestSensorIgnoresUntrackedCgroups(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	s := openSensor(t, Config{})
+	dir := fixture(t)
+	trackedDir, tracked := testCgroup(t, h)
+	_ = trackedDir
+	require.NoError(t, s.Track(tracked))
+	cgDir, _ := testCgroup(t, h)
+
+	stop := collect(t, s)
+	cmd := actor(t, "files", dir)
+	require.NoError(t, h.Start(cmd, cgDir))
+	require.NoError(t, cmd.Wait())
+	require.Empty(t, stop(), "an untracked process produced events")
+}
+
+func TestSensorUntrackForgets(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	s := openSensor(t, Config{})
+	dir := fixture(t)
+	cgDir, id := testCgroup(t, h)
+
+	run := func() []Event {
+		require.NoError(t, s.Track(id))
+		stop := collect(t, s)
+		cmd := actor(t, "files", dir)
+		require.NoError(t, h.Start(cmd, cgDir))
+		require.NoError(t, cmd.Wait())
+		return stop()
+	}
+	first := filesByPath(run(), id)
+	require.Len(t, first[filepath.Join(dir, "read.txt")], 1)
+	require.NoError(t, s.Untrack(id))
+	require.False(t, s.Tracked(id))
+	// Tracked again, the cgroup starts from nothing: its files are new again.
+	second := filesByPath(run(), id)
+	require.Len(t, second[filepath.Join(dir, "read.txt")], 1)
+}
+
+func TestSensorChrootPaths(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	busybox, err := exec.LookPath("busybox")
+	require.NoError(t, err, "busybox-static is missing: run `make deps`")
+	root := t.TempDir()
+	for _, d := range []string{"bin", "etc", "proc", "tmp"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(root, d), 0o755))
+	}
+	b, err := os.ReadFile(busybox)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(root, "bin/busybox"), b, 0o755))
+	for _, applet := range []string{"sh", "cat"} {
+		require.NoError(t, os.Symlink("busybox", filepath.Join(root, "bin", applet)))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644))
+
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	s := openSensor(t, Config{})
+	cgDir, id := testCgroup(t, h)
+	require.NoError(t, s.Track(id))
+	stop := collect(t, s)
+	cmd := exec.Command("/bin/sh", "-c", "cat /etc/passwd > /tmp/copy")
+	cmd.SysProcAttr = &unix.SysProcAttr{Chroot: root}
+	require.NoError(t, h.Start(cmd, cgDir))
+	require.NoError(t, cmd.Wait())
+	events := stop()
+
+	files := filesByPath(events, id)
+	require.Len(t, files["/etc/passwd"], 1, "files: %v", files)
+	require.Equal(t, AccessRead, files["/etc/passwd"][0].Access)
+	require.Len(t, files["/tmp/copy"], 1)
+	require.Equal(t, AccessWrite|AccessCreate, files["/tmp/copy"][0].Access)
+	execs := ofKind[ExecEvent](events, id)
+	require.NotEmpty(t, execs)
+	for _, e := range execs {
+		require.Equal(t, "/bin/busybox", e.Path)
+	}
+	for p := range files {
+		require.False(t, strings.HasPrefix(p, root), "host path %s leaked", p)
+	}
+}
+
+func TestSensorCountsLosses(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	s := openSensor(t, Config{RingBufferBytes: uint32(os.Getpagesize())})
+	dir := t.TempDir()
+	cgDir, id := testCgroup(t, h)
+	require.NoError(t, s.Track(id))
+
+	// The ring buffer is not read while the burst runs, so it overflows.
+	cmd := actor(t, "burst", dir)
+	require.NoError(t, h.Start(cmd, cgDir))
+	require.NoError(t, cmd.Wait())
+	stop := collect(t, s)
+	events := stop()
+
+	var lost uint64
+	for _, l := range ofKind[LossEvent](events, id) {
+		lost += l.Lost
+	}
+	received := 0
+	for p := range filesByPath(events, id) {
+		if strings.HasPrefix(filepath.Base(p), "burst-") {
+			received++
+		}
+	}
+	require.Positive(t, lost, "a full ring buffer must be counted")
+	require.GreaterOrEqual(t, uint64(received)+lost, uint64(200), "received %d, lost %d", received, lost)
+}
+
+func TestSensorCgroupV1Fallback(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	h, err := cgroups.V1Controller("memory")
+	require.NoError(t, err)
+	s := openSensor(t, Config{CgroupV1Controller: "memory"})
+	dir := fixture(t)
+	cgDir, id := testCgroup(t, h)
+	require.NoError(t, s.Track(id))
+
+	stop := collect(t, s)
+	cmd := actor(t, "files", dir)
+	require.NoError(t, h.Start(cmd, cgDir))
+	require.NoError(t, cmd.Wait())
+	events := stop()
+	files := filesByPath(events, id)
+	require.Len(t, files[filepath.Join(dir, "read.txt")], 1)
+	require.NotEmpty(t, ofKind[SyscallEvent](events, id))
+}

@@ -1,0 +1,35 @@
+// Package testutil holds helpers shared by the tests of several packages.
+package testutil
+
+import (
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
+)
+
+// PrivilegedEnv opts in to tests that need root and a BPF-capable kernel.
+// `make test` sets it when it runs as root, and CI runs as root.
+const PrivilegedEnv = "INUSE_PRIVILEGED_TESTS"
+
+// RequirePrivileged skips the test unless privileged tests are opted in,
+// and fails it when they are opted in but cannot run: a privileged test
+// that silently skips in CI would count as a pass it never earned.
+func RequirePrivileged(tb testing.TB) {
+	tb.Helper()
+	if os.Getenv(PrivilegedEnv) == "" {
+		tb.Skipf("needs root and BPF: run `make test` as root (it sets %s=1)", PrivilegedEnv)
+	}
+	if os.Geteuid() != 0 {
+		tb.Fatalf("%s is set but euid is %d: run the tests as root", PrivilegedEnv, os.Geteuid())
+	}
+	if _, err := btf.LoadKernelSpec(); err != nil {
+		tb.Fatalf("%s is set but the kernel has no BTF: %v", PrivilegedEnv, err)
+	}
+	if err := features.HaveMapType(ebpf.RingBuf); errors.Is(err, ebpf.ErrNotSupported) {
+		tb.Fatalf("%s is set but the kernel lacks BPF ring buffers (Linux 5.8): %v", PrivilegedEnv, err)
+	}
+}
