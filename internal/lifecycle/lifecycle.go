@@ -1,0 +1,70 @@
+// Package lifecycle holds the container identity and lifecycle events that
+// every discovery source (NRI, Docker, inuse-agent exec) produces and the
+// collector consumes.
+package lifecycle
+
+// Runtimes that start containers.
+const (
+	RuntimeContainerd = "containerd"
+	RuntimeDocker     = "docker"
+	// RuntimeExec is a command profiled by inuse-agent exec.
+	RuntimeExec = "exec"
+)
+
+// Image identifies what a container runs.
+type Image struct {
+	// Name as the user wrote it, e.g. docker.io/library/nginx:1.27.
+	Name string `json:"name"`
+	// Digest is the manifest digest (sha256:...): profiles are keyed by it.
+	Digest string `json:"digest"`
+	// ID is the image config digest, when known.
+	ID string `json:"id,omitempty"`
+}
+
+// Pod is the Kubernetes pod of a container, when it has one.
+type Pod struct {
+	Name      string `json:"name,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	UID       string `json:"uid,omitempty"`
+}
+
+// Workload is the controller that owns the pod (Deployment, DaemonSet...)
+// or the Compose service of a Docker container.
+type Workload struct {
+	Kind string `json:"kind,omitempty"`
+	Name string `json:"name,omitempty"`
+}
+
+// Container is one running container and the cgroup it is tracked by.
+type Container struct {
+	ID       string   `json:"id"`
+	Name     string   `json:"name,omitempty"`
+	Runtime  string   `json:"runtime"`
+	Image    Image    `json:"image"`
+	Pod      Pod      `json:"pod,omitzero"`
+	Workload Workload `json:"workload,omitzero"`
+	// CgroupPath is the container's cgroup as the runtime names it.
+	CgroupPath string `json:"cgroup_path,omitempty"`
+	// CgroupID is the sensor's tracking key for the container.
+	CgroupID uint64 `json:"cgroup_id"`
+	// Partial is set when the container ran before it was tracked, so its
+	// profile may miss what it loaded early.
+	Partial bool `json:"partial,omitempty"`
+}
+
+// Kind of a lifecycle event.
+type Kind string
+
+// Lifecycle event kinds.
+const (
+	// Started: track the container from now on.
+	Started Kind = "started"
+	// Stopped: the container's processes are gone; untrack it.
+	Stopped Kind = "stopped"
+)
+
+// Event is a change in the set of running containers.
+type Event struct {
+	Kind      Kind      `json:"kind"`
+	Container Container `json:"container"`
+}
