@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/inuse-dev/inuse/internal/cgroups"
+	"github.com/inuse-dev/inuse/internal/cliapp"
 )
 
 var execCommand = &cli.Command{
@@ -30,7 +31,7 @@ var execCommand = &cli.Command{
 		if c.NArg() == 0 {
 			return cli.Exit("exec needs a command: inuse-agent exec [--root DIR] -- CMD [ARGS...]", 2)
 		}
-		log := logger(c)
+		log := cliapp.Logger(c)
 		s, h, err := openSensor(c, log)
 		if err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/inuse-dev/inuse/internal/cgroups"
+	"github.com/inuse-dev/inuse/internal/cliapp"
 )
 
 var traceCommand = &cli.Command{
@@ -19,7 +20,7 @@ var traceCommand = &cli.Command{
 		outputFlag,
 	}, sensorFlags...),
 	Action: func(c *cli.Context) error {
-		log := logger(c)
+		log := cliapp.Logger(c)
 		s, h, err := openSensor(c, log)
 		if err != nil {
 			return err

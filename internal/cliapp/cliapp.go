@@ -1,0 +1,63 @@
+// Package cliapp holds what both binaries share on the command line: the
+// global flags, the logger they build, and how errors become exit codes.
+package cliapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/inuse-dev/inuse/internal/logging"
+	"github.com/inuse-dev/inuse/internal/version"
+)
+
+// New returns an app with the global logging flags.
+func New(name, usage string, commands []*cli.Command) *cli.App {
+	return &cli.App{
+		Name:    name,
+		Usage:   usage,
+		Version: version.Version,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"INUSE_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", EnvVars: []string{"INUSE_LOG_FORMAT"}, Usage: "text or json (default: text on a terminal, else json)"},
+		},
+		Before: func(c *cli.Context) error {
+			log, err := logging.New(os.Stderr, c.String("log-level"), c.String("log-format"))
+			if err != nil {
+				return err
+			}
+			c.App.Metadata = map[string]any{"log": log}
+			return nil
+		},
+		Commands: commands,
+	}
+}
+
+// Logger returns the logger built before the command ran.
+func Logger(c *cli.Context) *slog.Logger {
+	return c.App.Metadata["log"].(*slog.Logger)
+}
+
+// Main runs the app until SIGINT or SIGTERM and exits with its status.
+func Main(app *cli.App) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := app.RunContext(ctx, os.Args)
+	stop()
+	var exit cli.ExitCoder
+	switch {
+	case errors.As(err, &exit):
+		if msg := exit.Error(); msg != "" {
+			fmt.Fprintf(os.Stderr, "%s: %s\n", app.Name, msg)
+		}
+		os.Exit(exit.ExitCode())
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "%s: %s\n", app.Name, err)
+		os.Exit(1)
+	}
+}
