@@ -155,4 +155,3 @@ func exitStatus(err error) error {
 	}
 	return err
 }
-
