@@ -1,0 +1,39 @@
+# inuse: see `make help`.
+SHELL := bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/inuse-dev/inuse/internal/version.Version=$(VERSION)
+# Privileged tests (real BPF, cgroups, runtimes) run when make runs as root.
+PRIVILEGED := $(if $(filter 0,$(shell id -u)),INUSE_PRIVILEGED_TESTS=1,)
+TEST_FLAGS ?= -count=1 -timeout 45m
+
+.PHONY: help deps generate check-generated build test demo bench lint
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+deps: ## install what is missing on a Debian machine (clang-19, llvm-19, libbpf-dev, bpftool, redis-server, busybox-static)
+	@scripts/deps.sh
+
+generate: deps ## regenerate the BPF objects (bpf2go, clang-19) and the syscall tables
+	BPF2GO_CC=clang-19 BPF2GO_STRIP=llvm-strip-19 $(GO) generate ./bpf/... ./internal/syscalls/...
+
+check-generated: generate ## regenerate and fail when a committed generated file differs
+	@git diff --exit-code --stat -- bpf internal/syscalls || { echo "generated files are stale: run make generate and commit" >&2; exit 1; }
+
+build: ## build bin/inuse-agent and bin/inuse (static, no clang needed)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+
+test: deps ## run every test; as root this includes the privileged ones
+	$(PRIVILEGED) $(GO) test $(TEST_FLAGS) ./...
+
+demo: deps build ## profile a real command and show what it loaded
+	@scripts/demo.sh
+
+bench: deps build ## run the benchmarks: Go benchmarks and the bench/ harness (root)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) run ./bench/openclose
+
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
