@@ -177,6 +177,24 @@ struct syscall_bits {
 	__u64 words[SYSCALL_WORDS];
 };
 
+/* A file recently reported by a cgroup: a direct-mapped cache in front of
+ * the LRU, so that a file opened in a loop costs one compare. */
+struct recent_file {
+	__u64 ino;
+	__u32 dev;
+	__u32 access;
+};
+
+#define RECENT_FILES 16
+
+/* What the sensor keeps per tracked cgroup. */
+struct cgroup_state {
+	__u64 cgroup_id;
+	__u64 losses; /* ring buffer reserves that failed */
+	struct syscall_bits syscalls;
+	struct recent_file recent[RECENT_FILES];
+};
+
 /* Per-CPU scratch: the path is built backwards in buf, then copied behind
  * the fixed part of the record that goes to the ring buffer. */
 struct scratch {
@@ -198,26 +216,29 @@ struct scratch {
  * otherwise by the id of their cgroup in this v1 controller hierarchy. */
 const volatile __s32 cgroup_v1_subsys = -1;
 
+/* Tracked cgroups on cgroup2: the state hangs off the cgroup itself, so an
+ * untracked task costs three loads and a NULL check. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGRP_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct cgroup_state);
+} inuse_cgstate SEC(".maps");
+
+/* Tracked cgroups on the v1 fallback: id -> slot -> state. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
 	__type(value, __u32);
-} inuse_tracked SEC(".maps");
+} inuse_v1_tracked SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
-	__type(value, struct syscall_bits);
-} inuse_sysbits SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
-	__type(value, __u64);
-} inuse_losses SEC(".maps");
+	__type(value, struct cgroup_state);
+} inuse_v1_state SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -245,23 +266,32 @@ struct {
 	__type(value, struct scratch);
 } inuse_scratch SEC(".maps");
 
-static __always_inline __u64 current_cgroup_key(void)
+/* The state of the current task's cgroup, or NULL when it is not tracked. */
+static __always_inline struct cgroup_state *tracked_state(void)
 {
-	if (cgroup_v1_subsys < 0)
-		return bpf_get_current_cgroup_id();
+	if (cgroup_v1_subsys < 0) {
+		struct task_struct *task = bpf_get_current_task_btf();
+		struct cgroup *cgrp = task->cgroups->dfl_cgrp;
+		/* No cgroup storage at all: untracked, without a helper call. */
+		if (!cgrp->bpf_cgrp_storage)
+			return NULL;
+		return bpf_cgrp_storage_get(&inuse_cgstate, cgrp, 0, 0);
+	}
 
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct css_set *cgroups = BPF_CORE_READ(task, cgroups);
 	struct cgroup_subsys_state *css = NULL;
 	bpf_probe_read_kernel(&css, sizeof(css), &cgroups->subsys[cgroup_v1_subsys & 15]);
-	return BPF_CORE_READ(css, cgroup, kn, id);
+	__u64 id = BPF_CORE_READ(css, cgroup, kn, id);
+	__u32 *slot = bpf_map_lookup_elem(&inuse_v1_tracked, &id);
+	if (!slot)
+		return NULL;
+	return bpf_map_lookup_elem(&inuse_v1_state, slot);
 }
 
-static __always_inline void count_loss(__u32 slot)
+static __always_inline void count_loss(struct cgroup_state *st)
 {
-	__u64 *lost = bpf_map_lookup_elem(&inuse_losses, &slot);
-	if (lost)
-		__sync_fetch_and_add(lost, 1);
+	__sync_fetch_and_add(&st->losses, 1);
 }
 
 static __always_inline void fill_header(struct event_header *hdr, __u64 cgroup_id, __u8 kind)
@@ -361,41 +391,55 @@ static __always_inline __u32 resolve_path(struct scratch *s, struct task_struct 
 	return off;
 }
 
-static __always_inline struct file *fd_file(struct task_struct *task, long fd)
+/* Turns a pointer read with bpf_probe_read_kernel back into a BTF pointer,
+ * so that its fields are read with plain loads. The verifier inlines it. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* The file behind fd in the current task. On the hot path: one helper call
+ * for the variable index, plain loads for the rest. */
+static __always_inline struct file *fd_file(long fd)
 {
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
 	struct file *file = NULL;
 
-	if (fd < 0 || fd >= max_fds)
+	if (fd < 0 || fd >= fdt->max_fds)
 		return NULL;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	return file;
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
+	if (!file)
+		return NULL;
+	return bpf_rdonly_cast(file, bpf_core_type_id_kernel(struct file));
 }
 
 /* Reports an opened or mapped file once per (cgroup, device, inode, access). */
-static __always_inline void report_file(__u64 cgroup_id, __u32 slot, struct file *file, __u16 access)
+static __always_inline void report_file(struct cgroup_state *st, struct file *file, __u16 access)
 {
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	struct inode *inode = file->f_inode;
 	struct file_key key = {
-		.cgroup_id = cgroup_id,
-		.ino = BPF_CORE_READ(inode, i_ino),
-		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+		.cgroup_id = st->cgroup_id,
+		.ino = inode->i_ino,
+		.dev = inode->i_sb->s_dev,
 		.access = access,
 	};
-	if (bpf_map_lookup_elem(&inuse_file_seen, &key))
+	struct recent_file *recent = &st->recent[(key.ino ^ key.dev ^ access) & (RECENT_FILES - 1)];
+	if (recent->ino == key.ino && recent->dev == key.dev && recent->access == access)
 		return;
+	if (bpf_map_lookup_elem(&inuse_file_seen, &key)) {
+		recent->ino = key.ino;
+		recent->dev = key.dev;
+		recent->access = access;
+		return;
+	}
 
 	struct scratch *s = get_scratch();
 	if (!s)
 		return;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct file_event *ev = &s->file.ev;
-	fill_header(&ev->hdr, cgroup_id, EVENT_FILE);
+	fill_header(&ev->hdr, st->cgroup_id, EVENT_FILE);
 	ev->ino = key.ino;
 	ev->dev = key.dev;
-	ev->mode = BPF_CORE_READ(inode, i_mode);
+	ev->mode = inode->i_mode;
 	ev->access = access;
 
 	struct path fpath;
@@ -406,19 +450,22 @@ static __always_inline void report_file(__u64 cgroup_id, __u32 slot, struct file
 	bpf_probe_read_kernel(s->file.path, len, &s->buf[off & (PATH_MAX_LEN - 1)]);
 
 	if (bpf_ringbuf_output(&inuse_events, ev, sizeof(*ev) + len, 0)) {
-		count_loss(slot);
+		count_loss(st);
 		return;
 	}
 	__u8 seen = 1;
 	bpf_map_update_elem(&inuse_file_seen, &key, &seen, BPF_ANY);
+	recent->ino = key.ino;
+	recent->dev = key.dev;
+	recent->access = access;
 }
 
-static __always_inline void handle_open(__u64 cgroup_id, __u32 slot, long fd)
+static __always_inline void handle_open(struct cgroup_state *st, long fd)
 {
-	struct file *file = fd_file((struct task_struct *)bpf_get_current_task(), fd);
+	struct file *file = fd_file(fd);
 	if (!file)
 		return;
-	__u32 fmode = BPF_CORE_READ(file, f_mode);
+	__u32 fmode = file->f_mode;
 	__u16 access = 0;
 	if (fmode & FMODE_READ)
 		access |= ACCESS_READ;
@@ -426,16 +473,16 @@ static __always_inline void handle_open(__u64 cgroup_id, __u32 slot, long fd)
 		access |= ACCESS_WRITE;
 	if (fmode & FMODE_CREATED)
 		access |= ACCESS_CREATE;
-	report_file(cgroup_id, slot, file, access);
+	report_file(st, file, access);
 }
 
-static __always_inline void report_port(__u64 cgroup_id, __u32 slot, __u16 family, __u8 protocol, __u8 direction,
+static __always_inline void report_port(struct cgroup_state *st, __u16 family, __u8 protocol, __u8 direction,
 					__u8 op, __u16 port)
 {
 	if (port == 0)
 		return;
 	struct net_key key = {
-		.cgroup_id = cgroup_id,
+		.cgroup_id = st->cgroup_id,
 		.port = port,
 		.protocol = protocol,
 		.direction = direction,
@@ -447,14 +494,14 @@ static __always_inline void report_port(__u64 cgroup_id, __u32 slot, __u16 famil
 	if (!s)
 		return;
 	struct net_event *ev = &s->net;
-	fill_header(&ev->hdr, cgroup_id, EVENT_NET);
+	fill_header(&ev->hdr, st->cgroup_id, EVENT_NET);
 	ev->port = port;
 	ev->family = family;
 	ev->protocol = protocol;
 	ev->direction = direction;
 	ev->op = op;
 	if (bpf_ringbuf_output(&inuse_events, ev, sizeof(*ev), 0)) {
-		count_loss(slot);
+		count_loss(st);
 		return;
 	}
 	__u8 seen = 1;
@@ -472,12 +519,12 @@ static __always_inline __u16 user_sockaddr_port(const void *addr)
 	return bpf_ntohs(sa[1]);
 }
 
-static __always_inline void handle_socket(__u64 cgroup_id, __u32 slot, long fd, __u8 op, const void *user_addr)
+static __always_inline void handle_socket(struct cgroup_state *st, long fd, __u8 op, const void *user_addr)
 {
-	struct file *file = fd_file((struct task_struct *)bpf_get_current_task(), fd);
+	struct file *file = fd_file(fd);
 	if (!file)
 		return;
-	umode_t mode = BPF_CORE_READ(file, f_inode, i_mode);
+	umode_t mode = file->f_inode->i_mode;
 	if ((mode & S_IFMT) != S_IFSOCK)
 		return;
 	struct socket *sock = BPF_CORE_READ(file, private_data);
@@ -495,33 +542,30 @@ static __always_inline void handle_socket(__u64 cgroup_id, __u32 slot, long fd, 
 	case NET_LISTEN:
 	case NET_ACCEPT:
 		if (protocol == IPPROTO_TCP)
-			report_port(cgroup_id, slot, family, protocol, DIR_IN, op, local);
+			report_port(st, family, protocol, DIR_IN, op, local);
 		break;
 	case NET_BIND:
 		if (protocol == IPPROTO_UDP)
-			report_port(cgroup_id, slot, family, protocol, DIR_IN, op, local);
+			report_port(st, family, protocol, DIR_IN, op, local);
 		break;
 	case NET_CONNECT:
-		report_port(cgroup_id, slot, family, protocol, DIR_OUT, op, remote);
+		report_port(st, family, protocol, DIR_OUT, op, remote);
 		break;
 	case NET_SEND:
 		if (protocol != IPPROTO_UDP)
 			break;
 		__u16 port = user_sockaddr_port(user_addr);
-		report_port(cgroup_id, slot, family, protocol, DIR_OUT, op, port ? port : remote);
+		report_port(st, family, protocol, DIR_OUT, op, port ? port : remote);
 		break;
 	}
 }
 
-static __always_inline void mark_syscall(__u32 slot, long nr)
+static __always_inline void mark_syscall(struct cgroup_state *st, long nr)
 {
 	if (nr < 0 || nr >= MAX_SYSCALL)
 		return;
-	struct syscall_bits *bits = bpf_map_lookup_elem(&inuse_sysbits, &slot);
-	if (!bits)
-		return;
 	__u64 bit = 1ULL << (nr & 63);
-	__u64 *word = &bits->words[(nr >> 6) & (SYSCALL_WORDS - 1)];
+	__u64 *word = &st->syscalls.words[(nr >> 6) & (SYSCALL_WORDS - 1)];
 	if (!(*word & bit))
 		__sync_fetch_and_or(word, bit);
 }
@@ -532,13 +576,11 @@ static __always_inline void mark_syscall(__u32 slot, long nr)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(inuse_sys_exit, struct pt_regs *regs, long ret)
 {
-	__u64 cgroup_id = current_cgroup_key();
-	__u32 *tracked = bpf_map_lookup_elem(&inuse_tracked, &cgroup_id);
-	if (!tracked)
+	struct cgroup_state *st = tracked_state();
+	if (!st)
 		return 0;
-	__u32 slot = *tracked;
 	long nr = SYSCALL_NR(regs);
-	mark_syscall(slot, nr);
+	mark_syscall(st, nr);
 
 	switch (nr) {
 #if defined(__TARGET_ARCH_x86)
@@ -548,37 +590,37 @@ int BPF_PROG(inuse_sys_exit, struct pt_regs *regs, long ret)
 	case NR_OPENAT:
 	case NR_OPENAT2:
 		if (ret >= 0)
-			handle_open(cgroup_id, slot, ret);
+			handle_open(st, ret);
 		break;
 	case NR_MMAP: {
 		long fd = (long)(int)SYSCALL_ARG5(regs);
 		if (ret >= 0 && (SYSCALL_ARG3(regs) & PROT_EXEC) && fd >= 0) {
-			struct file *file = fd_file((struct task_struct *)bpf_get_current_task(), fd);
+			struct file *file = fd_file(fd);
 			if (file)
-				report_file(cgroup_id, slot, file, ACCESS_MAP_EXEC);
+				report_file(st, file, ACCESS_MAP_EXEC);
 		}
 		break;
 	}
 	case NR_LISTEN:
 		if (ret == 0)
-			handle_socket(cgroup_id, slot, SYSCALL_ARG1(regs), NET_LISTEN, NULL);
+			handle_socket(st, SYSCALL_ARG1(regs), NET_LISTEN, NULL);
 		break;
 	case NR_ACCEPT:
 	case NR_ACCEPT4:
 		if (ret >= 0)
-			handle_socket(cgroup_id, slot, ret, NET_ACCEPT, NULL);
+			handle_socket(st, ret, NET_ACCEPT, NULL);
 		break;
 	case NR_BIND:
 		if (ret == 0)
-			handle_socket(cgroup_id, slot, SYSCALL_ARG1(regs), NET_BIND, NULL);
+			handle_socket(st, SYSCALL_ARG1(regs), NET_BIND, NULL);
 		break;
 	case NR_CONNECT:
 		if (ret == 0 || ret == -EINPROGRESS)
-			handle_socket(cgroup_id, slot, SYSCALL_ARG1(regs), NET_CONNECT, NULL);
+			handle_socket(st, SYSCALL_ARG1(regs), NET_CONNECT, NULL);
 		break;
 	case NR_SENDTO:
 		if (ret >= 0)
-			handle_socket(cgroup_id, slot, SYSCALL_ARG1(regs), NET_SEND, (void *)SYSCALL_ARG5(regs));
+			handle_socket(st, SYSCALL_ARG1(regs), NET_SEND, (void *)SYSCALL_ARG5(regs));
 		break;
 	case NR_SENDMSG:
 	case NR_SENDMMSG: {
@@ -586,7 +628,7 @@ int BPF_PROG(inuse_sys_exit, struct pt_regs *regs, long ret)
 		void *name = NULL;
 		if (ret >= 0) {
 			bpf_probe_read_user(&name, sizeof(name), (void *)SYSCALL_ARG2(regs));
-			handle_socket(cgroup_id, slot, SYSCALL_ARG1(regs), NET_SEND, name);
+			handle_socket(st, SYSCALL_ARG1(regs), NET_SEND, name);
 		}
 		break;
 	}
@@ -598,12 +640,11 @@ int BPF_PROG(inuse_sys_exit, struct pt_regs *regs, long ret)
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(inuse_proc_exit, struct task_struct *task)
 {
-	__u64 cgroup_id = current_cgroup_key();
-	__u32 *tracked = bpf_map_lookup_elem(&inuse_tracked, &cgroup_id);
-	if (!tracked)
+	struct cgroup_state *st = tracked_state();
+	if (!st)
 		return 0;
 	unsigned int flags = BPF_CORE_READ(task, signal, flags);
-	mark_syscall(*tracked, (flags & SIGNAL_GROUP_EXIT) ? NR_EXIT_GROUP : NR_EXIT);
+	mark_syscall(st, (flags & SIGNAL_GROUP_EXIT) ? NR_EXIT_GROUP : NR_EXIT);
 	return 0;
 }
 
@@ -620,7 +661,7 @@ static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, st
 /* Emits one exec record, once per (cgroup, file, role) when it names a file.
  * The path comes from the file, else from dir;
  * aux is a user string (argv[0]) or a kernel string (the argv filename). */
-static __always_inline void report_exec(__u64 cgroup_id, __u32 slot, __u8 role, struct file *file, struct path *dir,
+static __always_inline void report_exec(struct cgroup_state *st, __u8 role, struct file *file, struct path *dir,
 					const char *aux, bool aux_user)
 {
 	struct scratch *s = get_scratch();
@@ -628,7 +669,7 @@ static __always_inline void report_exec(__u64 cgroup_id, __u32 slot, __u8 role, 
 		return;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct exec_event *ev = &s->exec.ev;
-	fill_header(&ev->hdr, cgroup_id, EVENT_EXEC);
+	fill_header(&ev->hdr, st->cgroup_id, EVENT_EXEC);
 	ev->role = role;
 	ev->ino = 0;
 	ev->dev = 0;
@@ -636,7 +677,7 @@ static __always_inline void report_exec(__u64 cgroup_id, __u32 slot, __u8 role, 
 	ev->truncated = 0;
 
 	struct path p;
-	struct file_key key = {.cgroup_id = cgroup_id, .access = role == EXEC_LOADER ? ACCESS_LOADER : ACCESS_EXEC};
+	struct file_key key = {.cgroup_id = st->cgroup_id, .access = role == EXEC_LOADER ? ACCESS_LOADER : ACCESS_EXEC};
 	if (file) {
 		struct inode *inode = BPF_CORE_READ(file, f_inode);
 		key.ino = BPF_CORE_READ(inode, i_ino);
@@ -669,7 +710,7 @@ static __always_inline void report_exec(__u64 cgroup_id, __u32 slot, __u8 role, 
 
 	__u64 size = sizeof(*ev) + len + (aux_len & (ARGV0_MAX_LEN - 1));
 	if (bpf_ringbuf_output(&inuse_events, ev, size, 0)) {
-		count_loss(slot);
+		count_loss(st);
 		return;
 	}
 	if (file) {
@@ -683,16 +724,14 @@ static __always_inline void report_exec(__u64 cgroup_id, __u32 slot, __u8 role, 
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(inuse_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	__u64 cgroup_id = current_cgroup_key();
-	__u32 *tracked = bpf_map_lookup_elem(&inuse_tracked, &cgroup_id);
-	if (!tracked)
+	struct cgroup_state *st = tracked_state();
+	if (!st)
 		return 0;
-	__u32 slot = *tracked;
 
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	const char *argv0 = (const char *)BPF_CORE_READ(mm, arg_start);
-	report_exec(cgroup_id, slot, EXEC_BINARY, BPF_CORE_READ(bprm, file), NULL, argv0, true);
+	report_exec(st, EXEC_BINARY, BPF_CORE_READ(bprm, file), NULL, argv0, true);
 
 	const char *filename = BPF_CORE_READ(bprm, filename);
 	if (filename != BPF_CORE_READ(bprm, interp)) {
@@ -702,7 +741,7 @@ int BPF_PROG(inuse_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		bpf_probe_read_kernel(&first, 1, filename);
 		struct path pwd;
 		BPF_CORE_READ_INTO(&pwd, task, fs, pwd);
-		report_exec(cgroup_id, slot, EXEC_SCRIPT, NULL, first == '/' ? NULL : &pwd, filename, false);
+		report_exec(st, EXEC_SCRIPT, NULL, first == '/' ? NULL : &pwd, filename, false);
 	}
 
 	unsigned long base = 0;
@@ -721,7 +760,7 @@ int BPF_PROG(inuse_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		struct vma_file loader = {};
 		bpf_find_vma(task, base, vma_file_cb, &loader, 0);
 		if (loader.file)
-			report_exec(cgroup_id, slot, EXEC_LOADER, loader.file, NULL, NULL, false);
+			report_exec(st, EXEC_LOADER, loader.file, NULL, NULL, false);
 	}
 	return 0;
 }

@@ -3,7 +3,9 @@
 package sensor
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +22,9 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/logfields"
 	"github.com/inuse-dev/inuse/internal/syscalls"
 )
@@ -33,8 +38,8 @@ type Config struct {
 	// RingBufferBytes sizes the event ring buffer: a power of two and a
 	// multiple of the page size. Zero keeps the default (8 MiB).
 	RingBufferBytes uint32
-	// MaxTracked bounds the number of cgroups tracked at once. Zero keeps
-	// the default (4096).
+	// MaxTracked bounds the number of cgroups tracked at once on the v1
+	// fallback. Zero keeps the default (4096). cgroup2 has no bound.
 	MaxTracked uint32
 	// PollInterval is how often syscall bitmaps and loss counters are read.
 	// Zero means one second.
@@ -51,16 +56,19 @@ type Sensor struct {
 	links []link.Link
 	rd    *ringbuf.Reader
 	poll  time.Duration
+	// cgroup2 is the mount point of the cgroup2 hierarchy, or nil on the v1 fallback.
+	cgroup2 *os.File
 
-	mu    sync.Mutex
-	slots map[uint64]*slotState // by tracked cgroup id
-	free  []uint32
+	mu      sync.Mutex
+	tracked map[uint64]*trackedCgroup
+	free    []uint32 // v1 fallback: free slots of inuse_v1_state
 }
 
-// slotState is what user space remembers of a tracked cgroup's slot, to
-// report only what is new.
-type slotState struct {
-	slot     uint32
+// trackedCgroup is what user space holds for a tracked cgroup: the handle
+// of its kernel state, and what it last read of it, to report only news.
+type trackedCgroup struct {
+	fd       *os.File // cgroup2: the cgroup directory, key of inuse_cgstate
+	slot     uint32   // v1 fallback: index into inuse_v1_state
 	syscalls sensorSyscallBits
 	losses   uint64
 }
@@ -72,9 +80,9 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 		return nil, err
 	}
 	s := &Sensor{
-		log:   log.With(logfields.Component, "sensor"),
-		slots: map[uint64]*slotState{},
-		poll:  cfg.PollInterval,
+		log:     log.With(logfields.Component, "sensor"),
+		tracked: map[uint64]*trackedCgroup{},
+		poll:    cfg.PollInterval,
 	}
 	if s.poll <= 0 {
 		s.poll = time.Second
@@ -92,13 +100,7 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 	if cfg.RingBufferBytes != 0 {
 		spec.Maps["inuse_events"].MaxEntries = cfg.RingBufferBytes
 	}
-	maxTracked := uint32(4096)
-	if cfg.MaxTracked != 0 {
-		maxTracked = cfg.MaxTracked
-		for _, m := range []string{"inuse_tracked", "inuse_sysbits", "inuse_losses"} {
-			spec.Maps[m].MaxEntries = maxTracked
-		}
-	}
+	maxTracked := uint32(1) // the v1 maps stay unused on cgroup2
 	if cfg.CgroupV1Controller != "" {
 		idx, err := v1SubsysIndex(cfg.CgroupV1Controller)
 		if err != nil {
@@ -107,6 +109,18 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 		if err := spec.Variables["cgroup_v1_subsys"].Set(idx); err != nil {
 			return nil, fmt.Errorf("setting cgroup v1 controller: %w", err)
 		}
+		maxTracked = cmp.Or(cfg.MaxTracked, 4096)
+	} else {
+		h, err := cgroups.Unified()
+		if err != nil {
+			return nil, fmt.Errorf("sensor keys containers by cgroup2 id: %w", err)
+		}
+		if s.cgroup2, err = os.Open(h.Dir); err != nil {
+			return nil, fmt.Errorf("opening cgroup2 root: %w", err)
+		}
+	}
+	for _, m := range []string{"inuse_v1_tracked", "inuse_v1_state"} {
+		spec.Maps[m].MaxEntries = maxTracked
 	}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		return nil, fmt.Errorf("loading sensor programs: %+w", err)
@@ -177,6 +191,14 @@ func (s *Sensor) Close() error {
 		errs = append(errs, s.links[i].Close())
 	}
 	errs = append(errs, s.objs.Close())
+	for _, t := range s.tracked {
+		if t.fd != nil {
+			errs = append(errs, t.fd.Close())
+		}
+	}
+	if s.cgroup2 != nil {
+		errs = append(errs, s.cgroup2.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -185,56 +207,88 @@ func (s *Sensor) Close() error {
 func (s *Sensor) Track(cgroupID uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.slots[cgroupID]; ok {
+	if _, ok := s.tracked[cgroupID]; ok {
+		return nil
+	}
+	state := sensorCgroupState{CgroupId: cgroupID}
+	if s.cgroup2 != nil {
+		fd, err := openCgroup(s.cgroup2, cgroupID)
+		if err != nil {
+			return err
+		}
+		if err := s.objs.InuseCgstate.Put(int32(fd.Fd()), state); err != nil {
+			fd.Close()
+			return fmt.Errorf("tracking cgroup %d: %w", cgroupID, err)
+		}
+		s.tracked[cgroupID] = &trackedCgroup{fd: fd}
 		return nil
 	}
 	if len(s.free) == 0 {
 		return ErrTrackedFull
 	}
 	slot := s.free[len(s.free)-1]
-	// A reused slot starts clean before the cgroup can write to it.
-	if err := s.objs.InuseSysbits.Put(slot, sensorSyscallBits{}); err != nil {
-		return fmt.Errorf("clearing syscall bitmap: %w", err)
+	// The slot starts clean before the cgroup can write to it.
+	if err := s.objs.InuseV1State.Put(slot, state); err != nil {
+		return fmt.Errorf("clearing cgroup state: %w", err)
 	}
-	if err := s.objs.InuseLosses.Put(slot, uint64(0)); err != nil {
-		return fmt.Errorf("clearing loss counter: %w", err)
-	}
-	if err := s.objs.InuseTracked.Put(cgroupID, slot); err != nil {
+	if err := s.objs.InuseV1Tracked.Put(cgroupID, slot); err != nil {
 		return fmt.Errorf("tracking cgroup %d: %w", cgroupID, err)
 	}
 	s.free = s.free[:len(s.free)-1]
-	s.slots[cgroupID] = &slotState{slot: slot}
+	s.tracked[cgroupID] = &trackedCgroup{slot: slot}
 	return nil
+}
+
+// openCgroup opens a cgroup2 directory by its id: cgroup ids are kernfs
+// file handles.
+func openCgroup(root *os.File, id uint64) (*os.File, error) {
+	const fileIDKernfs = 0xfe
+	handle := unix.NewFileHandle(fileIDKernfs, binary.NativeEndian.AppendUint64(nil, id))
+	fd, err := unix.OpenByHandleAt(int(root.Fd()), handle, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("opening cgroup %d: %w", id, err)
+	}
+	return os.NewFile(uintptr(fd), fmt.Sprintf("cgroup %d", id)), nil
 }
 
 // Untrack stops observing a cgroup and forgets what it had seen, so that
 // its dedup entries do not linger.
 func (s *Sensor) Untrack(cgroupID uint64) error {
 	s.mu.Lock()
-	st, ok := s.slots[cgroupID]
+	t, ok := s.tracked[cgroupID]
 	if ok {
-		delete(s.slots, cgroupID)
+		delete(s.tracked, cgroupID)
 	}
 	s.mu.Unlock()
 	if !ok {
 		return nil
 	}
-	err := s.objs.InuseTracked.Delete(cgroupID)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		err = nil
+	var err error
+	if t.fd != nil {
+		// A cgroup that is gone took its state with it.
+		err = s.objs.InuseCgstate.Delete(int32(t.fd.Fd()))
+		err = errors.Join(ignoreNotExist(err), t.fd.Close())
+	} else {
+		err = ignoreNotExist(s.objs.InuseV1Tracked.Delete(cgroupID))
+		s.mu.Lock()
+		s.free = append(s.free, t.slot)
+		s.mu.Unlock()
 	}
-	errs := []error{err, s.forgetSeen(cgroupID)}
-	s.mu.Lock()
-	s.free = append(s.free, st.slot)
-	s.mu.Unlock()
-	return errors.Join(errs...)
+	return errors.Join(err, s.forgetSeen(cgroupID))
+}
+
+func ignoreNotExist(err error) error {
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	return err
 }
 
 // Tracked reports whether the cgroup is tracked.
 func (s *Sensor) Tracked(cgroupID uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.slots[cgroupID]
+	_, ok := s.tracked[cgroupID]
 	return ok
 }
 
@@ -318,26 +372,31 @@ func (s *Sensor) Run(ctx context.Context, emit func(Event)) error {
 func (s *Sensor) Poll(emit func(Event)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ids := make([]uint64, 0, len(s.slots))
-	for id := range s.slots {
+	ids := make([]uint64, 0, len(s.tracked))
+	for id := range s.tracked {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		st := s.slots[id]
-		var cur sensorSyscallBits
-		if err := s.objs.InuseSysbits.Lookup(st.slot, &cur); err != nil {
-			s.log.Warn("reading syscall bitmap", logfields.CgroupID, id, logfields.Error, err)
-		} else if ev, ok := newSyscalls(id, st.syscalls, cur); ok {
-			st.syscalls = cur
+		t := s.tracked[id]
+		var cur sensorCgroupState
+		var err error
+		if t.fd != nil {
+			err = s.objs.InuseCgstate.Lookup(int32(t.fd.Fd()), &cur)
+		} else {
+			err = s.objs.InuseV1State.Lookup(t.slot, &cur)
+		}
+		if err != nil {
+			s.log.Warn("reading cgroup state", logfields.CgroupID, id, logfields.Error, err)
+			continue
+		}
+		if ev, ok := newSyscalls(id, t.syscalls, cur.Syscalls); ok {
+			t.syscalls = cur.Syscalls
 			emit(ev)
 		}
-		var lost uint64
-		if err := s.objs.InuseLosses.Lookup(st.slot, &lost); err != nil {
-			s.log.Warn("reading loss counter", logfields.CgroupID, id, logfields.Error, err)
-		} else if lost > st.losses {
-			emit(LossEvent{CgroupID: id, Lost: lost - st.losses, Total: lost})
-			st.losses = lost
+		if cur.Losses > t.losses {
+			emit(LossEvent{CgroupID: id, Lost: cur.Losses - t.losses, Total: cur.Losses})
+			t.losses = cur.Losses
 		}
 	}
 }

@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type sensorCgroupState struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	Losses   uint64
+	Syscalls sensorSyscallBits
+	Recent   [16]struct {
+		_      structs.HostLayout
+		Ino    uint64
+		Dev    uint32
+		Access uint32
+	}
+}
+
 type sensorEventHeader struct {
 	_           structs.HostLayout
 	CgroupId    uint64
@@ -94,13 +107,13 @@ type sensorSyscallBits struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	sensorMapInuseCgstate   = "inuse_cgstate"
 	sensorMapInuseEvents    = "inuse_events"
 	sensorMapInuseFileSeen  = "inuse_file_seen"
-	sensorMapInuseLosses    = "inuse_losses"
 	sensorMapInuseNetSeen   = "inuse_net_seen"
 	sensorMapInuseScratch   = "inuse_scratch"
-	sensorMapInuseSysbits   = "inuse_sysbits"
-	sensorMapInuseTracked   = "inuse_tracked"
+	sensorMapInuseV1State   = "inuse_v1_state"
+	sensorMapInuseV1Tracked = "inuse_v1_tracked"
 	sensorProgInuseExec     = "inuse_exec"
 	sensorProgInuseProcExit = "inuse_proc_exit"
 	sensorProgInuseSysExit  = "inuse_sys_exit"
@@ -158,13 +171,13 @@ type sensorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorMapSpecs struct {
-	InuseEvents   *ebpf.MapSpec `ebpf:"inuse_events"`
-	InuseFileSeen *ebpf.MapSpec `ebpf:"inuse_file_seen"`
-	InuseLosses   *ebpf.MapSpec `ebpf:"inuse_losses"`
-	InuseNetSeen  *ebpf.MapSpec `ebpf:"inuse_net_seen"`
-	InuseScratch  *ebpf.MapSpec `ebpf:"inuse_scratch"`
-	InuseSysbits  *ebpf.MapSpec `ebpf:"inuse_sysbits"`
-	InuseTracked  *ebpf.MapSpec `ebpf:"inuse_tracked"`
+	InuseCgstate   *ebpf.MapSpec `ebpf:"inuse_cgstate"`
+	InuseEvents    *ebpf.MapSpec `ebpf:"inuse_events"`
+	InuseFileSeen  *ebpf.MapSpec `ebpf:"inuse_file_seen"`
+	InuseNetSeen   *ebpf.MapSpec `ebpf:"inuse_net_seen"`
+	InuseScratch   *ebpf.MapSpec `ebpf:"inuse_scratch"`
+	InuseV1State   *ebpf.MapSpec `ebpf:"inuse_v1_state"`
+	InuseV1Tracked *ebpf.MapSpec `ebpf:"inuse_v1_tracked"`
 }
 
 // sensorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -194,24 +207,24 @@ func (o *sensorObjects) Close() error {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorMaps struct {
-	InuseEvents   *ebpf.Map `ebpf:"inuse_events"`
-	InuseFileSeen *ebpf.Map `ebpf:"inuse_file_seen"`
-	InuseLosses   *ebpf.Map `ebpf:"inuse_losses"`
-	InuseNetSeen  *ebpf.Map `ebpf:"inuse_net_seen"`
-	InuseScratch  *ebpf.Map `ebpf:"inuse_scratch"`
-	InuseSysbits  *ebpf.Map `ebpf:"inuse_sysbits"`
-	InuseTracked  *ebpf.Map `ebpf:"inuse_tracked"`
+	InuseCgstate   *ebpf.Map `ebpf:"inuse_cgstate"`
+	InuseEvents    *ebpf.Map `ebpf:"inuse_events"`
+	InuseFileSeen  *ebpf.Map `ebpf:"inuse_file_seen"`
+	InuseNetSeen   *ebpf.Map `ebpf:"inuse_net_seen"`
+	InuseScratch   *ebpf.Map `ebpf:"inuse_scratch"`
+	InuseV1State   *ebpf.Map `ebpf:"inuse_v1_state"`
+	InuseV1Tracked *ebpf.Map `ebpf:"inuse_v1_tracked"`
 }
 
 func (m *sensorMaps) Close() error {
 	return _SensorClose(
+		m.InuseCgstate,
 		m.InuseEvents,
 		m.InuseFileSeen,
-		m.InuseLosses,
 		m.InuseNetSeen,
 		m.InuseScratch,
-		m.InuseSysbits,
-		m.InuseTracked,
+		m.InuseV1State,
+		m.InuseV1Tracked,
 	)
 }
 

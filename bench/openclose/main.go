@@ -1,0 +1,274 @@
+// Command openclose measures what the sensor costs a process that opens
+// and closes one file in a loop, in four configurations measured in the
+// same run: untraced (no program loaded), floor (an empty program on the
+// sensor's sys_exit hook), untracked (sensor loaded, process not tracked)
+// and tracked. Configurations alternate round by round so that drift of the
+// machine hits all alike; the median of each is printed as a ratio against
+// untraced. It also measures how fast user space reads and decodes events.
+//
+// Run as root: go run ./bench/openclose
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/inuse-dev/inuse/bpf/emptyprobe"
+	"github.com/inuse-dev/inuse/bpf/sensor"
+	"github.com/inuse-dev/inuse/internal/cgroups"
+)
+
+const workerEnv = "INUSE_BENCH_WORKER"
+
+func main() {
+	if mode := os.Getenv(workerEnv); mode != "" {
+		if err := worker(mode, os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "worker:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ops := flag.Int("ops", 1_000_000, "open+close pairs per measurement")
+	rounds := flag.Int("rounds", 7, "measurements per configuration")
+	events := flag.Int("events", 200_000, "unique files for the decode-rate measurement")
+	flag.Parse()
+	if err := run(*ops, *rounds, *events); err != nil {
+		fmt.Fprintln(os.Stderr, "openclose:", err)
+		os.Exit(1)
+	}
+}
+
+// worker runs in the measured cgroup. "openclose N FILE" prints ns per
+// open+close pair; "create N DIR" creates N files.
+func worker(mode string, args []string) error {
+	n, err := strconv.Atoi(args[0])
+	if err != nil {
+		return err
+	}
+	switch mode {
+	case "openclose":
+		start := time.Now()
+		for range n {
+			fd, err := unix.Open(args[1], unix.O_RDONLY, 0)
+			if err != nil {
+				return err
+			}
+			unix.Close(fd)
+		}
+		fmt.Println(float64(time.Since(start).Nanoseconds()) / float64(n))
+		return nil
+	case "create":
+		for i := range n {
+			fd, err := unix.Open(filepath.Join(args[1], strconv.Itoa(i)), unix.O_CREAT|unix.O_WRONLY, 0o644)
+			if err != nil {
+				return err
+			}
+			unix.Close(fd)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown mode %q", mode)
+}
+
+type bench struct {
+	h      cgroups.Hierarchy
+	self   string
+	dir    string
+	target string
+}
+
+// inCgroup runs a worker in the cgroup directory cg and returns its output.
+func (b *bench) inCgroup(cg, mode string, args ...string) (string, error) {
+	cmd := exec.Command(b.self, args...)
+	cmd.Env = append(os.Environ(), workerEnv+"="+mode)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	if err := b.h.Start(cmd, cg); err != nil {
+		return "", err
+	}
+	if err := cmd.Wait(); err != nil {
+		return "", fmt.Errorf("worker %s: %w", mode, err)
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+func (b *bench) openClose(cg string, ops int) (float64, error) {
+	out, err := b.inCgroup(cg, "openclose", strconv.Itoa(ops), b.target)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseFloat(out, 64)
+}
+
+func run(ops, rounds, events int) error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return err
+	}
+	h, err := cgroups.Detect()
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "inuse-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	b := &bench{h: h, self: self, dir: dir, target: filepath.Join(dir, "target")}
+	if err := os.WriteFile(b.target, []byte("x"), 0o644); err != nil {
+		return err
+	}
+	name := fmt.Sprintf("inuse-bench-%d", os.Getpid())
+	trackedDir, trackedID, err := h.Create(name + "/tracked")
+	if err != nil {
+		return err
+	}
+	untrackedDir, _, err := h.Create(name + "/untracked")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = cgroups.Remove(trackedDir)
+		_ = cgroups.Remove(untrackedDir)
+		_ = cgroups.Remove(h.Path(name))
+	}()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	configs := []struct {
+		name string
+		note string
+		run  func() (float64, error)
+	}{
+		{"untraced", "no BPF program loaded", func() (float64, error) { return b.openClose(untrackedDir, ops) }},
+		{"floor", "empty program on sys_exit", func() (float64, error) {
+			p, err := emptyprobe.Open()
+			if err != nil {
+				return 0, err
+			}
+			defer p.Close()
+			return b.openClose(untrackedDir, ops)
+		}},
+		{"untracked", "sensor loaded, process not tracked", func() (float64, error) {
+			s, err := sensor.Open(log, sensor.Config{CgroupV1Controller: h.Controller})
+			if err != nil {
+				return 0, err
+			}
+			defer s.Close()
+			return b.openClose(untrackedDir, ops)
+		}},
+		{"tracked", "sensor loaded, process tracked", func() (float64, error) {
+			s, err := sensor.Open(log, sensor.Config{CgroupV1Controller: h.Controller})
+			if err != nil {
+				return 0, err
+			}
+			defer s.Close()
+			if err := s.Track(trackedID); err != nil {
+				return 0, err
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx, func(sensor.Event) {}) }()
+			ns, err := b.openClose(trackedDir, ops)
+			cancel()
+			<-done
+			return ns, err
+		}},
+	}
+	results := make([][]float64, len(configs))
+	for r := range rounds {
+		for i, c := range configs {
+			ns, err := c.run()
+			if err != nil {
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			results[i] = append(results[i], ns)
+		}
+		fmt.Fprintf(os.Stderr, "round %d/%d done\n", r+1, rounds)
+	}
+
+	fmt.Printf("open+close of one file, %d pairs per run, median of %d runs per configuration\n", ops, rounds)
+	fmt.Printf("%-10s %10s %8s  %s\n", "config", "ns/pair", "ratio", "")
+	base := median(results[0])
+	for i, c := range configs {
+		m := median(results[i])
+		fmt.Printf("%-10s %10.1f %7.3fx  %s\n", c.name, m, m/base, c.note)
+	}
+
+	rate, err := decodeRate(b, log, h, trackedDir, trackedID, events)
+	if err != nil {
+		return fmt.Errorf("decode rate: %w", err)
+	}
+	fmt.Printf("events read from the ring buffer and decoded: %.0f per second (%d unique file events)\n", rate, events)
+	return nil
+}
+
+// decodeRate fills the ring buffer with unique file events while nothing
+// reads it, then times reading and decoding them all.
+func decodeRate(b *bench, log *slog.Logger, h cgroups.Hierarchy, cg string, id uint64, n int) (float64, error) {
+	s, err := sensor.Open(log, sensor.Config{CgroupV1Controller: h.Controller, RingBufferBytes: 128 << 20})
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	if err := s.Track(id); err != nil {
+		return 0, err
+	}
+	files := filepath.Join(b.dir, "files")
+	if err := os.Mkdir(files, 0o755); err != nil {
+		return 0, err
+	}
+	if _, err := b.inCgroup(cg, "create", strconv.Itoa(n), files); err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got, lost := 0, uint64(0)
+	var start time.Time
+	var elapsed time.Duration
+	err = s.Run(ctx, func(e sensor.Event) {
+		switch ev := e.(type) {
+		case sensor.FileEvent:
+			if got == 0 {
+				start = time.Now()
+			}
+			if strings.HasPrefix(ev.Path, files+"/") {
+				got++
+				if got == n {
+					elapsed = time.Since(start)
+					cancel()
+				}
+			}
+		case sensor.LossEvent:
+			lost += ev.Lost
+			cancel()
+		}
+	})
+	if lost > 0 {
+		return 0, fmt.Errorf("%d events lost: enlarge the ring buffer", lost)
+	}
+	if got != n {
+		return 0, fmt.Errorf("read %d of %d events: %w", got, n, err)
+	}
+	return float64(n) / elapsed.Seconds(), nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	return s[len(s)/2]
+}
