@@ -12,6 +12,7 @@ declare -A need=(
 	[bpftool]=bpftool
 	[redis-server]=redis-server
 	[busybox]=busybox-static
+	[jq]=jq
 	[/usr/include/x86_64-linux-gnu/asm/unistd_64.h]=linux-libc-dev
 	[/usr/include/asm-generic/unistd.h]=linux-libc-dev
 )
