@@ -105,6 +105,17 @@ func actFiles(dir string) error {
 		}
 		unix.Close(fd)
 	}
+	// an executable mapping of an open fd, as dlopen does
+	lib, err := os.Open(filepath.Join(dir, "lib.so"))
+	if err != nil {
+		return err
+	}
+	mem, err := unix.Mmap(int(lib.Fd()), 0, 4096, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE)
+	if err != nil {
+		return fmt.Errorf("mapping lib.so: %w", err)
+	}
+	_ = unix.Munmap(mem)
+	lib.Close()
 	if _, err := unix.Open(filepath.Join(dir, "missing.txt"), unix.O_RDONLY, 0); err == nil {
 		return fmt.Errorf("missing.txt exists")
 	}
@@ -227,7 +238,7 @@ func fixture(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	require.NoError(t, os.Mkdir(filepath.Join(dir, "sub"), 0o755))
-	for _, f := range []string{"read.txt", "target.txt", "many.txt", "sub/relative.txt"} {
+	for _, f := range []string{"read.txt", "target.txt", "many.txt", "sub/relative.txt", "lib.so"} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, f), []byte("data\n"), 0o644))
 	}
 	require.NoError(t, os.Symlink("target.txt", filepath.Join(dir, "link.txt")))
@@ -361,6 +372,9 @@ func TestSensorTrackedCgroup(t *testing.T) {
 				require.Positive(t, got[0].PID)
 			})
 		}
+		lib := files[filepath.Join(dir, "lib.so")]
+		require.Len(t, lib, 2, "an open and an executable mapping: %+v", lib)
+		require.ElementsMatch(t, []Access{AccessRead, AccessMapExec}, []Access{lib[0].Access, lib[1].Access})
 		require.Empty(t, files[filepath.Join(dir, "link.txt")], "the symlink's own name is not the opened file")
 		require.Empty(t, files[filepath.Join(dir, "missing.txt")], "failed opens are not events")
 		sub := files[filepath.Join(dir, "sub")]
@@ -470,20 +484,7 @@ func TestSensorUntrackForgets(t *testing.T) {
 
 func TestSensorChrootPaths(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	busybox, err := exec.LookPath("busybox")
-	require.NoError(t, err, "busybox-static is missing: run `make deps`")
-	root := t.TempDir()
-	for _, d := range []string{"bin", "etc", "proc", "tmp"} {
-		require.NoError(t, os.MkdirAll(filepath.Join(root, d), 0o755))
-	}
-	b, err := os.ReadFile(busybox)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(root, "bin/busybox"), b, 0o755))
-	for _, applet := range []string{"sh", "cat"} {
-		require.NoError(t, os.Symlink("busybox", filepath.Join(root, "bin", applet)))
-	}
-	require.NoError(t, os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644))
-
+	root := testutil.BusyboxRoot(t)
 	h, err := cgroups.Unified()
 	require.NoError(t, err)
 	s := openSensor(t, Config{})

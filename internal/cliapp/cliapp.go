@@ -36,6 +36,9 @@ func New(name, usage string, commands []*cli.Command) *cli.App {
 			return nil
 		},
 		Commands: commands,
+		// Main picks the exit code; urfave's default handler would os.Exit
+		// from inside RunContext.
+		ExitErrHandler: func(*cli.Context, error) {},
 	}
 }
 

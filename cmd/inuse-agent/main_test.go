@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/urfave/cli/v2"
+
+	"github.com/inuse-dev/inuse/internal/cgroups"
+	"github.com/inuse-dev/inuse/internal/cliapp"
+	"github.com/inuse-dev/inuse/internal/testutil"
+)
+
+// runAgent runs inuse-agent in-process with args and returns its error.
+func runAgent(ctx context.Context, args ...string) error {
+	app := cliapp.New("inuse-agent", "test", commands)
+	return app.RunContext(ctx, append([]string{"inuse-agent", "--log-level", "warn"}, args...))
+}
+
+type line struct {
+	Kind  string   `json:"kind"`
+	Path  string   `json:"path"`
+	Role  string   `json:"role"`
+	Names []string `json:"names"`
+}
+
+func readLines(t *testing.T, file string) []line {
+	t.Helper()
+	f, err := os.Open(file)
+	require.NoError(t, err)
+	defer f.Close()
+	var out []line
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var l line
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &l), "line %q", sc.Text())
+		require.NotEmpty(t, l.Kind)
+		out = append(out, l)
+	}
+	require.NoError(t, sc.Err())
+	return out
+}
+
+func has(lines []line, kind, path string) bool {
+	for _, l := range lines {
+		if l.Kind == kind && l.Path == path {
+			return true
+		}
+	}
+	return false
+}
+
+func exitCode(t *testing.T, err error) int {
+	t.Helper()
+	if err == nil {
+		return 0
+	}
+	var exit cli.ExitCoder
+	require.True(t, errors.As(err, &exit), "error %v is not an exit status", err)
+	return exit.ExitCode()
+}
+
+func TestExecReportsCommandAndExitStatus(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	out := filepath.Join(t.TempDir(), "events.jsonl")
+	data := filepath.Join(t.TempDir(), "data.txt")
+	require.NoError(t, os.WriteFile(data, []byte("x"), 0o644))
+
+	err := runAgent(t.Context(), "exec", "-o", out, "--", "/bin/sh", "-c", "cat "+data+" >/dev/null; exit 7")
+	require.Equal(t, 7, exitCode(t, err))
+	lines := readLines(t, out)
+	sh, err := filepath.EvalSymlinks("/bin/sh")
+	require.NoError(t, err)
+	require.True(t, has(lines, "exec", sh), "exec of %s in %+v", sh, lines)
+	require.True(t, has(lines, "file", data), "open of %s in %+v", data, lines)
+}
+
+func TestExecInRoot(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	root := testutil.BusyboxRoot(t)
+	out := filepath.Join(t.TempDir(), "events.jsonl")
+
+	err := runAgent(t.Context(), "exec", "--root", root, "-o", out, "--", "sh", "-c", "cat /etc/passwd /proc/self/stat")
+	require.Equal(t, 0, exitCode(t, err))
+	lines := readLines(t, out)
+	require.True(t, has(lines, "exec", "/bin/busybox"), "%+v", lines)
+	require.True(t, has(lines, "file", "/etc/passwd"), "%+v", lines)
+	for _, l := range lines {
+		require.NotContains(t, l.Path, root, "host path leaked")
+	}
+	var st os.FileInfo
+	st, err = os.Stat(filepath.Join(root, "proc/self"))
+	require.Error(t, err, "proc must be unmounted after exec, found %v", st)
+}
+
+func TestExecNeedsACommand(t *testing.T) {
+	err := runAgent(t.Context(), "exec")
+	require.Equal(t, 2, exitCode(t, err))
+}
+
+func TestTracePrintsEventsOfOneCgroup(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	name := "inuse-test/trace-" + time.Now().Format("150405.000000")
+	dir, _, err := h.Create(name)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cgroups.Remove(dir) })
+	out := filepath.Join(t.TempDir(), "events.jsonl")
+	data := filepath.Join(t.TempDir(), "traced.txt")
+	require.NoError(t, os.WriteFile(data, []byte("x"), 0o644))
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- runAgent(ctx, "trace", "--cgroup", "/"+name, "-o", out) }()
+	// trace creates its output once the cgroup is tracked.
+	for {
+		if _, err := os.Stat(out); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("trace ended early: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	cmd := exec.Command("cat", data)
+	require.NoError(t, h.Start(cmd, dir))
+	require.NoError(t, cmd.Wait())
+	// Stopping trace drains what the kernel already wrote.
+	cancel()
+	require.NoError(t, <-done)
+	lines := readLines(t, out)
+	require.True(t, has(lines, "file", data), "%+v", lines)
+}
