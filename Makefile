@@ -32,6 +32,7 @@ demo: deps build ## profile a real command and show what it loaded
 
 bench: deps build ## run the benchmarks: Go benchmarks and the bench/ harness (root)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@command -v bpftrace >/dev/null || { apt-get install -y -qq --no-install-recommends bpftrace >/dev/null; }
 	$(GO) run ./bench/openclose
 
 lint: ## gofmt and go vet

@@ -190,6 +190,17 @@ func run(ops, rounds, events int) error {
 			return ns, err
 		}},
 	}
+	if bt, err := exec.LookPath("bpftrace"); err == nil {
+		configs = append(configs, struct {
+			name string
+			note string
+			run  func() (float64, error)
+		}{"bpftrace", "peer: bpftrace counting the tracked cgroup's openat exits", func() (float64, error) {
+			return b.underBpftrace(bt, trackedID, trackedDir, ops)
+		}})
+	} else {
+		fmt.Fprintln(os.Stderr, "bpftrace not installed: no peer measurement (make bench installs it)")
+	}
 	results := make([][]float64, len(configs))
 	for r := range rounds {
 		for i, c := range configs {
@@ -216,6 +227,31 @@ func run(ops, rounds, events int) error {
 	}
 	fmt.Printf("events read from the ring buffer and decoded: %.0f per second (%d unique file events)\n", rate, events)
 	return nil
+}
+
+// underBpftrace measures the loop in a cgroup that bpftrace filters on,
+// the way one would trace a container with it.
+func (b *bench) underBpftrace(bin string, id uint64, cg string, ops int) (float64, error) {
+	prog := fmt.Sprintf("tracepoint:syscalls:sys_exit_openat /cgroup == %d/ { @opens = count(); }", id)
+	cmd := exec.Command(bin, "-e", prog)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}()
+	// bpftrace prints "Attaching N probes..." once its programs are attached.
+	buf := make([]byte, 256)
+	if _, err := stdout.Read(buf); err != nil {
+		return 0, fmt.Errorf("waiting for bpftrace: %w", err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	return b.openClose(cg, ops)
 }
 
 // decodeRate fills the ring buffer with unique file events while nothing
