@@ -157,6 +157,9 @@ func checkKernel() error {
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
 		return fmt.Errorf("sensor needs BPF ring buffers (Linux 5.8 or later): %w", err)
 	}
+	if err := features.HaveMapType(ebpf.CgroupStorage); err != nil {
+		return fmt.Errorf("sensor needs BPF cgroup storage (Linux 6.2 or later): %w", err)
+	}
 	if err := features.HaveProgramHelper(ebpf.Kprobe, asm.FnFindVma); err != nil {
 		return fmt.Errorf("sensor needs bpf_find_vma (Linux 5.17 or later): %w", err)
 	}
