@@ -297,40 +297,35 @@ func (s *Sensor) Tracked(cgroupID uint64) bool {
 
 // forgetSeen deletes the dedup entries of one cgroup.
 func (s *Sensor) forgetSeen(cgroupID uint64) error {
-	var errs []error
-	var fk sensorFileKey
-	var fkeys []sensorFileKey
-	var seen uint8
-	it := s.objs.InuseFileSeen.Iterate()
-	for it.Next(&fk, &seen) {
-		if fk.CgroupId == cgroupID {
-			fkeys = append(fkeys, fk)
-		}
-	}
-	errs = append(errs, it.Err())
-	for _, k := range fkeys {
-		if err := s.objs.InuseFileSeen.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	var nk sensorNetKey
-	var nkeys []sensorNetKey
-	it = s.objs.InuseNetSeen.Iterate()
-	for it.Next(&nk, &seen) {
-		if nk.CgroupId == cgroupID {
-			nkeys = append(nkeys, nk)
-		}
-	}
-	errs = append(errs, it.Err())
-	for _, k := range nkeys {
-		if err := s.objs.InuseNetSeen.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
+	err := errors.Join(
+		deleteWhere(s.objs.InuseFileSeen, func(k sensorFileKey) bool { return k.CgroupId == cgroupID }),
+		deleteWhere(s.objs.InuseNetSeen, func(k sensorNetKey) bool { return k.CgroupId == cgroupID }),
+	)
+	if err != nil {
 		return fmt.Errorf("forgetting dedup entries of cgroup %d: %w", cgroupID, err)
 	}
 	return nil
+}
+
+// deleteWhere deletes the entries of m whose key matches. Keys are
+// collected first: deleting while iterating restarts the iteration.
+func deleteWhere[K any](m *ebpf.Map, match func(K) bool) error {
+	var (
+		key   K
+		value []byte
+		keys  []K
+	)
+	it := m.Iterate()
+	for it.Next(&key, &value) {
+		if match(key) {
+			keys = append(keys, key)
+		}
+	}
+	errs := []error{it.Err()}
+	for _, k := range keys {
+		errs = append(errs, ignoreNotExist(m.Delete(k)))
+	}
+	return errors.Join(errs...)
 }
 
 // Run reads events until ctx is done and hands each to emit, from this

@@ -208,6 +208,25 @@ func openSensor(t *testing.T, cfg Config) *Sensor {
 	return s
 }
 
+// tracked opens a sensor on cgroup2 and tracks a fresh cgroup with it.
+func tracked(t *testing.T, cfg Config) (s *Sensor, h cgroups.Hierarchy, cgDir string, id uint64) {
+	t.Helper()
+	testutil.RequirePrivileged(t)
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	s = openSensor(t, cfg)
+	cgDir, id = testCgroup(t, h)
+	require.NoError(t, s.Track(id))
+	return s, h, cgDir, id
+}
+
+// runIn runs cmd to its end inside the cgroup at cgDir.
+func runIn(t *testing.T, h cgroups.Hierarchy, cgDir string, cmd *exec.Cmd) {
+	t.Helper()
+	require.NoError(t, h.Start(cmd, cgDir))
+	require.NoError(t, cmd.Wait())
+}
+
 // collect runs the sensor until stop is called, then returns every event.
 func collect(t *testing.T, s *Sensor) (stop func() []Event) {
 	t.Helper()
@@ -298,13 +317,8 @@ func elfInterpreter(t *testing.T, binary string) string {
 }
 
 func TestSensorTrackedCgroup(t *testing.T) {
-	testutil.RequirePrivileged(t)
-	h, err := cgroups.Unified()
-	require.NoError(t, err)
-	s := openSensor(t, Config{})
+	s, h, cgDir, id := tracked(t, Config{})
 	dir := fixture(t)
-	cgDir, id := testCgroup(t, h)
-	require.NoError(t, s.Track(id))
 
 	// Sockets of the test itself: the actor accepts on one it inherits and
 	// reaches the others.
@@ -440,37 +454,23 @@ func TestSensorTrackedCgroup(t *testing.T) {
 }
 
 func TestSensorIgnoresUntrackedCgroups(t *testing.T) {
-	testutil.RequirePrivileged(t)
-	h, err := cgroups.Unified()
-	require.NoError(t, err)
-	s := openSensor(t, Config{})
+	s, h, _, _ := tracked(t, Config{})
 	dir := fixture(t)
-	trackedDir, tracked := testCgroup(t, h)
-	_ = trackedDir
-	require.NoError(t, s.Track(tracked))
-	cgDir, _ := testCgroup(t, h)
+	untracked, _ := testCgroup(t, h)
 
 	stop := collect(t, s)
-	cmd := actor(t, "files", dir)
-	require.NoError(t, h.Start(cmd, cgDir))
-	require.NoError(t, cmd.Wait())
+	runIn(t, h, untracked, actor(t, "files", dir))
 	require.Empty(t, stop(), "an untracked process produced events")
 }
 
 func TestSensorUntrackForgets(t *testing.T) {
-	testutil.RequirePrivileged(t)
-	h, err := cgroups.Unified()
-	require.NoError(t, err)
-	s := openSensor(t, Config{})
+	s, h, cgDir, id := tracked(t, Config{})
 	dir := fixture(t)
-	cgDir, id := testCgroup(t, h)
 
 	run := func() []Event {
 		require.NoError(t, s.Track(id))
 		stop := collect(t, s)
-		cmd := actor(t, "files", dir)
-		require.NoError(t, h.Start(cmd, cgDir))
-		require.NoError(t, cmd.Wait())
+		runIn(t, h, cgDir, actor(t, "files", dir))
 		return stop()
 	}
 	first := filesByPath(run(), id)
@@ -513,18 +513,11 @@ func TestSensorChrootPaths(t *testing.T) {
 }
 
 func TestSensorCountsLosses(t *testing.T) {
-	testutil.RequirePrivileged(t)
-	h, err := cgroups.Unified()
-	require.NoError(t, err)
-	s := openSensor(t, Config{RingBufferBytes: uint32(os.Getpagesize())})
+	s, h, cgDir, id := tracked(t, Config{RingBufferBytes: uint32(os.Getpagesize())})
 	dir := t.TempDir()
-	cgDir, id := testCgroup(t, h)
-	require.NoError(t, s.Track(id))
 
 	// The ring buffer is not read while the burst runs, so it overflows.
-	cmd := actor(t, "burst", dir)
-	require.NoError(t, h.Start(cmd, cgDir))
-	require.NoError(t, cmd.Wait())
+	runIn(t, h, cgDir, actor(t, "burst", dir))
 	stop := collect(t, s)
 	events := stop()
 
@@ -552,9 +545,7 @@ func TestSensorCgroupV1Fallback(t *testing.T) {
 	require.NoError(t, s.Track(id))
 
 	stop := collect(t, s)
-	cmd := actor(t, "files", dir)
-	require.NoError(t, h.Start(cmd, cgDir))
-	require.NoError(t, cmd.Wait())
+	runIn(t, h, cgDir, actor(t, "files", dir))
 	events := stop()
 	files := filesByPath(events, id)
 	require.Len(t, files[filepath.Join(dir, "read.txt")], 1)
