@@ -216,6 +216,10 @@ struct scratch {
  * otherwise by the id of their cgroup in this v1 controller hierarchy. */
 const volatile __s32 cgroup_v1_subsys = -1;
 
+/* FMODE_BACKING of this kernel (a macro, so no CO-RE): set by user space
+ * from the kernel version; 0 where overlayfs has no backing files. */
+const volatile __u32 fmode_backing = 0;
+
 /* Tracked cgroups on cgroup2: the state hangs off the cgroup itself, so an
  * untracked task costs three loads and a NULL check. */
 struct {
@@ -679,14 +683,19 @@ static __always_inline void report_exec(struct cgroup_state *st, __u8 role, stru
 	struct path p;
 	struct file_key key = {.cgroup_id = st->cgroup_id, .access = role == EXEC_LOADER ? ACCESS_LOADER : ACCESS_EXEC};
 	if (file) {
-		struct inode *inode = BPF_CORE_READ(file, f_inode);
+		/* A mapping of an overlayfs file holds the lower layer's file
+		 * (a backing file): the path the task knows is its user_path. */
+		if (fmode_backing && (BPF_CORE_READ(file, f_mode) & fmode_backing) && bpf_core_type_exists(struct backing_file))
+			BPF_CORE_READ_INTO(&p, (struct backing_file *)file, user_path);
+		else
+			BPF_CORE_READ_INTO(&p, file, f_path);
+		struct inode *inode = BPF_CORE_READ(p.dentry, d_inode);
 		key.ino = BPF_CORE_READ(inode, i_ino);
 		key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
 		if (bpf_map_lookup_elem(&inuse_file_seen, &key))
 			return;
 		ev->ino = key.ino;
 		ev->dev = key.dev;
-		BPF_CORE_READ_INTO(&p, file, f_path);
 		dir = &p;
 	}
 	__u32 len = 0;

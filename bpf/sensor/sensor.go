@@ -122,6 +122,9 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 	for _, m := range []string{"inuse_v1_tracked", "inuse_v1_state"} {
 		spec.Maps[m].MaxEntries = maxTracked
 	}
+	if err := spec.Variables["fmode_backing"].Set(fmodeBacking()); err != nil {
+		return nil, fmt.Errorf("setting FMODE_BACKING: %w", err)
+	}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		return nil, fmt.Errorf("loading sensor programs: %+w", err)
 	}
@@ -164,6 +167,26 @@ func checkKernel() error {
 		return fmt.Errorf("sensor needs bpf_find_vma (Linux 5.17 or later): %w", err)
 	}
 	return nil
+}
+
+// fmodeBacking returns the kernel's FMODE_BACKING bit: overlayfs maps
+// lower-layer "backing files" since Linux 6.6; the bit moved in 6.14.
+func fmodeBacking() uint32 {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return 0
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &major, &minor); err != nil {
+		return 0
+	}
+	switch v := major*1000 + minor; {
+	case v >= 6014:
+		return 1 << 24
+	case v >= 6006:
+		return 1 << 25
+	}
+	return 0
 }
 
 // v1SubsysIndex finds the kernel's cgroup_subsys_id of a v1 controller.

@@ -551,3 +551,46 @@ func TestSensorCgroupV1Fallback(t *testing.T) {
 	require.Len(t, files[filepath.Join(dir, "read.txt")], 1)
 	require.NotEmpty(t, ofKind[SyscallEvent](events, id))
 }
+
+// In a container the root is an overlay: the ELF loader that the kernel
+// maps is a lower-layer backing file, and must still be reported by the
+// path the container sees.
+func TestSensorOverlayRootPaths(t *testing.T) {
+	s, h, cgDir, id := tracked(t, Config{})
+	base := t.TempDir()
+	lower, upper, work, merged := filepath.Join(base, "lower"), filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "merged")
+	interp := elfInterpreter(t, "/usr/bin/true")
+	libc := "/usr/lib/x86_64-linux-gnu/libc.so.6"
+	for _, f := range []struct{ from, to string }{
+		{"/usr/bin/true", "/usr/bin/true"},
+		{realPath(t, interp), interp},
+		{realPath(t, libc), libc},
+	} {
+		b, err := os.ReadFile(f.from)
+		require.NoError(t, err)
+		require.NoError(t, os.MkdirAll(filepath.Join(lower, filepath.Dir(f.to)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(lower, f.to), b, 0o755))
+	}
+	for _, d := range []string{upper, work, merged} {
+		require.NoError(t, os.Mkdir(d, 0o755))
+	}
+	require.NoError(t, unix.Mount("overlay", merged, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)))
+	t.Cleanup(func() { _ = unix.Unmount(merged, unix.MNT_DETACH) })
+
+	stop := collect(t, s)
+	cmd := exec.Command("/usr/bin/true")
+	cmd.SysProcAttr = &unix.SysProcAttr{Chroot: merged}
+	runIn(t, h, cgDir, cmd)
+	events := stop()
+
+	roles := map[ExecRole]string{}
+	for _, e := range ofKind[ExecEvent](events, id) {
+		roles[e.Role] = e.Path
+	}
+	require.Equal(t, map[ExecRole]string{RoleBinary: "/usr/bin/true", RoleLoader: interp}, roles)
+	files := filesByPath(events, id)
+	require.Len(t, files[libc], 2, "open and executable mapping of libc: %v", files)
+	for p := range files {
+		require.False(t, strings.HasPrefix(p, base), "host path %s leaked", p)
+	}
+}

@@ -118,6 +118,7 @@ const (
 	sensorProgInuseProcExit = "inuse_proc_exit"
 	sensorProgInuseSysExit  = "inuse_sys_exit"
 	sensorVarCgroupV1Subsys = "cgroup_v1_subsys"
+	sensorVarFmodeBacking   = "fmode_backing"
 )
 
 // loadSensor returns the embedded CollectionSpec for sensor.
@@ -185,6 +186,7 @@ type sensorMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorVariableSpecs struct {
 	CgroupV1Subsys *ebpf.VariableSpec `ebpf:"cgroup_v1_subsys"`
+	FmodeBacking   *ebpf.VariableSpec `ebpf:"fmode_backing"`
 }
 
 // sensorObjects contains all objects after they have been loaded into the kernel.
@@ -233,6 +235,7 @@ func (m *sensorMaps) Close() error {
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorVariables struct {
 	CgroupV1Subsys *ebpf.Variable `ebpf:"cgroup_v1_subsys"`
+	FmodeBacking   *ebpf.Variable `ebpf:"fmode_backing"`
 }
 
 // sensorPrograms contains all programs after they have been loaded into the kernel.
