@@ -553,8 +553,8 @@ func TestSensorCgroupV1Fallback(t *testing.T) {
 }
 
 // In a container the root is an overlay: the ELF loader that the kernel
-// maps is a lower-layer backing file, and must still be reported by the
-// path the container sees.
+// maps is a lower-layer backing file, and must still be reported as the
+// file the container sees.
 func TestSensorOverlayRootPaths(t *testing.T) {
 	s, h, cgDir, id := tracked(t, Config{})
 	base := t.TempDir()
@@ -584,10 +584,15 @@ func TestSensorOverlayRootPaths(t *testing.T) {
 	events := stop()
 
 	roles := map[ExecRole]string{}
+	devs := map[ExecRole]uint32{}
 	for _, e := range ofKind[ExecEvent](events, id) {
 		roles[e.Role] = e.Path
+		devs[e.Role] = e.Dev
 	}
 	require.Equal(t, map[ExecRole]string{RoleBinary: "/usr/bin/true", RoleLoader: interp}, roles)
+	// The same file as the container opens it: the overlay's device, not
+	// the lower layer's, so that dedup and the profile see one file.
+	require.Equal(t, devs[RoleBinary], devs[RoleLoader], "loader reported on the lower layer's device")
 	files := filesByPath(events, id)
 	require.Len(t, files[libc], 2, "open and executable mapping of libc: %v", files)
 	for p := range files {
