@@ -1,0 +1,303 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/inuse-dev/inuse/bpf/sensor"
+	"github.com/inuse-dev/inuse/internal/lifecycle"
+	"github.com/inuse-dev/inuse/internal/logfields"
+	"github.com/inuse-dev/inuse/internal/store"
+)
+
+// Config tunes a collector.
+type Config struct {
+	// Node names this agent in the profiles it writes.
+	Node string
+	// FlushInterval is how often deltas are written. Zero means one second.
+	FlushInterval time.Duration
+	// MaxPending bounds the members held in memory while Redis is slow or
+	// away; what overflows is dropped, counted and recorded as lost.
+	// Zero means 1,000,000.
+	MaxPending int
+	// Learning sets when a profile is done.
+	Learning store.LearningConfig
+	// Guard, when its budgets are set, pauses profiling while the agent
+	// uses too much CPU or memory.
+	Guard GuardConfig
+}
+
+// Writer is the part of the store the collector writes through.
+type Writer interface {
+	Apply(ctx context.Context, deltas map[string]*store.Delta, now time.Time, lc store.LearningConfig) (map[string]store.Meta, error)
+}
+
+// Stats are the collector's counters since it started.
+type Stats struct {
+	Events    uint64 // observations folded
+	Overflow  uint64 // members dropped because MaxPending was reached
+	Paused    uint64 // observations ignored while the guard paused profiling
+	Pauses    int64  // times the guard paused profiling
+	Flushes   uint64 // successful flushes
+	Failures  uint64 // failed flushes (deltas kept for the next)
+	LastFlush time.Duration
+}
+
+// Collector folds observations of containers into per-image deltas and
+// flushes them to the store. Its Sink methods never block on Redis.
+type Collector struct {
+	log   *slog.Logger
+	store Writer
+	cfg   Config
+	now   func() time.Time
+	guard *guard
+
+	mu      sync.Mutex
+	pending map[string]*store.Delta // by image digest
+	size    int
+	stats   Stats
+	running map[string]int // image digest -> containers running
+	down    bool           // last flush failed
+}
+
+var _ Sink = (*Collector)(nil)
+
+// New returns a collector writing to w.
+func New(log *slog.Logger, w Writer, cfg Config) *Collector {
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = time.Second
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 1_000_000
+	}
+	if cfg.Learning == (store.LearningConfig{}) {
+		cfg.Learning = store.DefaultLearning
+	}
+	c := &Collector{
+		log:     log.With(logfields.Component, "collector"),
+		store:   w,
+		cfg:     cfg,
+		now:     time.Now,
+		pending: map[string]*store.Delta{},
+		running: map[string]int{},
+	}
+	c.guard = newGuard(cfg.Guard, c.recordPause)
+	return c
+}
+
+// delta returns the pending delta of an image; c.mu is held.
+func (c *Collector) delta(digest string) *store.Delta {
+	d := c.pending[digest]
+	if d == nil {
+		d = store.NewDelta()
+		c.pending[digest] = d
+	}
+	return d
+}
+
+// ContainerStarted implements Sink.
+func (c *Collector) ContainerStarted(ctr lifecycle.Container) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.delta(ctr.Image.Digest)
+	before := d.Size()
+	if ctr.Image.Name != "" {
+		d.AddTo(store.Names, ctr.Image.Name)
+	}
+	d.AddTo(store.Containers, ctr.ID)
+	d.AddTo(store.Nodes, c.cfg.Node)
+	if ctr.Partial {
+		d.PartialContainers++
+	}
+	c.size += d.Size() - before
+	c.running[ctr.Image.Digest]++
+}
+
+// ContainerStopped implements Sink.
+func (c *Collector) ContainerStopped(ctr lifecycle.Container) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running[ctr.Image.Digest]--; c.running[ctr.Image.Digest] <= 0 {
+		delete(c.running, ctr.Image.Digest)
+	}
+}
+
+// Observe implements Sink: it folds one sensor event into the image's delta.
+func (c *Collector) Observe(ctr lifecycle.Container, ev sensor.Event) {
+	if c.guard.paused() {
+		c.mu.Lock()
+		c.stats.Paused++
+		c.mu.Unlock()
+		return
+	}
+	ms := c.now().UnixMilli()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stats.Events++
+	d := c.delta(ctr.Image.Digest)
+	d.Events++
+	if loss, ok := ev.(sensor.LossEvent); ok {
+		d.Losses += int64(loss.Lost)
+		return
+	}
+	for _, m := range members(ev) {
+		if c.size >= c.cfg.MaxPending {
+			if _, ok := d.Sections[m.section][m.value]; !ok {
+				c.stats.Overflow++
+				d.Losses++
+				continue
+			}
+		}
+		if d.Add(m.section, m.value, ms) {
+			c.size++
+		}
+	}
+}
+
+// Stats returns the collector's counters.
+func (c *Collector) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.stats
+	st.Pauses = c.guard.pauses.Load()
+	return st
+}
+
+// Run flushes every FlushInterval until ctx ends, then flushes what is
+// left (within a short grace period) and returns.
+func (c *Collector) Run(ctx context.Context) error {
+	stopGuard := c.guard.start(ctx)
+	defer stopGuard()
+	t := time.NewTicker(c.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			_ = c.Flush(ctx)
+		case <-ctx.Done():
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := c.Flush(final); err != nil {
+				return fmt.Errorf("final flush: %w", err)
+			}
+			return nil
+		}
+	}
+}
+
+// Flush writes the pending deltas, plus an empty one for every image with
+// running containers so that its last-seen time and state move on. On
+// failure the deltas stay pending and are merged with what comes next.
+func (c *Collector) Flush(ctx context.Context) error {
+	c.mu.Lock()
+	batch := c.pending
+	c.pending = map[string]*store.Delta{}
+	c.size = 0
+	for digest := range c.running {
+		if batch[digest] == nil {
+			batch[digest] = store.NewDelta()
+		}
+	}
+	c.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+
+	start := time.Now()
+	_, err := c.store.Apply(ctx, batch, c.now(), c.cfg.Learning)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.stats.Failures++
+		for digest, d := range batch {
+			d.Merge(c.pending[digest])
+			c.pending[digest] = d
+		}
+		c.size = 0
+		for _, d := range c.pending {
+			c.size += d.Size()
+		}
+		if !c.down {
+			c.log.Warn("redis unavailable: keeping profile updates in memory", logfields.Error, err, logfields.Count, c.size)
+		}
+		c.down = true
+		return err
+	}
+	if c.down {
+		c.log.Info("redis is back: profile updates flushed")
+	}
+	c.down = false
+	c.stats.Flushes++
+	c.stats.LastFlush = time.Since(start)
+	return nil
+}
+
+// recordPause marks a guard pause in every image being profiled.
+func (c *Collector) recordPause() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for digest := range c.running {
+		c.delta(digest).GuardPauses++
+	}
+	for _, d := range c.pending {
+		if d.GuardPauses == 0 {
+			d.GuardPauses++
+		}
+	}
+}
+
+type member struct {
+	section store.Section
+	value   string
+}
+
+// members maps an event to the profile members it adds.
+func members(ev sensor.Event) []member {
+	switch e := ev.(type) {
+	case sensor.FileEvent:
+		var out []member
+		read, written := store.FilesRead, store.FilesWritten
+		if e.Dir {
+			read, written = store.DirsRead, store.DirsWritten
+		}
+		if e.Access&sensor.AccessRead != 0 {
+			out = append(out, member{read, e.Path})
+		}
+		if e.Access&(sensor.AccessWrite|sensor.AccessCreate) != 0 {
+			out = append(out, member{written, e.Path})
+		}
+		if e.Access&sensor.AccessMapExec != 0 {
+			out = append(out, member{store.Mapped, e.Path})
+		}
+		return out
+	case sensor.ExecEvent:
+		return []member{{store.Executed, e.Path}}
+	case sensor.NetEvent:
+		sec, ok := portSections[portUse{e.Protocol, e.Direction}]
+		if !ok {
+			return nil
+		}
+		return []member{{sec, strconv.Itoa(int(e.Port))}}
+	case sensor.SyscallEvent:
+		out := make([]member, 0, len(e.Names))
+		for _, n := range e.Names {
+			out = append(out, member{store.Syscalls, n})
+		}
+		return out
+	}
+	return nil
+}
+
+type portUse struct {
+	protocol  sensor.Protocol
+	direction sensor.Direction
+}
+
+var portSections = map[portUse]store.Section{
+	{sensor.TCP, sensor.Inbound}: store.TCPIn, {sensor.TCP, sensor.Outbound}: store.TCPOut,
+	{sensor.UDP, sensor.Inbound}: store.UDPIn, {sensor.UDP, sensor.Outbound}: store.UDPOut,
+}

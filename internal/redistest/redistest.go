@@ -1,0 +1,169 @@
+// Package redistest starts real redis-server processes (Debian's package,
+// installed by `make deps`) on free loopback ports for tests, and stops
+// them when the test ends.
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is one redis-server process.
+type Server struct {
+	tb   testing.TB
+	Port int
+	dir  string
+	args []string
+	cmd  *exec.Cmd
+}
+
+// Addr is host:port of the server.
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
+
+// URL is the redis:// URL of the server.
+func (s *Server) URL() string { return "redis://" + s.Addr() }
+
+// Start runs a standalone redis-server without persistence.
+func Start(tb testing.TB) *Server {
+	tb.Helper()
+	return start(tb, freePort(tb))
+}
+
+// StartDurable runs a standalone redis-server that writes every command to
+// its append-only file before answering, so that it restarts with all it
+// acknowledged, as a production Redis with persistence would.
+func StartDurable(tb testing.TB) *Server {
+	tb.Helper()
+	return start(tb, freePort(tb), "--appendonly", "yes", "--appendfsync", "always")
+}
+
+func start(tb testing.TB, port int, extra ...string) *Server {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		tb.Fatalf("redis-server is missing (run `make deps`): %v", err)
+	}
+	dir := tb.TempDir()
+	args := append([]string{
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+		"--dir", dir, "--daemonize", "no", "--loglevel", "warning",
+	}, extra...)
+	s := &Server{tb: tb, Port: port, dir: dir, args: append([]string{bin}, args...)}
+	s.Restart()
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// Stop kills the server, as an outage would.
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Restart starts the server again on the same port and waits until it answers.
+func (s *Server) Restart() {
+	s.tb.Helper()
+	s.cmd = exec.Command(s.args[0], s.args[1:]...)
+	logf, err := os.OpenFile(filepath.Join(s.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	defer logf.Close()
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	if err := s.cmd.Start(); err != nil {
+		s.tb.Fatalf("starting redis-server: %v", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			s.tb.Fatalf("redis-server on %s did not answer", s.Addr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Cluster is a Redis Cluster of masters without replicas.
+type Cluster struct {
+	Servers []*Server
+}
+
+// Addrs lists the masters' addresses.
+func (c *Cluster) Addrs() []string {
+	var out []string
+	for _, s := range c.Servers {
+		out = append(out, s.Addr())
+	}
+	return out
+}
+
+// URL is a redis:// URL naming every master, as inuse's --redis accepts it.
+func (c *Cluster) URL() string {
+	addrs := c.Addrs()
+	return "redis://" + addrs[0] + "?addr=" + strings.Join(addrs[1:], "&addr=")
+}
+
+// StartCluster starts n masters in cluster mode, assigns the slots with
+// redis-cli and waits until the cluster is ok.
+func StartCluster(tb testing.TB, n int) *Cluster {
+	tb.Helper()
+	c := &Cluster{}
+	for range n {
+		port := freePort(tb)
+		s := start(tb, port, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(tb.TempDir(), "nodes.conf"))
+		c.Servers = append(c.Servers, s)
+	}
+	args := append([]string{"--cluster", "create"}, c.Addrs()...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		tb.Fatalf("creating redis cluster: %v\n%s", err, out)
+	}
+	client := redis.NewClient(&redis.Options{Addr: c.Servers[0].Addr()})
+	defer client.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := client.ClusterInfo(context.Background()).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			return c
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redis cluster not ok: %v %s", err, info)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	// Cluster mode also binds port+10000: make sure that one is free too.
+	if port+10000 > 65535 {
+		return freePort(tb)
+	}
+	if l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+10000)); err == nil {
+		l2.Close()
+		return port
+	}
+	return freePort(tb)
+}

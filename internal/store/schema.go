@@ -1,0 +1,119 @@
+// Package store is the Redis schema of runtime profiles: one profile per
+// image manifest digest, written by every agent that runs the image and
+// read by the scanner, the API and the CLI.
+//
+// Every key of one image carries the hash tag {<digest>}, so that an image
+// lives in one Redis Cluster slot and its update is one atomic script.
+// Writes are unions (sets, and sorted sets whose score is the earliest
+// time a member was seen), so that agents on many nodes merge without
+// coordination.
+package store
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Prefix starts every key.
+const Prefix = "inuse:"
+
+// Section is one set of a profile.
+type Section string
+
+// Sections of a profile: sorted sets of members scored by first seen
+// (unix milliseconds).
+const (
+	FilesRead    Section = "files:read"    // regular files opened for reading
+	FilesWritten Section = "files:written" // regular files opened for writing or created
+	DirsRead     Section = "dirs:read"
+	DirsWritten  Section = "dirs:written"
+	Executed     Section = "exec"   // executed binaries, #! scripts, ELF loaders
+	Mapped       Section = "mapped" // files mapped executable (dlopen)
+	TCPIn        Section = "tcp:in" // ports listened on or accepted
+	TCPOut       Section = "tcp:out"
+	UDPIn        Section = "udp:in"
+	UDPOut       Section = "udp:out"
+	Syscalls     Section = "syscalls" // syscall names
+)
+
+// Sections lists every section, in the order the update script takes them.
+var Sections = []Section{FilesRead, FilesWritten, DirsRead, DirsWritten, Executed, Mapped, TCPIn, TCPOut, UDPIn, UDPOut, Syscalls}
+
+// Set is a plain set of a profile.
+type Set string
+
+// Plain sets of a profile.
+const (
+	Names      Set = "names"      // image names (repo:tag) seen for the digest
+	Containers Set = "containers" // container ids
+	Nodes      Set = "nodes"      // node names
+)
+
+var sets = []Set{Names, Containers, Nodes}
+
+// Fields of the meta hash.
+const (
+	FieldFirstSeen         = "first_seen" // unix ms
+	FieldLastSeen          = "last_seen"  // unix ms
+	FieldLastNew           = "last_new"   // unix ms when a section last grew
+	FieldEvents            = "events"
+	FieldLosses            = "losses"
+	FieldPartialContainers = "partial_containers"
+	FieldGuardPauses       = "guard_pauses"
+	FieldRevision          = "revision"
+	FieldLearningState     = "learning_state"
+	FieldConfidence        = "confidence"
+)
+
+// Keys outside any image.
+const (
+	// ImagesKey sorts image digests by last seen (unix ms).
+	ImagesKey = Prefix + "images"
+	// NamesKey maps image names to the digest they last pointed to.
+	NamesKey = Prefix + "names"
+)
+
+// ImageKeys names the keys of one image.
+type ImageKeys struct{ digest string }
+
+// Keys returns the key names of the image with this manifest digest.
+func Keys(digest string) ImageKeys { return ImageKeys{digest: digest} }
+
+func (k ImageKeys) key(suffix string) string {
+	return fmt.Sprintf("%s{%s}:%s", Prefix, k.digest, suffix)
+}
+
+// Meta is the hash of counters, times, state and confidence.
+func (k ImageKeys) Meta() string { return k.key("meta") }
+
+// Section is the sorted set of one section.
+func (k ImageKeys) Section(s Section) string { return k.key(string(s)) }
+
+// Set is one plain set.
+func (k ImageKeys) Set(s Set) string { return k.key(string(s)) }
+
+// all lists the keys in the order the update script takes them.
+func (k ImageKeys) all() []string {
+	keys := []string{k.Meta()}
+	for _, s := range sets {
+		keys = append(keys, k.Set(s))
+	}
+	for _, s := range Sections {
+		keys = append(keys, k.Section(s))
+	}
+	return keys
+}
+
+// ValidDigest reports whether d looks like an image digest (algo:hex).
+func ValidDigest(d string) bool {
+	algo, hex, ok := strings.Cut(d, ":")
+	if !ok || algo == "" || len(hex) < 16 {
+		return false
+	}
+	for _, r := range hex {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,302 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNotFound is returned for an image without a profile.
+var ErrNotFound = errors.New("store: no profile for this image")
+
+// Store reads and writes profiles in Redis or Redis Cluster.
+type Store struct {
+	rdb redis.UniversalClient
+}
+
+// Open connects to the Redis at url: redis://host:port[/db] for one server,
+// redis://host:port?addr=host2:port&addr=host3:port for a cluster.
+func Open(rawURL string) (*Store, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("parsing redis URL: %w", err)
+	}
+	if u.Query().Has("addr") {
+		opts, err := redis.ParseClusterURL(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("parsing redis cluster URL: %w", err)
+		}
+		opts.DialerRetries = failFastDials
+		return &Store{rdb: redis.NewClusterClient(opts)}, nil
+	}
+	opts, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("parsing redis URL: %w", err)
+	}
+	opts.DialerRetries = failFastDials
+	opts.MaxRetries = failFastRetries
+	return &Store{rdb: redis.NewClient(opts)}, nil
+}
+
+// A flush that cannot reach Redis fails fast: the collector keeps the
+// deltas and tries again at the next flush, which is a retry already.
+const (
+	failFastDials   = 1
+	failFastRetries = -1
+)
+
+// Close closes the connections.
+func (s *Store) Close() error { return s.rdb.Close() }
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
+
+// applyScript merges one delta into one image's keys, atomically (all keys
+// share the image's hash tag). KEYS: meta, the plain sets, the sections, in
+// ImageKeys.all order. ARGV: now, first, events, losses, partial, pauses,
+// then for each plain set a count and its members, then for each section a
+// count and (score, member) pairs. ZADD LT keeps the earliest first-seen
+// time, so that replays and other nodes merge to the same result. It returns
+// the meta hash and the sizes of the containers and nodes sets.
+var applyScript = redis.NewScript(`
+local meta = KEYS[1]
+local now = tonumber(ARGV[1])
+local first = tonumber(ARGV[2])
+local i = 7
+for k = 2, 4 do
+  local n = tonumber(ARGV[i]); i = i + 1
+  local s = i
+  while s < i + n do
+    local e = math.min(s + 999, i + n - 1)
+    redis.call('SADD', KEYS[k], unpack(ARGV, s, e))
+    s = e + 1
+  end
+  i = i + n
+end
+local added = 0
+for k = 5, #KEYS do
+  local n = tonumber(ARGV[i]) * 2; i = i + 1
+  local s = i
+  while s < i + n do
+    local e = math.min(s + 1999, i + n - 1)
+    added = added + redis.call('ZADD', KEYS[k], 'LT', unpack(ARGV, s, e))
+    s = e + 1
+  end
+  i = i + n
+end
+local old = tonumber(redis.call('HGET', meta, 'first_seen') or '0')
+if old == 0 or first < old then redis.call('HSET', meta, 'first_seen', first) end
+old = tonumber(redis.call('HGET', meta, 'last_seen') or '0')
+if now > old then redis.call('HSET', meta, 'last_seen', now) end
+redis.call('HINCRBY', meta, 'events', ARGV[3])
+redis.call('HINCRBY', meta, 'losses', ARGV[4])
+redis.call('HINCRBY', meta, 'partial_containers', ARGV[5])
+redis.call('HINCRBY', meta, 'guard_pauses', ARGV[6])
+if added > 0 then
+  redis.call('HINCRBY', meta, 'revision', 1)
+  old = tonumber(redis.call('HGET', meta, 'last_new') or '0')
+  if now > old then redis.call('HSET', meta, 'last_new', now) end
+end
+return {redis.call('HGETALL', meta), redis.call('SCARD', KEYS[3]), redis.call('SCARD', KEYS[4])}
+`)
+
+// Apply merges deltas (by image digest) into the store with one pipelined
+// round trip for the updates and one for the derived state, and returns
+// the resulting meta of each image. On error nothing is known to be
+// written: the caller keeps the deltas and applies them again later, which
+// the set semantics make safe.
+func (s *Store) Apply(ctx context.Context, deltas map[string]*Delta, now time.Time, lc LearningConfig) (map[string]Meta, error) {
+	digests := make([]string, 0, len(deltas))
+	for d := range deltas {
+		digests = append(digests, d)
+	}
+	slices.Sort(digests)
+	nowMS := now.UnixMilli()
+	cmds := make([]*redis.Cmd, len(digests))
+	run := func(eval func(ctx context.Context, c redis.Scripter, keys []string, args ...any) *redis.Cmd) error {
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, digest := range digests {
+				cmds[i] = eval(ctx, p, Keys(digest).all(), scriptArgs(deltas[digest], nowMS)...)
+			}
+			return nil
+		})
+		return err
+	}
+	err := run(applyScript.EvalSha)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		err = run(applyScript.Eval)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("applying profile updates: %w", err)
+	}
+
+	metas := map[string]Meta{}
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, digest := range digests {
+			m, err := parseScriptResult(cmds[i])
+			if err != nil {
+				return err
+			}
+			metas[digest] = m
+			keys := Keys(digest)
+			p.HSet(ctx, keys.Meta(), FieldLearningState, string(m.State(now, lc)), FieldConfidence, string(m.Confidence(now, lc)))
+			p.ZAddGT(ctx, ImagesKey, redis.Z{Score: float64(m.LastSeen.UnixMilli()), Member: digest})
+			for name := range deltas[digest].Sets[Names] {
+				p.HSet(ctx, NamesKey, name, digest)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("updating profile state: %w", err)
+	}
+	return metas, nil
+}
+
+func scriptArgs(d *Delta, now int64) []any {
+	first := int64(math.MaxInt64)
+	for _, m := range d.Sections {
+		for _, ms := range m {
+			first = min(first, ms)
+		}
+	}
+	if first == math.MaxInt64 {
+		first = now
+	}
+	args := []any{now, first, d.Events, d.Losses, d.PartialContainers, d.GuardPauses}
+	for _, set := range sets {
+		args = append(args, len(d.Sets[set]))
+		for v := range d.Sets[set] {
+			args = append(args, v)
+		}
+	}
+	for _, sec := range Sections {
+		args = append(args, len(d.Sections[sec]))
+		for v, ms := range d.Sections[sec] {
+			args = append(args, ms, v)
+		}
+	}
+	return args
+}
+
+func parseScriptResult(cmd *redis.Cmd) (Meta, error) {
+	res, err := cmd.Slice()
+	if err != nil {
+		return Meta{}, fmt.Errorf("applying profile update: %w", err)
+	}
+	if len(res) != 3 {
+		return Meta{}, fmt.Errorf("applying profile update: unexpected reply %v", res)
+	}
+	flat, _ := res[0].([]any)
+	h := map[string]string{}
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		v, _ := flat[i+1].(string)
+		h[k] = v
+	}
+	containers, _ := res[1].(int64)
+	nodes, _ := res[2].(int64)
+	return parseMeta(h, containers, nodes), nil
+}
+
+// Resolve turns an image reference (a digest, or a name the store has seen)
+// into a digest.
+func (s *Store) Resolve(ctx context.Context, ref string) (string, error) {
+	if ValidDigest(ref) {
+		return ref, nil
+	}
+	d, err := s.rdb.HGet(ctx, NamesKey, ref).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("%w: %s", ErrNotFound, ref)
+	}
+	if err != nil {
+		return "", fmt.Errorf("resolving image %s: %w", ref, err)
+	}
+	return d, nil
+}
+
+// Profile reads the whole profile of one image.
+func (s *Store) Profile(ctx context.Context, digest string, now time.Time, lc LearningConfig) (*Profile, error) {
+	keys := Keys(digest)
+	var (
+		meta     *redis.MapStringStringCmd
+		members  = map[Set]*redis.StringSliceCmd{}
+		sections = map[Section]*redis.ZSliceCmd{}
+	)
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		meta = p.HGetAll(ctx, keys.Meta())
+		for _, set := range sets {
+			members[set] = p.SMembers(ctx, keys.Set(set))
+		}
+		for _, sec := range Sections {
+			sections[sec] = p.ZRangeWithScores(ctx, keys.Section(sec), 0, -1)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading profile %s: %w", digest, err)
+	}
+	h := meta.Val()
+	if len(h) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, digest)
+	}
+	sorted := func(set Set) []string { return slices.Sorted(slices.Values(members[set].Val())) }
+	p := &Profile{
+		Digest: digest, Names: sorted(Names), Containers: sorted(Containers), NodeNames: sorted(Nodes),
+		Sections: map[Section][]Entry{},
+	}
+	p.Meta = parseMeta(h, int64(len(p.Containers)), int64(len(p.NodeNames)))
+	p.State = p.Meta.State(now, lc)
+	p.Confidence = p.Meta.Confidence(now, lc)
+	for _, sec := range Sections {
+		entries := []Entry{}
+		for _, z := range sections[sec].Val() {
+			v, _ := z.Member.(string)
+			entries = append(entries, Entry{Value: v, FirstSeen: time.UnixMilli(int64(z.Score))})
+		}
+		slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.Value, b.Value) })
+		p.Sections[sec] = entries
+	}
+	return p, nil
+}
+
+// Images lists the profiled images, most recently seen first.
+func (s *Store) Images(ctx context.Context, now time.Time, lc LearningConfig) ([]Summary, error) {
+	digests, err := s.rdb.ZRevRange(ctx, ImagesKey, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("listing images: %w", err)
+	}
+	out := make([]Summary, 0, len(digests))
+	for _, d := range digests {
+		keys := Keys(d)
+		var (
+			meta                   *redis.MapStringStringCmd
+			names                  *redis.StringSliceCmd
+			containers, nodes, nfs *redis.IntCmd
+		)
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			meta = p.HGetAll(ctx, keys.Meta())
+			names = p.SMembers(ctx, keys.Set(Names))
+			containers = p.SCard(ctx, keys.Set(Containers))
+			nodes = p.SCard(ctx, keys.Set(Nodes))
+			nfs = p.ZCard(ctx, keys.Section(FilesRead))
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reading image %s: %w", d, err)
+		}
+		m := parseMeta(meta.Val(), containers.Val(), nodes.Val())
+		out = append(out, Summary{
+			Digest: d, Names: slices.Sorted(slices.Values(names.Val())), LastSeen: m.LastSeen,
+			State: m.State(now, lc), Confidence: m.Confidence(now, lc), Revision: m.Revision, Files: nfs.Val(),
+		})
+	}
+	return out, nil
+}
