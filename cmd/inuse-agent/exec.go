@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,30 +9,49 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/inuse-dev/inuse/bpf/sensor"
 	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/cliapp"
+	"github.com/inuse-dev/inuse/internal/lifecycle"
+	"github.com/inuse-dev/inuse/internal/store"
 )
 
 var execCommand = &cli.Command{
 	Name:      "exec",
 	Usage:     "profile one command in a fresh cgroup, tracked before it runs",
 	ArgsUsage: "-- CMD [ARGS...]",
-	Flags: append([]cli.Flag{
+	Description: "Without --redis the events are written as JSON lines. With --redis they are folded\n" +
+		"into the profile of --image in the store, as a container of that image would be.",
+	Flags: slices.Concat([]cli.Flag{
 		&cli.StringFlag{Name: "root", EnvVars: []string{"INUSE_ROOT"}, Usage: "run CMD chrooted into this root file system directory, with /proc mounted there"},
 		&cli.StringFlag{Name: "cgroup-parent", Value: "inuse", EnvVars: []string{"INUSE_CGROUP_PARENT"}, Usage: "cgroup under which the command's cgroup is created"},
+		&cli.StringFlag{Name: "image", EnvVars: []string{"INUSE_IMAGE"}, Usage: "image name the command's profile belongs to (with --redis)"},
+		&cli.StringFlag{Name: "image-digest", EnvVars: []string{"INUSE_IMAGE_DIGEST"}, Usage: "manifest digest of the image (default: a stable id derived from --root)"},
 		outputFlag,
-	}, sensorFlags...),
+	}, sensorFlags, storeFlags),
 	Action: func(c *cli.Context) error {
 		if c.NArg() == 0 {
 			return cli.Exit("exec needs a command: inuse-agent exec [--root DIR] -- CMD [ARGS...]", 2)
 		}
 		log := cliapp.Logger(c)
+		col, st, err := openCollector(c)
+		if err != nil {
+			return err
+		}
+		if st != nil {
+			defer st.Close()
+			if c.String("image") == "" {
+				return cli.Exit("exec --redis needs --image NAME: the image the profile belongs to", 2)
+			}
+		}
 		s, h, err := openSensor(c, log)
 		if err != nil {
 			return err
@@ -61,9 +81,21 @@ var execCommand = &cli.Command{
 		defer func() { _ = s.Untrack(id) }()
 
 		lines := &jsonLines{enc: json.NewEncoder(out)}
+		emit := lines.emit
+		var ctr lifecycle.Container
+		if col != nil {
+			if ctr, err = execContainer(c, id); err != nil {
+				return err
+			}
+			col.ContainerStarted(ctr)
+			emit = func(e sensor.Event) { col.Observe(ctr, e) }
+			if c.IsSet("output") {
+				emit = func(e sensor.Event) { col.Observe(ctr, e); lines.emit(e) }
+			}
+		}
 		ctx, stop := context.WithCancel(context.WithoutCancel(c.Context))
 		done := make(chan error, 1)
-		go func() { done <- s.Run(ctx, lines.emit) }()
+		go func() { done <- s.Run(ctx, emit) }()
 
 		if err := h.Start(cmd, dir); err != nil {
 			stop()
@@ -80,8 +112,35 @@ var execCommand = &cli.Command{
 		if lines.err != nil {
 			return lines.err
 		}
+		if col != nil {
+			col.ContainerStopped(ctr)
+			if err := col.Flush(context.WithoutCancel(c.Context)); err != nil {
+				return fmt.Errorf("writing the profile of %s: %w", ctr.Image.Name, err)
+			}
+			log.Info("profile written", "image", ctr.Image.Name, "digest", ctr.Image.Digest)
+		}
 		return exitStatus(waitErr)
 	},
+}
+
+// execContainer describes the profiled command as a container of --image.
+func execContainer(c *cli.Context, cgroupID uint64) (lifecycle.Container, error) {
+	digest := c.String("image-digest")
+	if digest == "" {
+		var err error
+		if digest, err = rootfsDigest(cmp.Or(c.String("root"), "/")); err != nil {
+			return lifecycle.Container{}, err
+		}
+	}
+	if !store.ValidDigest(digest) {
+		return lifecycle.Container{}, cli.Exit(fmt.Sprintf("--image-digest %q is not a digest (sha256:<hex>)", digest), 2)
+	}
+	return lifecycle.Container{
+		ID:       fmt.Sprintf("exec-%d-%d", os.Getpid(), time.Now().UnixNano()),
+		Runtime:  lifecycle.RuntimeExec,
+		Image:    lifecycle.Image{Name: c.String("image"), Digest: digest},
+		CgroupID: cgroupID,
+	}, nil
 }
 
 // command prepares CMD, chrooted into root when given. The returned cleanup

@@ -16,6 +16,8 @@ import (
 
 	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/cliapp"
+	"github.com/inuse-dev/inuse/internal/redistest"
+	"github.com/inuse-dev/inuse/internal/store"
 	"github.com/inuse-dev/inuse/internal/testutil"
 )
 
@@ -140,4 +142,40 @@ func TestTracePrintsEventsOfOneCgroup(t *testing.T) {
 	require.NoError(t, <-done)
 	lines := readLines(t, out)
 	require.True(t, has(lines, "file", data), "%+v", lines)
+}
+
+// Two agents (two nodes) profile the same image with exec --redis: one
+// merged profile lists both nodes and what each command loaded.
+func TestExecFoldsIntoStore(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	srv := redistest.Start(t)
+	root := testutil.BusyboxRoot(t)
+	require.NoError(t, os.WriteFile(filepath.Join(root, "etc/a.conf"), []byte("a"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "etc/b.conf"), []byte("b"), 0o644))
+	const digest = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	for node, file := range map[string]string{"node-a": "/etc/a.conf", "node-b": "/etc/b.conf"} {
+		err := runAgent(t.Context(), "exec", "--redis", srv.URL(), "--image", "demo/busybox:1", "--image-digest", digest,
+			"--node-name", node, "--root", root, "--", "cat", file)
+		require.Equal(t, 0, exitCode(t, err))
+	}
+	st, err := store.Open(srv.URL())
+	require.NoError(t, err)
+	defer st.Close()
+	p, err := st.Profile(t.Context(), digest, time.Now(), store.DefaultLearning)
+	require.NoError(t, err)
+	require.Equal(t, []string{"node-a", "node-b"}, p.NodeNames)
+	require.Len(t, p.Containers, 2)
+	var read []string
+	for _, e := range p.Sections[store.FilesRead] {
+		read = append(read, e.Value)
+	}
+	require.Subset(t, read, []string{"/etc/a.conf", "/etc/b.conf"})
+	require.Equal(t, "/bin/busybox", p.Sections[store.Executed][0].Value)
+	require.NotEmpty(t, p.Sections[store.Syscalls])
+}
+
+func TestExecRedisNeedsAnImage(t *testing.T) {
+	srv := redistest.Start(t)
+	err := runAgent(t.Context(), "exec", "--redis", srv.URL(), "--", "true")
+	require.Equal(t, 2, exitCode(t, err))
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // commands of inuse; each lives in its own file.
-var commands = []*cli.Command{}
+var commands = []*cli.Command{profileCommand}
 
 func main() {
 	cliapp.Main(cliapp.New("inuse", "which vulnerable packages of a container image are actually in use", commands))
