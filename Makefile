@@ -34,6 +34,7 @@ bench: deps build ## run the benchmarks: Go benchmarks and the bench/ harness (r
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	@command -v bpftrace >/dev/null || { apt-get install -y -qq --no-install-recommends bpftrace >/dev/null; }
 	$(GO) run ./bench/openclose
+	$(GO) run ./bench/agentrss
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

@@ -65,7 +65,7 @@ func runAgent(url, node string, files []string) error {
 	return c.Flush(context.Background())
 }
 
-func openStore(t *testing.T, url string) *store.Store {
+func openStore(t testing.TB, url string) *store.Store {
 	t.Helper()
 	st, err := store.Open(url)
 	require.NoError(t, err)

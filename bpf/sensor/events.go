@@ -410,3 +410,14 @@ func fileMode(m uint32) fs.FileMode {
 	}
 	return mode
 }
+
+// EncodeFileRecord writes a file event as the kernel would: for
+// benchmarks and tests of the user-space path.
+func EncodeFileRecord(e FileEvent) []byte {
+	rec := sensorFileEvent{
+		Hdr: sensorEventHeader{CgroupId: e.CgroupID, TimestampNs: e.Monotonic, Pid: e.PID, Kind: recordFile},
+		Ino: e.Ino, Dev: e.Dev, Access: uint16(e.Access), PathLen: uint16(len(e.Path)),
+	}
+	b, _ := binary.Append(nil, binary.NativeEndian, rec)
+	return append(b, e.Path...)
+}
