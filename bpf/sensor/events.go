@@ -260,6 +260,23 @@ func (e LossEvent) MarshalJSON() ([]byte, error) {
 	return withKind(e.Kind(), plain(e))
 }
 
+// CgroupEvent says that a new cgroup under an early prefix was tracked
+// the moment it was created, before any runtime named its container.
+type CgroupEvent struct {
+	Header
+	// Path is the cgroup's path in the cgroup2 hierarchy (/docker/<id>).
+	Path string `json:"path"`
+}
+
+// Kind implements Event.
+func (CgroupEvent) Kind() string { return "cgroup" }
+
+// MarshalJSON adds the kind.
+func (e CgroupEvent) MarshalJSON() ([]byte, error) {
+	type plain CgroupEvent
+	return withKind(e.Kind(), plain(e))
+}
+
 // withKind marshals v, a struct, with a leading "kind" member.
 func withKind(kind string, v any) ([]byte, error) {
 	body, err := json.Marshal(v)
@@ -280,9 +297,10 @@ func withKind(kind string, v any) ([]byte, error) {
 
 // Record kinds, as event_header.kind.
 const (
-	recordFile = 1
-	recordExec = 2
-	recordNet  = 3
+	recordFile  = 1
+	recordExec  = 2
+	recordNet   = 3
+	recordMkdir = 4
 )
 
 // ErrMalformed is returned for a ring buffer record that cannot be decoded.
@@ -293,6 +311,7 @@ var (
 	fileSize   = int(unsafe.Sizeof(sensorFileEvent{}))
 	execSize   = int(unsafe.Sizeof(sensorExecEvent{}))
 	netSize    = int(unsafe.Sizeof(sensorNetEvent{}))
+	mkdirSize  = int(unsafe.Sizeof(sensorCgroupEvent{}))
 	kindOffset = int(unsafe.Offsetof(sensorEventHeader{}.Kind))
 )
 
@@ -349,6 +368,17 @@ func Decode(raw []byte) (Event, error) {
 			Header: header(r.Hdr), Protocol: Protocol(r.Protocol), Direction: Direction(r.Direction),
 			Port: r.Port, IPv6: r.Family == afInet6, Op: NetOp(r.Op),
 		}, nil
+	case recordMkdir:
+		var r sensorCgroupEvent
+		tail, err := decodeFixed(raw, mkdirSize, &r)
+		if err != nil {
+			return nil, err
+		}
+		p, err := take(tail, int(r.PathLen))
+		if err != nil {
+			return nil, err
+		}
+		return CgroupEvent{Header: header(r.Hdr), Path: string(p)}, nil
 	}
 	return nil, fmt.Errorf("%w: unknown kind %d", ErrMalformed, raw[kindOffset])
 }

@@ -84,6 +84,7 @@ enum event_kind {
 	EVENT_FILE = 1,
 	EVENT_EXEC = 2,
 	EVENT_NET = 3,
+	EVENT_MKDIR = 4,
 };
 
 /* Access bits of a file event; part of the dedup key. */
@@ -158,6 +159,14 @@ struct net_event {
 	__u8 _pad;
 };
 
+/* A cgroup tracked from its creation (cgroup_mkdir under an early prefix).
+ * Followed by path_len bytes of its path in the cgroup2 hierarchy. */
+struct cgroup_event {
+	struct event_header hdr;
+	__u16 path_len;
+	__u8 _pad[6];
+};
+
 struct file_key {
 	__u64 cgroup_id;
 	__u64 ino;
@@ -209,12 +218,23 @@ struct scratch {
 			char data[PATH_MAX_LEN + ARGV0_MAX_LEN];
 		} exec;
 		struct net_event net;
+		struct {
+			struct cgroup_event ev;
+			char path[PATH_MAX_LEN];
+		} cgroup;
 	};
 };
 
 /* Set before load by user space: -1 keys containers by their cgroup v2 id,
  * otherwise by the id of their cgroup in this v1 controller hierarchy. */
 const volatile __s32 cgroup_v1_subsys = -1;
+
+/* cgroup2 path prefixes ("/docker/") under which a new cgroup is tracked
+ * the moment it is created, before a runtime can name its container. */
+#define EARLY_PREFIXES 4
+#define EARLY_PREFIX_LEN 64
+const volatile char early_prefix[EARLY_PREFIXES][EARLY_PREFIX_LEN] = {};
+const volatile __u32 early_prefix_len[EARLY_PREFIXES] = {};
 
 /* FMODE_BACKING of this kernel (a macro, so no CO-RE): set by user space
  * from the kernel version; 0 where overlayfs has no backing files. */
@@ -771,5 +791,54 @@ int BPF_PROG(inuse_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		if (loader.file)
 			report_exec(st, EXEC_LOADER, loader.file, NULL, NULL, false);
 	}
+	return 0;
+}
+
+static __always_inline bool early_match(const char *path, long n)
+{
+	for (int i = 0; i < EARLY_PREFIXES; i++) {
+		__u32 len = early_prefix_len[i];
+		if (len == 0 || len > EARLY_PREFIX_LEN || len > n)
+			continue;
+		bool eq = true;
+		for (int j = 0; j < EARLY_PREFIX_LEN && j < len; j++) {
+			if (path[j] != early_prefix[i][j]) {
+				eq = false;
+				break;
+			}
+		}
+		if (eq)
+			return true;
+	}
+	return false;
+}
+
+/* New cgroup2 directories under an early prefix are tracked at once, so a
+ * container is observed from its first instruction even when its runtime
+ * (dockerd) tells who it is only after it started. */
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(inuse_cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	if (cgroup_v1_subsys >= 0 || early_prefix_len[0] == 0)
+		return 0;
+	if (cgrp->root->hierarchy_id != 0) /* a v1 hierarchy of a hybrid host */
+		return 0;
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	long n = bpf_probe_read_kernel_str(s->cgroup.path, PATH_MAX_LEN, path);
+	if (n <= 1 || !early_match(s->cgroup.path, n - 1))
+		return 0;
+	struct cgroup_state *st = bpf_cgrp_storage_get(&inuse_cgstate, cgrp, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 0;
+	st->cgroup_id = cgrp->kn->id;
+
+	struct cgroup_event *ev = &s->cgroup.ev;
+	fill_header(&ev->hdr, st->cgroup_id, EVENT_MKDIR);
+	__u32 len = (n - 1) & (PATH_MAX_LEN - 1);
+	ev->path_len = len;
+	if (bpf_ringbuf_output(&inuse_events, ev, sizeof(*ev) + len, 0))
+		count_loss(st);
 	return 0;
 }

@@ -41,6 +41,11 @@ type Config struct {
 	// MaxTracked bounds the number of cgroups tracked at once on the v1
 	// fallback. Zero keeps the default (4096). cgroup2 has no bound.
 	MaxTracked uint32
+	// EarlyPrefixes are cgroup2 path prefixes ("/docker/") under which a
+	// new cgroup is tracked the moment it is created (at most 4, of 63
+	// bytes each). The sensor then emits a CgroupEvent for it, and the
+	// caller attributes or untracks it. cgroup2 only.
+	EarlyPrefixes []string
 	// PollInterval is how often syscall bitmaps and loss counters are read.
 	// Zero means one second.
 	PollInterval time.Duration
@@ -122,6 +127,9 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 	for _, m := range []string{"inuse_v1_tracked", "inuse_v1_state"} {
 		spec.Maps[m].MaxEntries = maxTracked
 	}
+	if err := setEarlyPrefixes(spec, cfg.EarlyPrefixes); err != nil {
+		return nil, err
+	}
 	if err := spec.Variables["fmode_backing"].Set(fmodeBacking()); err != nil {
 		return nil, fmt.Errorf("setting FMODE_BACKING: %w", err)
 	}
@@ -139,6 +147,7 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 		{"sys_exit", s.objs.InuseSysExit},
 		{"sched_process_exec", s.objs.InuseExec},
 		{"sched_process_exit", s.objs.InuseProcExit},
+		{"cgroup_mkdir", s.objs.InuseCgroupMkdir},
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
 		if err != nil {
@@ -165,6 +174,31 @@ func checkKernel() error {
 	}
 	if err := features.HaveProgramHelper(ebpf.Kprobe, asm.FnFindVma); err != nil {
 		return fmt.Errorf("sensor needs bpf_find_vma (Linux 5.17 or later): %w", err)
+	}
+	return nil
+}
+
+// setEarlyPrefixes hands the early-tracking prefixes to the programs.
+func setEarlyPrefixes(spec *ebpf.CollectionSpec, prefixes []string) error {
+	var (
+		text [4][64]byte
+		lens [4]uint32
+	)
+	if len(prefixes) > len(text) {
+		return fmt.Errorf("at most %d early-tracking prefixes, got %d", len(text), len(prefixes))
+	}
+	for i, p := range prefixes {
+		if p == "" || len(p) >= len(text[i]) {
+			return fmt.Errorf("early-tracking prefix %q: want 1 to %d bytes", p, len(text[i])-1)
+		}
+		copy(text[i][:], p)
+		lens[i] = uint32(len(p))
+	}
+	if err := spec.Variables["early_prefix"].Set(text); err != nil {
+		return fmt.Errorf("setting early-tracking prefixes: %w", err)
+	}
+	if err := spec.Variables["early_prefix_len"].Set(lens); err != nil {
+		return fmt.Errorf("setting early-tracking prefixes: %w", err)
 	}
 	return nil
 }
@@ -242,7 +276,10 @@ func (s *Sensor) Track(cgroupID uint64) error {
 		if err != nil {
 			return err
 		}
-		if err := s.objs.InuseCgstate.Put(int32(fd.Fd()), state); err != nil {
+		// The state may exist already: created in the kernel when the
+		// cgroup was made under an early prefix. Keep what it holds.
+		err = s.objs.InuseCgstate.Update(int32(fd.Fd()), state, ebpf.UpdateNoExist)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 			fd.Close()
 			return fmt.Errorf("tracking cgroup %d: %w", cgroupID, err)
 		}
@@ -370,6 +407,13 @@ func (s *Sensor) Run(ctx context.Context, emit func(Event)) error {
 			if derr != nil {
 				s.log.Debug("dropping malformed record", logfields.Error, derr)
 				continue
+			}
+			if mk, ok := ev.(CgroupEvent); ok {
+				// Tracked by the kernel already: hold it so that it can
+				// be polled and untracked like any other.
+				if err := s.Track(mk.CgroupID); err != nil {
+					s.log.Warn("adopting an early-tracked cgroup", logfields.CgroupID, mk.CgroupID, logfields.Error, err)
+				}
 			}
 			emit(ev)
 			continue

@@ -599,3 +599,35 @@ func TestSensorOverlayRootPaths(t *testing.T) {
 		require.False(t, strings.HasPrefix(p, base), "host path %s leaked", p)
 	}
 }
+
+// A cgroup created under an early prefix is tracked by the kernel at
+// mkdir, before anyone calls Track: its first process is seen whole.
+func TestSensorEarlyTracking(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	prefix := fmt.Sprintf("/inuse-test/early-%d-", time.Now().UnixNano())
+	s := openSensor(t, Config{EarlyPrefixes: []string{"/nothing-here/", prefix}})
+	dir := fixture(t)
+	stop := collect(t, s)
+	other, otherID := testCgroup(t, h)
+	cg, id, err := h.Create(prefix + "c1")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cgroups.Remove(cg) })
+	runIn(t, h, cg, actor(t, "files", dir))
+	runIn(t, h, other, actor(t, "files", dir)) // not under the prefix: untracked
+	events := stop()
+
+	var mkdirs []CgroupEvent
+	for _, e := range events {
+		require.NotEqual(t, otherID, e.Cgroup(), "a cgroup outside the prefixes was tracked")
+		if m, ok := e.(CgroupEvent); ok {
+			mkdirs = append(mkdirs, m)
+		}
+	}
+	require.Equal(t, []string{prefix + "c1"}, []string{mkdirs[0].Path})
+	require.Equal(t, id, mkdirs[0].CgroupID)
+	require.Len(t, filesByPath(events, id)[filepath.Join(dir, "read.txt")], 1)
+	require.True(t, s.Tracked(id), "the sensor adopted the cgroup")
+	require.NoError(t, s.Untrack(id))
+}

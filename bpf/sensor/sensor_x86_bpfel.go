@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type sensorCgroupEvent struct {
+	_       structs.HostLayout
+	Hdr     sensorEventHeader
+	PathLen uint16
+	Pad     [6]uint8
+}
+
 type sensorCgroupState struct {
 	_        structs.HostLayout
 	CgroupId uint64
@@ -107,18 +114,21 @@ type sensorSyscallBits struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	sensorMapInuseCgstate   = "inuse_cgstate"
-	sensorMapInuseEvents    = "inuse_events"
-	sensorMapInuseFileSeen  = "inuse_file_seen"
-	sensorMapInuseNetSeen   = "inuse_net_seen"
-	sensorMapInuseScratch   = "inuse_scratch"
-	sensorMapInuseV1State   = "inuse_v1_state"
-	sensorMapInuseV1Tracked = "inuse_v1_tracked"
-	sensorProgInuseExec     = "inuse_exec"
-	sensorProgInuseProcExit = "inuse_proc_exit"
-	sensorProgInuseSysExit  = "inuse_sys_exit"
-	sensorVarCgroupV1Subsys = "cgroup_v1_subsys"
-	sensorVarFmodeBacking   = "fmode_backing"
+	sensorMapInuseCgstate      = "inuse_cgstate"
+	sensorMapInuseEvents       = "inuse_events"
+	sensorMapInuseFileSeen     = "inuse_file_seen"
+	sensorMapInuseNetSeen      = "inuse_net_seen"
+	sensorMapInuseScratch      = "inuse_scratch"
+	sensorMapInuseV1State      = "inuse_v1_state"
+	sensorMapInuseV1Tracked    = "inuse_v1_tracked"
+	sensorProgInuseCgroupMkdir = "inuse_cgroup_mkdir"
+	sensorProgInuseExec        = "inuse_exec"
+	sensorProgInuseProcExit    = "inuse_proc_exit"
+	sensorProgInuseSysExit     = "inuse_sys_exit"
+	sensorVarCgroupV1Subsys    = "cgroup_v1_subsys"
+	sensorVarEarlyPrefix       = "early_prefix"
+	sensorVarEarlyPrefixLen    = "early_prefix_len"
+	sensorVarFmodeBacking      = "fmode_backing"
 )
 
 // loadSensor returns the embedded CollectionSpec for sensor.
@@ -163,9 +173,10 @@ type sensorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorProgramSpecs struct {
-	InuseExec     *ebpf.ProgramSpec `ebpf:"inuse_exec"`
-	InuseProcExit *ebpf.ProgramSpec `ebpf:"inuse_proc_exit"`
-	InuseSysExit  *ebpf.ProgramSpec `ebpf:"inuse_sys_exit"`
+	InuseCgroupMkdir *ebpf.ProgramSpec `ebpf:"inuse_cgroup_mkdir"`
+	InuseExec        *ebpf.ProgramSpec `ebpf:"inuse_exec"`
+	InuseProcExit    *ebpf.ProgramSpec `ebpf:"inuse_proc_exit"`
+	InuseSysExit     *ebpf.ProgramSpec `ebpf:"inuse_sys_exit"`
 }
 
 // sensorMapSpecs contains maps before they are loaded into the kernel.
@@ -186,6 +197,8 @@ type sensorMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorVariableSpecs struct {
 	CgroupV1Subsys *ebpf.VariableSpec `ebpf:"cgroup_v1_subsys"`
+	EarlyPrefix    *ebpf.VariableSpec `ebpf:"early_prefix"`
+	EarlyPrefixLen *ebpf.VariableSpec `ebpf:"early_prefix_len"`
 	FmodeBacking   *ebpf.VariableSpec `ebpf:"fmode_backing"`
 }
 
@@ -235,6 +248,8 @@ func (m *sensorMaps) Close() error {
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorVariables struct {
 	CgroupV1Subsys *ebpf.Variable `ebpf:"cgroup_v1_subsys"`
+	EarlyPrefix    *ebpf.Variable `ebpf:"early_prefix"`
+	EarlyPrefixLen *ebpf.Variable `ebpf:"early_prefix_len"`
 	FmodeBacking   *ebpf.Variable `ebpf:"fmode_backing"`
 }
 
@@ -242,13 +257,15 @@ type sensorVariables struct {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorPrograms struct {
-	InuseExec     *ebpf.Program `ebpf:"inuse_exec"`
-	InuseProcExit *ebpf.Program `ebpf:"inuse_proc_exit"`
-	InuseSysExit  *ebpf.Program `ebpf:"inuse_sys_exit"`
+	InuseCgroupMkdir *ebpf.Program `ebpf:"inuse_cgroup_mkdir"`
+	InuseExec        *ebpf.Program `ebpf:"inuse_exec"`
+	InuseProcExit    *ebpf.Program `ebpf:"inuse_proc_exit"`
+	InuseSysExit     *ebpf.Program `ebpf:"inuse_sys_exit"`
 }
 
 func (p *sensorPrograms) Close() error {
 	return _SensorClose(
+		p.InuseCgroupMkdir,
 		p.InuseExec,
 		p.InuseProcExit,
 		p.InuseSysExit,
