@@ -1,0 +1,170 @@
+// Package registry attributes what the sensor sees to containers. Both
+// discovery sources (the NRI plugin and the Docker listener) feed it; it
+// hands attributed observations to the collector.
+//
+// A tracked cgroup may send events before its container is known: the NRI
+// plugin tracks a cgroup before it enqueues the container, and cgroups
+// under an early prefix are tracked by the kernel at creation, while
+// Docker names the container only after it started. Such events are held
+// (bounded) until the container is known, then replayed; a cgroup that
+// stays unknown for the hold time is untracked and its events dropped.
+package registry
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/inuse-dev/inuse/bpf/sensor"
+	"github.com/inuse-dev/inuse/collector"
+	"github.com/inuse-dev/inuse/internal/lifecycle"
+	"github.com/inuse-dev/inuse/internal/logfields"
+)
+
+// Untracker stops the sensor observing a cgroup.
+type Untracker interface {
+	Untrack(cgroupID uint64) error
+}
+
+// Config tunes the registry.
+type Config struct {
+	// Hold is how long events of an unknown cgroup wait for its container.
+	Hold time.Duration
+	// MaxHeld bounds the events held per unknown cgroup; more are counted.
+	MaxHeld int
+}
+
+// Stats count what the registry could not attribute.
+type Stats struct {
+	Expired uint64 // unknown cgroups untracked after Hold
+	Dropped uint64 // events dropped: over MaxHeld, or of an expired cgroup
+}
+
+// Registry maps tracked cgroups to containers.
+type Registry struct {
+	log     *slog.Logger
+	sink    collector.Sink
+	sensor  Untracker
+	cfg     Config
+	mu      sync.Mutex
+	known   map[uint64]lifecycle.Container
+	waiting map[uint64]*held
+	stats   Stats
+}
+
+type held struct {
+	since  time.Time
+	events []sensor.Event
+}
+
+// New returns a registry that feeds sink and untracks through s.
+func New(log *slog.Logger, sink collector.Sink, s Untracker, cfg Config) *Registry {
+	if cfg.Hold <= 0 {
+		cfg.Hold = time.Minute
+	}
+	if cfg.MaxHeld <= 0 {
+		cfg.MaxHeld = 10_000
+	}
+	return &Registry{
+		log: log.With(logfields.Component, "registry"), sink: sink, sensor: s, cfg: cfg,
+		known: map[uint64]lifecycle.Container{}, waiting: map[uint64]*held{},
+	}
+}
+
+// Handle applies a lifecycle event from a discovery source.
+func (r *Registry) Handle(ev lifecycle.Event) {
+	switch ev.Kind {
+	case lifecycle.Started:
+		r.started(ev.Container)
+	case lifecycle.Stopped:
+		r.stopped(ev.Container)
+	}
+}
+
+func (r *Registry) started(c lifecycle.Container) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.known[c.CgroupID]; ok {
+		return // a resync repeats what is known
+	}
+	r.known[c.CgroupID] = c
+	r.sink.ContainerStarted(c)
+	if h := r.waiting[c.CgroupID]; h != nil {
+		for _, e := range h.events {
+			r.sink.Observe(c, e)
+		}
+		delete(r.waiting, c.CgroupID)
+	}
+	r.log.Debug("container attributed", logfields.ContainerID, c.ID, logfields.Image, c.Image.Name, logfields.CgroupID, c.CgroupID)
+}
+
+func (r *Registry) stopped(c lifecycle.Container) {
+	r.mu.Lock()
+	known, ok := r.known[c.CgroupID]
+	delete(r.known, c.CgroupID)
+	delete(r.waiting, c.CgroupID)
+	r.mu.Unlock()
+	if ok {
+		r.sink.ContainerStopped(known)
+	}
+	if err := r.sensor.Untrack(c.CgroupID); err != nil {
+		r.log.Warn("untracking a stopped container", logfields.ContainerID, c.ID, logfields.Error, err)
+	}
+}
+
+// Observe attributes one sensor event, or holds it until its container is
+// known.
+func (r *Registry) Observe(ev sensor.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id := ev.Cgroup()
+	if c, ok := r.known[id]; ok {
+		r.sink.Observe(c, ev)
+		return
+	}
+	h := r.waiting[id]
+	if h == nil {
+		h = &held{since: time.Now()}
+		r.waiting[id] = h
+	}
+	if len(h.events) >= r.cfg.MaxHeld {
+		r.stats.Dropped++
+		return
+	}
+	h.events = append(h.events, ev)
+}
+
+// Expire untracks cgroups that stayed unknown for longer than Hold.
+func (r *Registry) Expire(now time.Time) {
+	r.mu.Lock()
+	var expired []uint64
+	for id, h := range r.waiting {
+		if now.Sub(h.since) >= r.cfg.Hold {
+			expired = append(expired, id)
+			r.stats.Expired++
+			r.stats.Dropped += uint64(len(h.events))
+			delete(r.waiting, id)
+		}
+	}
+	r.mu.Unlock()
+	for _, id := range expired {
+		if err := r.sensor.Untrack(id); err != nil {
+			r.log.Warn("untracking an unattributed cgroup", logfields.CgroupID, id, logfields.Error, err)
+		}
+	}
+}
+
+// Container returns the container of a tracked cgroup.
+func (r *Registry) Container(cgroupID uint64) (lifecycle.Container, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.known[cgroupID]
+	return c, ok
+}
+
+// Stats returns the registry's counters.
+func (r *Registry) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stats
+}

@@ -1,0 +1,329 @@
+// Package plugin is inuse's NRI plugin: it tracks each container's cgroup
+// in the sensor when containerd starts it, before its first instruction,
+// and tells the agent which image the container runs.
+//
+// Handlers never block or fail a container: they resolve the cgroup, make
+// one map update, enqueue, and return; whatever fails is counted.
+package plugin
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/nri/pkg/api"
+	"github.com/containerd/nri/pkg/stub"
+
+	"github.com/inuse-dev/inuse/internal/cgroups"
+	"github.com/inuse-dev/inuse/internal/lifecycle"
+	"github.com/inuse-dev/inuse/internal/logfields"
+)
+
+// Name is the plugin's NRI name.
+const Name = "inuse"
+
+// DefaultSocket is where containerd serves NRI.
+const DefaultSocket = "/var/run/nri/nri.sock"
+
+// DefaultIndex orders inuse among the plugins: early, so that it sees a
+// container before plugins that may change it.
+const DefaultIndex = "05"
+
+// Tracker starts observing a cgroup.
+type Tracker interface {
+	Track(cgroupID uint64) error
+}
+
+// Stats count what the handlers could not do.
+type Stats struct {
+	Started       atomic.Uint64 // containers tracked at StartContainer
+	Synced        atomic.Uint64 // containers tracked at Synchronize
+	TrackFailures atomic.Uint64 // cgroup not found or not trackable
+	Dropped       atomic.Uint64 // lifecycle events dropped: queue full
+	Connections   atomic.Uint64 // times the plugin (re)connected to the runtime
+}
+
+// Plugin handles containerd's NRI events.
+type Plugin struct {
+	log     *slog.Logger
+	tracker Tracker
+	h       cgroups.Hierarchy
+	out     chan<- lifecycle.Event
+	Stats   Stats
+}
+
+// New returns a plugin that tracks cgroups of h with t and sends lifecycle
+// events to out.
+func New(log *slog.Logger, t Tracker, h cgroups.Hierarchy, out chan<- lifecycle.Event) *Plugin {
+	return &Plugin{log: log.With(logfields.Component, "nri"), tracker: t, h: h, out: out}
+}
+
+var (
+	_ stub.SynchronizeInterface     = (*Plugin)(nil)
+	_ stub.StartContainerInterface  = (*Plugin)(nil)
+	_ stub.StopContainerInterface   = (*Plugin)(nil)
+	_ stub.RemoveContainerInterface = (*Plugin)(nil)
+)
+
+// Synchronize tracks the containers that run already; they are partial:
+// what they loaded before now was not seen.
+func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
+	byID := map[string]*api.PodSandbox{}
+	for _, pod := range pods {
+		byID[pod.GetId()] = pod
+	}
+	for _, c := range ctrs {
+		if c.GetState() != api.ContainerState_CONTAINER_RUNNING {
+			continue
+		}
+		if p.track(byID[c.GetPodSandboxId()], c, true) {
+			p.Stats.Synced.Add(1)
+		}
+	}
+	return nil, nil
+}
+
+// StartContainer runs after the container's cgroup exists and before its
+// process runs: tracking it here misses nothing.
+func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) error {
+	if p.track(pod, c, false) {
+		p.Stats.Started.Add(1)
+	}
+	return nil
+}
+
+// StopContainer untracks the container.
+func (p *Plugin) StopContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) ([]*api.ContainerUpdate, error) {
+	p.stop(pod, c)
+	return nil, nil
+}
+
+// RemoveContainer untracks the container, for runtimes that skip Stop.
+func (p *Plugin) RemoveContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) error {
+	p.stop(pod, c)
+	return nil
+}
+
+func (p *Plugin) stop(pod *api.PodSandbox, c *api.Container) {
+	ctr, err := p.describe(pod, c)
+	if err != nil {
+		return // its cgroup is gone; it was untracked with it
+	}
+	p.send(lifecycle.Event{Kind: lifecycle.Stopped, Container: ctr})
+}
+
+// track tracks the container's cgroup and enqueues it; false when it could not.
+func (p *Plugin) track(pod *api.PodSandbox, c *api.Container, partial bool) bool {
+	ctr, err := p.describe(pod, c)
+	if err == nil {
+		err = p.tracker.Track(ctr.CgroupID)
+	}
+	if err != nil {
+		p.Stats.TrackFailures.Add(1)
+		p.log.Warn("cannot track container", logfields.ContainerID, c.GetId(), logfields.Error, err)
+		return false
+	}
+	ctr.Partial = partial
+	p.send(lifecycle.Event{Kind: lifecycle.Started, Container: ctr})
+	return true
+}
+
+func (p *Plugin) send(ev lifecycle.Event) {
+	select {
+	case p.out <- ev:
+	default:
+		p.Stats.Dropped.Add(1)
+	}
+}
+
+// describe builds the container's identity and finds its cgroup.
+func (p *Plugin) describe(pod *api.PodSandbox, c *api.Container) (lifecycle.Container, error) {
+	cgPath := c.GetLinux().GetCgroupsPath()
+	if cgPath == "" {
+		return lifecycle.Container{}, errors.New("container has no cgroups path")
+	}
+	dir := p.h.Path(CgroupDir(cgPath))
+	id, err := cgroups.ID(dir)
+	if err != nil {
+		return lifecycle.Container{}, err
+	}
+	ctr := lifecycle.Container{
+		ID: c.GetId(), Name: c.GetName(), Runtime: lifecycle.RuntimeContainerd,
+		Image: image(c), CgroupPath: cgPath, CgroupID: id,
+	}
+	if pod != nil {
+		ctr.Pod = lifecycle.Pod{Name: pod.GetName(), Namespace: pod.GetNamespace(), UID: pod.GetUid()}
+		ctr.Workload = workload(pod)
+	}
+	return ctr, nil
+}
+
+// CRI annotations that name the image on runtimes whose NRI carries no
+// image field.
+const (
+	annotationImageName = "io.kubernetes.cri.image-name"
+	annotationImageRef  = "io.kubernetes.cri.image-ref"
+)
+
+func image(c *api.Container) lifecycle.Image {
+	img := lifecycle.Image{Name: c.GetImage().GetName(), Digest: c.GetImage().GetDigest(), ID: c.GetImage().GetConfigDigest()}
+	if img.Name == "" {
+		img.Name = c.GetAnnotations()[annotationImageName]
+	}
+	if img.Digest == "" {
+		// image-ref is "name@sha256:..." or the image id
+		ref := c.GetAnnotations()[annotationImageRef]
+		if _, d, ok := strings.Cut(ref, "@"); ok {
+			img.Digest = d
+		} else {
+			img.Digest = ref
+		}
+	}
+	return img
+}
+
+// workload derives the pod's controller from the labels Kubernetes
+// controllers put on their pods.
+func workload(pod *api.PodSandbox) lifecycle.Workload {
+	labels := pod.GetLabels()
+	name := pod.GetName()
+	trim := func(n int) string { // drop n "-suffix" parts of the pod name
+		for range n {
+			if i := strings.LastIndexByte(name, '-'); i > 0 {
+				name = name[:i]
+			}
+		}
+		return name
+	}
+	switch {
+	case labels["pod-template-hash"] != "":
+		return lifecycle.Workload{Kind: "Deployment", Name: trim(2)}
+	case labels["statefulset.kubernetes.io/pod-name"] != "":
+		return lifecycle.Workload{Kind: "StatefulSet", Name: trim(1)}
+	case labels["controller-revision-hash"] != "":
+		return lifecycle.Workload{Kind: "DaemonSet", Name: trim(1)}
+	case labels["batch.kubernetes.io/job-name"] != "":
+		return lifecycle.Workload{Kind: "Job", Name: labels["batch.kubernetes.io/job-name"]}
+	case labels["job-name"] != "":
+		return lifecycle.Workload{Kind: "Job", Name: labels["job-name"]}
+	}
+	return lifecycle.Workload{Kind: "Pod", Name: pod.GetName()}
+}
+
+// CgroupDir turns an OCI cgroupsPath into a path under the hierarchy: the
+// cgroupfs form is one already; the systemd form "slice:prefix:name" is
+// expanded as runc does ("a-b.slice" nests in "a.slice").
+func CgroupDir(cgroupsPath string) string {
+	parts := strings.Split(cgroupsPath, ":")
+	if len(parts) != 3 || strings.HasPrefix(cgroupsPath, "/") {
+		return cgroupsPath
+	}
+	slice, prefix, name := parts[0], parts[1], parts[2]
+	dir := "/"
+	if slice != "" && slice != "-.slice" {
+		stem := strings.TrimSuffix(slice, ".slice")
+		acc := ""
+		for i, part := range strings.Split(stem, "-") {
+			if i == 0 {
+				acc = part
+			} else {
+				acc += "-" + part
+			}
+			dir = path.Join(dir, acc+".slice")
+		}
+	}
+	unit := name
+	if !strings.HasSuffix(name, ".slice") {
+		unit = name + ".scope"
+		if prefix != "" {
+			unit = prefix + "-" + unit
+		}
+	}
+	return path.Join(dir, unit)
+}
+
+// Options configure the connection to the runtime.
+type Options struct {
+	// Socket is the runtime's NRI socket.
+	Socket string
+	// Index is the plugin index. NRI sets NRI_PLUGIN_IDX for plugins it
+	// launches; a plugin that connects by itself defaults to DefaultIndex.
+	Index string
+	// Retry is the wait between reconnection attempts.
+	Retry time.Duration
+}
+
+// Run connects to the runtime and serves NRI events until ctx ends. When
+// the runtime goes away (a containerd restart), it reconnects; the
+// runtime's Synchronize then resyncs the running containers.
+func (p *Plugin) Run(ctx context.Context, opts Options) error {
+	if opts.Retry <= 0 {
+		opts.Retry = time.Second
+	}
+	for {
+		err := p.serve(ctx, opts)
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.log.Warn("NRI connection ended; reconnecting", logfields.Error, err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(opts.Retry):
+		}
+	}
+}
+
+func (p *Plugin) serve(ctx context.Context, opts Options) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stubOpts := []stub.Option{
+		stub.WithPluginName(Name),
+		stub.WithSocketPath(opts.Socket),
+		stub.WithLogger(nriLogger{p.log}),
+		stub.WithOnClose(cancel),
+	}
+	if idx := opts.Index; idx != "" || os.Getenv("NRI_PLUGIN_IDX") == "" {
+		stubOpts = append(stubOpts, stub.WithPluginIdx(cmp.Or(idx, DefaultIndex)))
+	}
+	s, err := stub.New(p, stubOpts...)
+	if err != nil {
+		return fmt.Errorf("creating NRI stub: %w", err)
+	}
+	if err := s.Start(ctx); err != nil {
+		return fmt.Errorf("connecting to NRI at %s: %w", opts.Socket, err)
+	}
+	p.Stats.Connections.Add(1)
+	p.log.Info("connected to the runtime over NRI", "socket", opts.Socket)
+	served := make(chan struct{})
+	go func() { s.Wait(); close(served) }()
+	select {
+	case <-ctx.Done(): // ours, or the connection closed (WithOnClose)
+	case <-served: // the runtime went away
+	}
+	s.Stop()
+	return errors.New("runtime closed the NRI connection")
+}
+
+// nriLogger sends the stub's own logs into slog.
+type nriLogger struct{ l *slog.Logger }
+
+func (n nriLogger) Debugf(ctx context.Context, f string, a ...any) {
+	n.l.DebugContext(ctx, fmt.Sprintf(f, a...))
+}
+func (n nriLogger) Infof(ctx context.Context, f string, a ...any) {
+	n.l.DebugContext(ctx, fmt.Sprintf(f, a...))
+}
+func (n nriLogger) Warnf(ctx context.Context, f string, a ...any) {
+	n.l.WarnContext(ctx, fmt.Sprintf(f, a...))
+}
+func (n nriLogger) Errorf(ctx context.Context, f string, a ...any) {
+	n.l.ErrorContext(ctx, fmt.Sprintf(f, a...))
+}
