@@ -15,7 +15,7 @@ import (
 )
 
 // commands of inuse-agent; each lives in its own file.
-var commands = []*cli.Command{traceCommand, execCommand}
+var commands = []*cli.Command{runCommand, traceCommand, execCommand}
 
 func main() {
 	cliapp.Main(cliapp.New("inuse-agent", "observe what containers load, with eBPF", commands))

@@ -22,8 +22,9 @@ var sensorFlags = []cli.Flag{
 	&cli.UintFlag{Name: "ring-buffer-bytes", EnvVars: []string{"INUSE_RING_BUFFER_BYTES"}, Usage: "size of the event ring buffer (power of two; default 8 MiB)"},
 }
 
-// openSensor picks the cgroup hierarchy and loads the sensor for it.
-func openSensor(c *cli.Context, log *slog.Logger) (*sensor.Sensor, cgroups.Hierarchy, error) {
+// openSensor picks the cgroup hierarchy and loads the sensor for it; tune
+// adjusts the configuration of one command.
+func openSensor(c *cli.Context, log *slog.Logger, tune ...func(*sensor.Config)) (*sensor.Sensor, cgroups.Hierarchy, error) {
 	if err := prepareKernel(log); err != nil {
 		return nil, cgroups.Hierarchy{}, err
 	}
@@ -40,7 +41,11 @@ func openSensor(c *cli.Context, log *slog.Logger) (*sensor.Sensor, cgroups.Hiera
 		return nil, h, err
 	}
 	log.Debug("keying cgroups", "hierarchy", h.String())
-	s, err := sensor.Open(log, sensor.Config{CgroupV1Controller: h.Controller, RingBufferBytes: uint32(c.Uint("ring-buffer-bytes"))})
+	cfg := sensor.Config{CgroupV1Controller: h.Controller, RingBufferBytes: uint32(c.Uint("ring-buffer-bytes"))}
+	for _, t := range tune {
+		t(&cfg)
+	}
+	s, err := sensor.Open(log, cfg)
 	return s, h, err
 }
 

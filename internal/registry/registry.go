@@ -36,8 +36,9 @@ type Config struct {
 
 // Stats count what the registry could not attribute.
 type Stats struct {
-	Expired uint64 // unknown cgroups untracked after Hold
-	Dropped uint64 // events dropped: over MaxHeld, or of an expired cgroup
+	Expired    uint64 // unknown cgroups untracked after Hold
+	Dropped    uint64 // events dropped: over MaxHeld, or of an expired cgroup
+	Unresolved uint64 // containers whose cgroup was neither found nor tracked early
 }
 
 // Registry maps tracked cgroups to containers.
@@ -49,11 +50,13 @@ type Registry struct {
 	mu      sync.Mutex
 	known   map[uint64]lifecycle.Container
 	waiting map[uint64]*held
+	paths   map[string]uint64 // cgroup path -> id, of cgroups tracked at creation
 	stats   Stats
 }
 
 type held struct {
 	since  time.Time
+	path   string // when tracked at creation
 	events []sensor.Event
 }
 
@@ -67,7 +70,7 @@ func New(log *slog.Logger, sink collector.Sink, s Untracker, cfg Config) *Regist
 	}
 	return &Registry{
 		log: log.With(logfields.Component, "registry"), sink: sink, sensor: s, cfg: cfg,
-		known: map[uint64]lifecycle.Container{}, waiting: map[uint64]*held{},
+		known: map[uint64]lifecycle.Container{}, waiting: map[uint64]*held{}, paths: map[string]uint64{},
 	}
 }
 
@@ -81,9 +84,26 @@ func (r *Registry) Handle(ev lifecycle.Event) {
 	}
 }
 
+// resolve fills in the cgroup id of a container known only by its cgroup
+// path (it exited before its runtime described it); c.mu is held.
+func (r *Registry) resolve(c *lifecycle.Container) bool {
+	if c.CgroupID != 0 {
+		return true
+	}
+	id, ok := r.paths[c.CgroupPath]
+	c.CgroupID = id
+	return ok
+}
+
 func (r *Registry) started(c lifecycle.Container) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.resolve(&c) {
+		r.stats.Unresolved++
+		r.log.Warn("container without a tracked cgroup", logfields.ContainerID, c.ID, logfields.CgroupPath, c.CgroupPath)
+		return
+	}
+	delete(r.paths, c.CgroupPath)
 	if _, ok := r.known[c.CgroupID]; ok {
 		return // a resync repeats what is known
 	}
@@ -100,6 +120,10 @@ func (r *Registry) started(c lifecycle.Container) {
 
 func (r *Registry) stopped(c lifecycle.Container) {
 	r.mu.Lock()
+	if !r.resolve(&c) {
+		r.mu.Unlock()
+		return
+	}
 	known, ok := r.known[c.CgroupID]
 	delete(r.known, c.CgroupID)
 	delete(r.waiting, c.CgroupID)
@@ -127,6 +151,11 @@ func (r *Registry) Observe(ev sensor.Event) {
 		h = &held{since: time.Now()}
 		r.waiting[id] = h
 	}
+	if mk, ok := ev.(sensor.CgroupEvent); ok {
+		h.path = mk.Path
+		r.paths[mk.Path] = id
+		return
+	}
 	if len(h.events) >= r.cfg.MaxHeld {
 		r.stats.Dropped++
 		return
@@ -144,6 +173,7 @@ func (r *Registry) Expire(now time.Time) {
 			r.stats.Expired++
 			r.stats.Dropped += uint64(len(h.events))
 			delete(r.waiting, id)
+			delete(r.paths, h.path)
 		}
 	}
 	r.mu.Unlock()

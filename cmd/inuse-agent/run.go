@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/inuse-dev/inuse/bpf/sensor"
+	"github.com/inuse-dev/inuse/collector"
+	"github.com/inuse-dev/inuse/dockerplugin"
+	"github.com/inuse-dev/inuse/internal/cliapp"
+	"github.com/inuse-dev/inuse/internal/lifecycle"
+	"github.com/inuse-dev/inuse/internal/registry"
+	"github.com/inuse-dev/inuse/nri-plugin/plugin"
+)
+
+var runCommand = &cli.Command{
+	Name:  "run",
+	Usage: "the node daemon: sensor, container discovery (containerd NRI, Docker) and collector",
+	Description: "Tracks every container from its first instruction and folds what it loads into its\n" +
+		"image's profile in --redis. Without --redis, attributed events are written as JSON lines.",
+	Flags: slices.Concat([]cli.Flag{
+		&cli.StringFlag{Name: "nri-socket", Value: plugin.DefaultSocket, EnvVars: []string{"INUSE_NRI_SOCKET"}, Usage: "containerd's NRI socket (empty: no NRI)"},
+		&cli.StringFlag{Name: "nri-plugin-index", EnvVars: []string{"INUSE_NRI_PLUGIN_INDEX"}, Usage: "NRI plugin index (default " + plugin.DefaultIndex + ")"},
+		&cli.BoolFlag{Name: "docker", Value: true, EnvVars: []string{"INUSE_DOCKER"}, Usage: "follow dockerd (found through DOCKER_HOST or the default socket) when it answers"},
+		&cli.StringSliceFlag{Name: "early-cgroup-prefix", EnvVars: []string{"INUSE_EARLY_CGROUP_PREFIX"}, Usage: "track new cgroups under this cgroup2 path at creation (default: Docker's when --docker)"},
+		&cli.DurationFlag{Name: "hold", Value: time.Minute, EnvVars: []string{"INUSE_HOLD"}, Usage: "how long events of a cgroup wait for its container to be named"},
+		outputFlag,
+	}, sensorFlags, storeFlags),
+	Action: runAgentDaemon,
+}
+
+func runAgentDaemon(c *cli.Context) error {
+	log := cliapp.Logger(c)
+	col, st, err := openCollector(c)
+	if err != nil {
+		return err
+	}
+	var sink collector.Sink = col
+	if st != nil {
+		defer st.Close()
+	} else {
+		out, err := openOutput(c)
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		sink = &jsonSink{w: out}
+	}
+
+	prefixes := c.StringSlice("early-cgroup-prefix")
+	if len(prefixes) == 0 && c.Bool("docker") {
+		prefixes = dockerplugin.EarlyPrefixes
+	}
+	s, h, err := openSensor(c, log, func(cfg *sensor.Config) { cfg.EarlyPrefixes = prefixes })
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+
+	reg := registry.New(log, sink, s, registry.Config{Hold: c.Duration("hold")})
+	lifecycleEvents := make(chan lifecycle.Event, 4096)
+	g, ctx := errgroup.WithContext(c.Context)
+	// Discovery sources: each only tracks and enqueues.
+	if socket := c.String("nri-socket"); socket != "" {
+		if _, err := os.Stat(socket); err == nil || c.IsSet("nri-socket") {
+			p := plugin.New(log, s, h, lifecycleEvents)
+			g.Go(func() error { return p.Run(ctx, plugin.Options{Socket: socket, Index: c.String("nri-plugin-index")}) })
+		} else {
+			log.Info("no NRI socket: not following containerd", "socket", socket)
+		}
+	}
+	if c.Bool("docker") {
+		if d, err := dockerplugin.New(log, h, s, lifecycleEvents); err != nil {
+			log.Warn("not following docker", "error", err)
+		} else if err := d.Ping(ctx); err != nil {
+			log.Info("dockerd does not answer: not following docker", "error", err)
+			d.Close()
+		} else {
+			defer d.Close()
+			g.Go(func() error { return d.Run(ctx) })
+		}
+	}
+	g.Go(func() error {
+		for {
+			select {
+			case ev := <-lifecycleEvents:
+				reg.Handle(ev)
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	})
+	g.Go(func() error {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case now := <-t.C:
+				reg.Expire(now)
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	})
+	// The sensor drains what the kernel wrote before it returns; the
+	// collector's final flush then writes it.
+	sensorDone := make(chan struct{})
+	g.Go(func() error {
+		defer close(sensorDone)
+		err := s.Run(ctx, reg.Observe)
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	})
+	if col != nil {
+		g.Go(func() error {
+			<-sensorDone
+			return col.Flush(context.WithoutCancel(ctx))
+		})
+		g.Go(func() error { return col.Run(ctx) })
+	}
+	log.Info("agent running", "early_prefixes", prefixes)
+	return g.Wait()
+}
+
+// jsonSink writes attributed observations as JSON lines: the agent's
+// output when it has no store.
+type jsonSink struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (j *jsonSink) write(v any) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if b, err := json.Marshal(v); err == nil {
+		fmt.Fprintf(j.w, "%s\n", b)
+	}
+}
+
+func (j *jsonSink) ContainerStarted(c lifecycle.Container) {
+	j.write(struct {
+		Started lifecycle.Container `json:"started"`
+	}{c})
+}
+
+func (j *jsonSink) Observe(c lifecycle.Container, ev sensor.Event) {
+	j.write(struct {
+		Container lifecycle.Container `json:"container"`
+		Event     sensor.Event        `json:"event"`
+	}{c, ev})
+}
+
+func (j *jsonSink) ContainerStopped(c lifecycle.Container) {
+	j.write(struct {
+		Stopped lifecycle.Container `json:"stopped"`
+	}{c})
+}

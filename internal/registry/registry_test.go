@@ -1,0 +1,78 @@
+package registry
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/inuse-dev/inuse/bpf/sensor"
+	"github.com/inuse-dev/inuse/internal/lifecycle"
+)
+
+// record is a Sink and an Untracker that remembers every call.
+type record struct {
+	calls     []string
+	untracked []uint64
+}
+
+func (r *record) ContainerStarted(c lifecycle.Container) { r.calls = append(r.calls, "start "+c.ID) }
+func (r *record) ContainerStopped(c lifecycle.Container) { r.calls = append(r.calls, "stop "+c.ID) }
+func (r *record) Observe(c lifecycle.Container, ev sensor.Event) {
+	r.calls = append(r.calls, c.ID+" "+ev.(sensor.FileEvent).Path)
+}
+func (r *record) Untrack(id uint64) error { r.untracked = append(r.untracked, id); return nil }
+
+func file(cgroup uint64, path string) sensor.Event {
+	return sensor.FileEvent{Header: sensor.Header{CgroupID: cgroup}, Path: path}
+}
+
+func newRegistry(cfg Config) (*Registry, *record) {
+	rec := &record{}
+	return New(slog.New(slog.NewTextHandler(io.Discard, nil)), rec, rec, cfg), rec
+}
+
+func TestHeldUntilKnownThenReplayed(t *testing.T) {
+	r, rec := newRegistry(Config{})
+	r.Observe(file(7, "/bin/sh"))
+	r.Observe(file(7, "/lib/libc.so.6"))
+	require.Empty(t, rec.calls, "nothing is attributed before the container is known")
+	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "c1", CgroupID: 7}})
+	r.Observe(file(7, "/etc/hosts"))
+	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "c1", CgroupID: 7}}) // resync: no repeat
+	r.Handle(lifecycle.Event{Kind: lifecycle.Stopped, Container: lifecycle.Container{ID: "c1", CgroupID: 7}})
+	require.Equal(t, []string{"start c1", "c1 /bin/sh", "c1 /lib/libc.so.6", "c1 /etc/hosts", "stop c1"}, rec.calls)
+	require.Equal(t, []uint64{7}, rec.untracked)
+}
+
+func TestEarlyTrackedMatchedByPath(t *testing.T) {
+	r, rec := newRegistry(Config{})
+	r.Observe(sensor.CgroupEvent{Header: sensor.Header{CgroupID: 9}, Path: "/docker/abc"})
+	r.Observe(file(9, "/entrypoint"))
+	// dockerd describes the container after it exited: path only.
+	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "abc", CgroupPath: "/docker/abc"}})
+	require.Equal(t, []string{"start abc", "abc /entrypoint"}, rec.calls)
+	c, ok := r.Container(9)
+	require.True(t, ok)
+	require.Equal(t, "abc", c.ID)
+
+	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "lost", CgroupPath: "/docker/lost"}})
+	require.EqualValues(t, 1, r.Stats().Unresolved)
+}
+
+func TestUnknownCgroupsExpire(t *testing.T) {
+	r, rec := newRegistry(Config{Hold: time.Minute, MaxHeld: 2})
+	for _, p := range []string{"/a", "/b", "/c"} {
+		r.Observe(file(5, p))
+	}
+	require.EqualValues(t, 1, r.Stats().Dropped, "over MaxHeld")
+	r.Expire(time.Now())
+	require.Empty(t, rec.untracked, "not yet")
+	r.Expire(time.Now().Add(2 * time.Minute))
+	require.Equal(t, []uint64{5}, rec.untracked)
+	require.Equal(t, Stats{Expired: 1, Dropped: 3}, r.Stats())
+	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "late", CgroupID: 5}})
+	require.Equal(t, []string{"start late"}, rec.calls, "expired events are gone")
+}
