@@ -226,4 +226,3 @@ func repoDigest(repoDigests []string) string {
 	}
 	return ""
 }
-
