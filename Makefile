@@ -14,6 +14,7 @@ help: ## list the targets
 
 deps: ## install what is missing on a Debian machine (clang-19, llvm-19, libbpf-dev, bpftool, redis-server, busybox-static)
 	@scripts/deps.sh
+	@if [ "$$(id -u)" = 0 ]; then scripts/runtimes.sh; fi
 
 generate: deps ## regenerate the BPF objects (bpf2go, clang-19) and the syscall tables
 	BPF2GO_CC=clang-19 BPF2GO_STRIP=llvm-strip-19 $(GO) generate ./bpf/... ./internal/syscalls/...

@@ -9,7 +9,7 @@ import (
 
 // BusyboxRoot builds a minimal root file system from Debian's
 // busybox-static (installed by `make deps`): /bin/busybox with sh, cat, ls
-// and echo applets, and an /etc/passwd.
+// and echo applets, an /etc/passwd and an /etc/group.
 func BusyboxRoot(tb testing.TB) string {
 	tb.Helper()
 	busybox, err := exec.LookPath("busybox")
@@ -34,8 +34,10 @@ func BusyboxRoot(tb testing.TB) string {
 			tb.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644); err != nil {
-		tb.Fatal(err)
+	for file, content := range map[string]string{"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n", "etc/group": "root:x:0:\n"} {
+		if err := os.WriteFile(filepath.Join(root, file), []byte(content), 0o644); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	return root
 }
