@@ -12,7 +12,7 @@ TEST_FLAGS ?= -count=1 -timeout 45m
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-deps: ## install what is missing on a Debian machine (clang-19, llvm-19, libbpf-dev, bpftool, redis-server, busybox-static)
+deps: ## install what is missing on a Debian machine (BPF toolchain, redis-server, busybox-static; as root also dockerd, runc and containerd 2.4.2 for the end-to-end tests)
 	@scripts/deps.sh
 	@if [ "$$(id -u)" = 0 ]; then scripts/runtimes.sh; fi
 
