@@ -50,10 +50,15 @@ func cacheBin(t *testing.T, name string) string {
 	return p
 }
 
-func startContainerd(t *testing.T) *containerd {
+// startContainerd starts containerd; plugins (file name -> binary) are
+// installed in its NRI plugin directory first, for it to launch.
+func startContainerd(t *testing.T, plugins map[string]string) *containerd {
 	t.Helper()
 	rt, err := os.MkdirTemp("/tmp", "ictr") // short: unix socket paths are limited
 	require.NoError(t, err)
+	for name, bin := range plugins {
+		copyFile(t, bin, filepath.Join(rt, "nri-plugins", name))
+	}
 	c := &containerd{rt: rt, socket: filepath.Join(rt, "c.sock"), nri: filepath.Join(rt, "nri.sock")}
 	config := fmt.Sprintf(`version = 3
 root = %q
@@ -151,6 +156,17 @@ func (c *containerd) importImage(t *testing.T, root, ref string, cmd ...string) 
 	}
 	t.Fatalf("%s not in\n%s", ref, out)
 	return ""
+}
+
+// importImages imports the pause image and a busybox image and returns
+// the busybox image's manifest digest.
+func (c *containerd) importImages(t *testing.T) string {
+	t.Helper()
+	pauseRoot := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", filepath.Join(pauseRoot, "pause"), "./testdata/pause").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	c.importImage(t, pauseRoot, "docker.io/inuse-test/pause:1", "/pause")
+	return c.importImage(t, testutil.BusyboxRoot(t), "docker.io/inuse-test/busybox:1", "/bin/sh")
 }
 
 // pod is one CRI pod sandbox with host networking.
@@ -256,12 +272,8 @@ func readAttributed(t *testing.T, file string) []attributed {
 // which reconnects and attributes the next container too.
 func TestContainerdNRI(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	c := startContainerd(t)
-	pauseRoot := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", filepath.Join(pauseRoot, "pause"), "./testdata/pause").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	c.importImage(t, pauseRoot, "docker.io/inuse-test/pause:1", "/pause")
-	digest := c.importImage(t, testutil.BusyboxRoot(t), "docker.io/inuse-test/busybox:1", "/bin/sh")
+	c := startContainerd(t, nil)
+	digest := c.importImages(t)
 
 	events := filepath.Join(t.TempDir(), "events.jsonl")
 	a := startAgent(t, nil, "--nri-socket", c.nri, "--docker=false", "-o", events)
@@ -298,4 +310,43 @@ func TestContainerdNRI(t *testing.T) {
 		require.True(t, got[first][want], "%s of the first container in %v", want, got[first])
 	}
 	require.True(t, got[second]["file /etc/group"], "after the restart: %v", got[second])
+}
+
+// The agent installed as a pre-registered NRI plugin: containerd launches
+// it from its plugin directory, and it reads its settings from
+// /etc/nri/conf.d/05-inuse.conf.
+func TestContainerdLaunchesTheAgentAsPlugin(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	events := filepath.Join(t.TempDir(), "events.jsonl")
+	conf := "/etc/nri/conf.d/05-inuse.conf"
+	_, err := os.Stat(conf)
+	require.True(t, os.IsNotExist(err), "%s exists: this test would overwrite it", conf)
+	require.NoError(t, os.MkdirAll(filepath.Dir(conf), 0o755))
+	require.NoError(t, os.WriteFile(conf, []byte("output: "+events+"\nlog-level: debug\n"), 0o644))
+	t.Cleanup(func() { os.Remove(conf) })
+
+	c := startContainerd(t, map[string]string{"05-inuse": agentBinary})
+	digest := c.importImages(t)
+	// containerd waits for its plugins to register before it serves CRI.
+	p := c.runPod(t, "batch-x1", "jobs", "uid-2")
+	id := c.runToExit(t, p, "docker.io/inuse-test/busybox:1", "job", "/bin/cat", "/etc/passwd")
+	c.stop() // the plugin's connection closes: it drains and exits
+
+	var seen bool
+	defer func() {
+		if !seen {
+			log, _ := os.ReadFile(filepath.Join(c.rt, "containerd.log"))
+			t.Logf("containerd log:\n%s", log)
+		}
+	}()
+	require.Eventually(t, func() bool {
+		for _, ev := range readAttributed(t, events) {
+			if ev.Container.ID == id && ev.Event.Kind == "file" && ev.Event.Path == "/etc/passwd" {
+				require.Equal(t, digest, ev.Container.Image.Digest)
+				require.Equal(t, "batch-x1", ev.Container.Pod.Name)
+				seen = true
+			}
+		}
+		return seen
+	}, 20*time.Second, 200*time.Millisecond)
 }

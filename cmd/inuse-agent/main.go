@@ -6,6 +6,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/urfave/cli/v2"
@@ -18,7 +19,12 @@ import (
 var commands = []*cli.Command{runCommand, traceCommand, execCommand}
 
 func main() {
-	cliapp.Main(cliapp.New("inuse-agent", "observe what containers load, with eBPF", commands))
+	args, err := argsForNRI(os.Args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "inuse-agent:", err)
+		os.Exit(1)
+	}
+	cliapp.Main(cliapp.New("inuse-agent", "observe what containers load, with eBPF", commands), args)
 }
 
 // prepareKernel does what every sensor user does once per process.

@@ -72,7 +72,7 @@ func runAgentDaemon(c *cli.Context) error {
 	g, ctx := errgroup.WithContext(c.Context)
 	// Discovery sources: each only tracks and enqueues.
 	if socket := c.String("nri-socket"); socket != "" {
-		if _, err := os.Stat(socket); err == nil || c.IsSet("nri-socket") {
+		if _, err := os.Stat(socket); err == nil || c.IsSet("nri-socket") || plugin.LaunchedByRuntime() {
 			p := plugin.New(log, s, h, lifecycleEvents)
 			g.Go(func() error { return p.Run(ctx, plugin.Options{Socket: socket, Index: c.String("nri-plugin-index")}) })
 		} else {

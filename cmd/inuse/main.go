@@ -3,6 +3,8 @@
 package main
 
 import (
+	"os"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/inuse-dev/inuse/internal/cliapp"
@@ -12,5 +14,5 @@ import (
 var commands = []*cli.Command{profileCommand}
 
 func main() {
-	cliapp.Main(cliapp.New("inuse", "which vulnerable packages of a container image are actually in use", commands))
+	cliapp.Main(cliapp.New("inuse", "which vulnerable packages of a container image are actually in use", commands), os.Args)
 }

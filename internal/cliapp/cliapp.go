@@ -47,10 +47,10 @@ func Logger(c *cli.Context) *slog.Logger {
 	return c.App.Metadata["log"].(*slog.Logger)
 }
 
-// Main runs the app until SIGINT or SIGTERM and exits with its status.
-func Main(app *cli.App) {
+// Main runs the app with args until SIGINT or SIGTERM and exits with its status.
+func Main(app *cli.App, args []string) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := app.RunContext(ctx, os.Args)
+	err := app.RunContext(ctx, args)
 	stop()
 	var exit cli.ExitCoder
 	switch {

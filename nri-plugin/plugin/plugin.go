@@ -249,6 +249,10 @@ func CgroupDir(cgroupsPath string) string {
 	return path.Join(dir, unit)
 }
 
+// LaunchedByRuntime reports whether the runtime launched this process as
+// a pre-registered plugin, connected by a socket it handed over.
+func LaunchedByRuntime() bool { return os.Getenv(api.PluginSocketEnvVar) != "" }
+
 // Options configure the connection to the runtime.
 type Options struct {
 	// Socket is the runtime's NRI socket.
@@ -271,6 +275,11 @@ func (p *Plugin) Run(ctx context.Context, opts Options) error {
 		err := p.serve(ctx, opts)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if LaunchedByRuntime() {
+			// On a socket of the runtime's: it launches the plugin again
+			// when it comes back.
+			return err
 		}
 		p.log.Warn("NRI connection ended; reconnecting", logfields.Error, err)
 		select {
