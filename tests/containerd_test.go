@@ -25,6 +25,7 @@ import (
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/inuse-dev/inuse/internal/testutil"
+	"github.com/inuse-dev/inuse/nri-plugin/plugin"
 )
 
 // containerd is containerd 2.4.2 (built by scripts/runtimes.sh) with CRI
@@ -281,8 +282,23 @@ func TestContainerdNRI(t *testing.T) {
 	p := c.runPod(t, "web-7c9d8f6b5-x2x4z", "shop", "uid-1")
 	first := c.runToExit(t, p, "docker.io/inuse-test/busybox:1", "app", "/bin/sh", "-c", "cat /etc/passwd")
 
+	// The fallback for runtimes whose NRI events carry no image: CRI's
+	// image service names the image's digest (the image id when it was
+	// never pulled from a registry), cached for later events.
+	images, err := plugin.NewCRIImages(c.socket)
+	require.NoError(t, err)
+	defer images.Close()
+	fromCRI, err := images.Digest(context.Background(), "docker.io/inuse-test/busybox:1")
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(fromCRI, "sha256:"), fromCRI)
+	_, err = images.Digest(context.Background(), "docker.io/inuse-test/nothing:1")
+	require.Error(t, err)
+
 	// containerd restarts: the agent reconnects and still tracks.
 	c.stop()
+	cached, err := images.Digest(context.Background(), "docker.io/inuse-test/busybox:1")
+	require.NoError(t, err, "answered from the cache while containerd is down")
+	require.Equal(t, fromCRI, cached)
 	a.waitLog(t, "reconnecting")
 	c.start(t)
 	a.waitLog(t, "connected to the runtime over NRI")

@@ -31,6 +31,7 @@ var runCommand = &cli.Command{
 	Flags: slices.Concat([]cli.Flag{
 		&cli.StringFlag{Name: "nri-socket", Value: plugin.DefaultSocket, EnvVars: []string{"INUSE_NRI_SOCKET"}, Usage: "containerd's NRI socket (empty: no NRI)"},
 		&cli.StringFlag{Name: "nri-plugin-index", EnvVars: []string{"INUSE_NRI_PLUGIN_INDEX"}, Usage: "NRI plugin index (default " + plugin.DefaultIndex + ")"},
+		&cli.StringFlag{Name: "containerd-address", Value: plugin.DefaultContainerdAddress, EnvVars: []string{"INUSE_CONTAINERD_ADDRESS"}, Usage: "containerd's socket, for image digests that NRI does not carry (containerd before 2.4)"},
 		&cli.BoolFlag{Name: "docker", Value: true, EnvVars: []string{"INUSE_DOCKER"}, Usage: "follow dockerd (found through DOCKER_HOST or the default socket) when it answers"},
 		&cli.StringSliceFlag{Name: "early-cgroup-prefix", EnvVars: []string{"INUSE_EARLY_CGROUP_PREFIX"}, Usage: "track new cgroups under this cgroup2 path at creation (default: Docker's when --docker)"},
 		&cli.DurationFlag{Name: "hold", Value: time.Minute, EnvVars: []string{"INUSE_HOLD"}, Usage: "how long events of a cgroup wait for its container to be named"},
@@ -74,6 +75,14 @@ func runAgentDaemon(c *cli.Context) error {
 	if socket := c.String("nri-socket"); socket != "" {
 		if _, err := os.Stat(socket); err == nil || c.IsSet("nri-socket") || plugin.LaunchedByRuntime() {
 			p := plugin.New(log, s, h, lifecycleEvents)
+			if addr := c.String("containerd-address"); addr != "" {
+				images, err := plugin.NewCRIImages(addr)
+				if err != nil {
+					return err
+				}
+				defer images.Close()
+				p.Images = images
+			}
 			g.Go(func() error { return p.Run(ctx, plugin.Options{Socket: socket, Index: c.String("nri-plugin-index")}) })
 		} else {
 			log.Info("no NRI socket: not following containerd", "socket", socket)

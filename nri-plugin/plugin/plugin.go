@@ -50,13 +50,21 @@ type Stats struct {
 	Connections   atomic.Uint64 // times the plugin (re)connected to the runtime
 }
 
+// ImageDigests finds the digest of an image by name.
+type ImageDigests interface {
+	Digest(ctx context.Context, image string) (string, error)
+}
+
 // Plugin handles containerd's NRI events.
 type Plugin struct {
 	log     *slog.Logger
 	tracker Tracker
 	h       cgroups.Hierarchy
 	out     chan<- lifecycle.Event
-	Stats   Stats
+	// Images, when set, names the digest of images that the runtime's
+	// events do not carry.
+	Images ImageDigests
+	Stats  Stats
 }
 
 // New returns a plugin that tracks cgroups of h with t and sends lifecycle
@@ -157,6 +165,13 @@ func (p *Plugin) describe(pod *api.PodSandbox, c *api.Container) (lifecycle.Cont
 	ctr := lifecycle.Container{
 		ID: c.GetId(), Name: c.GetName(), Runtime: lifecycle.RuntimeContainerd,
 		Image: image(c), CgroupPath: cgPath, CgroupID: id,
+	}
+	if ctr.Image.Digest == "" && ctr.Image.Name != "" && p.Images != nil {
+		if d, err := p.Images.Digest(context.Background(), ctr.Image.Name); err == nil {
+			ctr.Image.Digest = d
+		} else {
+			p.log.Warn("no digest for image", logfields.Image, ctr.Image.Name, logfields.Error, err)
+		}
 	}
 	if pod != nil {
 		ctr.Pod = lifecycle.Pod{Name: pod.GetName(), Namespace: pod.GetNamespace(), UID: pod.GetUid()}

@@ -302,3 +302,27 @@ func TestMain(m *testing.M) {
 	logrus.SetOutput(io.Discard) // the NRI runtime of the tests logs through logrus
 	os.Exit(m.Run())
 }
+
+// digestsByName answers image digests from a table.
+type digestsByName map[string]string
+
+func (d digestsByName) Digest(_ context.Context, image string) (string, error) {
+	if v, ok := d[image]; ok {
+		return v, nil
+	}
+	return "", fmt.Errorf("no image %s", image)
+}
+
+func TestPluginAsksForMissingDigests(t *testing.T) {
+	f := newFixture(t, "c1", "c2")
+	f.ctrs["c1"].Image = &api.Image{Name: "docker.io/shop/old:1"} // NRI before containerd 2.4
+	f.ctrs["c2"].Image = &api.Image{Name: "docker.io/shop/gone:1"}
+	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), &tracks{}, f.h, make(chan lifecycle.Event, 4))
+	p.Images = digestsByName{"docker.io/shop/old:1": imageDigest}
+	c1, err := p.describe(f.pod, f.ctrs["c1"])
+	require.NoError(t, err)
+	require.Equal(t, imageDigest, c1.Image.Digest)
+	c2, err := p.describe(f.pod, f.ctrs["c2"])
+	require.NoError(t, err, "an unknown digest never fails the container")
+	require.Empty(t, c2.Image.Digest)
+}
