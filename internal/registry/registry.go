@@ -39,6 +39,7 @@ type Stats struct {
 	Expired    uint64 // unknown cgroups untracked after Hold
 	Dropped    uint64 // events dropped: over MaxHeld, or of an expired cgroup
 	Unresolved uint64 // containers whose cgroup was neither found nor tracked early
+	NoDigest   uint64 // containers whose image digest is unknown: not profiled
 }
 
 // Registry maps tracked cgroups to containers.
@@ -104,6 +105,17 @@ func (r *Registry) started(c lifecycle.Container) {
 		return
 	}
 	delete(r.paths, c.CgroupPath)
+	if c.Image.Digest == "" {
+		// Profiles are keyed by digest: without one there is nowhere to
+		// fold, and a guess could mix two images.
+		r.stats.NoDigest++
+		r.log.Warn("container image has no digest: not profiled", logfields.ContainerID, c.ID, logfields.Image, c.Image.Name)
+		delete(r.waiting, c.CgroupID)
+		if err := r.sensor.Untrack(c.CgroupID); err != nil {
+			r.log.Warn("untracking a container without digest", logfields.ContainerID, c.ID, logfields.Error, err)
+		}
+		return
+	}
 	if _, ok := r.known[c.CgroupID]; ok {
 		return // a resync repeats what is known
 	}

@@ -25,6 +25,8 @@ func (r *record) Observe(c lifecycle.Container, ev sensor.Event) {
 }
 func (r *record) Untrack(id uint64) error { r.untracked = append(r.untracked, id); return nil }
 
+var img = lifecycle.Image{Name: "app:1", Digest: "sha256:4444444444444444444444444444444444444444444444444444444444444444"}
+
 func file(cgroup uint64, path string) sensor.Event {
 	return sensor.FileEvent{Header: sensor.Header{CgroupID: cgroup}, Path: path}
 }
@@ -39,10 +41,10 @@ func TestHeldUntilKnownThenReplayed(t *testing.T) {
 	r.Observe(file(7, "/bin/sh"))
 	r.Observe(file(7, "/lib/libc.so.6"))
 	require.Empty(t, rec.calls, "nothing is attributed before the container is known")
-	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "c1", CgroupID: 7}})
+	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "c1", CgroupID: 7, Image: img}})
 	r.Observe(file(7, "/etc/hosts"))
-	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "c1", CgroupID: 7}}) // resync: no repeat
-	r.Handle(lifecycle.Event{Kind: lifecycle.Stopped, Container: lifecycle.Container{ID: "c1", CgroupID: 7}})
+	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "c1", CgroupID: 7, Image: img}}) // resync: no repeat
+	r.Handle(lifecycle.Event{Kind: lifecycle.Stopped, Container: lifecycle.Container{ID: "c1", CgroupID: 7, Image: img}})
 	require.Equal(t, []string{"start c1", "c1 /bin/sh", "c1 /lib/libc.so.6", "c1 /etc/hosts", "stop c1"}, rec.calls)
 	require.Equal(t, []uint64{7}, rec.untracked)
 }
@@ -52,13 +54,13 @@ func TestEarlyTrackedMatchedByPath(t *testing.T) {
 	r.Observe(sensor.CgroupEvent{Header: sensor.Header{CgroupID: 9}, Path: "/docker/abc"})
 	r.Observe(file(9, "/entrypoint"))
 	// dockerd describes the container after it exited: path only.
-	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "abc", CgroupPath: "/docker/abc"}})
+	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "abc", CgroupPath: "/docker/abc", Image: img}})
 	require.Equal(t, []string{"start abc", "abc /entrypoint"}, rec.calls)
 	c, ok := r.Container(9)
 	require.True(t, ok)
 	require.Equal(t, "abc", c.ID)
 
-	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "lost", CgroupPath: "/docker/lost"}})
+	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "lost", CgroupPath: "/docker/lost", Image: img}})
 	require.EqualValues(t, 1, r.Stats().Unresolved)
 }
 
@@ -73,6 +75,15 @@ func TestUnknownCgroupsExpire(t *testing.T) {
 	r.Expire(time.Now().Add(2 * time.Minute))
 	require.Equal(t, []uint64{5}, rec.untracked)
 	require.Equal(t, Stats{Expired: 1, Dropped: 3}, r.Stats())
-	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "late", CgroupID: 5}})
+	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "late", CgroupID: 5, Image: img}})
 	require.Equal(t, []string{"start late"}, rec.calls, "expired events are gone")
+}
+
+func TestNoDigestNoProfile(t *testing.T) {
+	r, rec := newRegistry(Config{})
+	r.Observe(file(3, "/x"))
+	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "c", CgroupID: 3, Image: lifecycle.Image{Name: "app:1"}}})
+	require.Empty(t, rec.calls)
+	require.EqualValues(t, 1, r.Stats().NoDigest)
+	require.Equal(t, []uint64{3}, rec.untracked)
 }
