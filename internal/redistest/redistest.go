@@ -134,19 +134,24 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
 		tb.Fatalf("creating redis cluster: %v\n%s", err, out)
 	}
-	client := redis.NewClient(&redis.Options{Addr: c.Servers[0].Addr()})
-	defer client.Close()
+	// Every master must know the whole slot map before clients use it.
 	deadline := time.Now().Add(20 * time.Second)
-	for {
-		info, err := client.ClusterInfo(context.Background()).Result()
-		if err == nil && strings.Contains(info, "cluster_state:ok") {
-			return c
+	for _, srv := range c.Servers {
+		client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+		for {
+			info, err := client.ClusterInfo(context.Background()).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_slots_assigned:16384") {
+				break
+			}
+			if time.Now().After(deadline) {
+				client.Close()
+				tb.Fatalf("redis cluster not ok on %s: %v %s", srv.Addr(), err, info)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("redis cluster not ok: %v %s", err, info)
-		}
-		time.Sleep(100 * time.Millisecond)
+		client.Close()
 	}
+	return c
 }
 
 func freePort(tb testing.TB) int {
