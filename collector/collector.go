@@ -110,6 +110,9 @@ func (c *Collector) ContainerStarted(ctr lifecycle.Container) {
 	}
 	d.AddTo(store.Containers, ctr.ID)
 	d.AddTo(store.Nodes, c.cfg.Node)
+	d.AddTo(store.Workloads, store.Workload{
+		Namespace: ctr.Pod.Namespace, Kind: ctr.Workload.Kind, Name: ctr.Workload.Name, Container: ctr.Name,
+	}.Member())
 	if ctr.Partial {
 		d.PartialContainers++
 	}

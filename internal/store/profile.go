@@ -2,6 +2,7 @@ package store
 
 import (
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -146,6 +147,7 @@ type Profile struct {
 	Confidence Confidence          `json:"confidence"`
 	Containers []string            `json:"containers"`
 	NodeNames  []string            `json:"nodes"`
+	Workloads  []Workload          `json:"workloads"`
 	Sections   map[Section][]Entry `json:"sections"`
 }
 
@@ -158,4 +160,30 @@ type Summary struct {
 	Confidence Confidence `json:"confidence"`
 	Revision   int64      `json:"revision"`
 	Files      int64      `json:"files"`
+}
+
+// Workload is one place an image runs: a container of a workload (a
+// Kubernetes controller, a Compose service) in a namespace. Any part may be
+// empty: a plain Docker container has only its name.
+type Workload struct {
+	Namespace string `json:"namespace"`
+	Kind      string `json:"workload_kind"`
+	Name      string `json:"workload_name"`
+	Container string `json:"container"`
+}
+
+// workloadSep cannot occur in a namespace, a workload name or a container
+// name (DNS labels and Docker names), so a member splits back unambiguously.
+const workloadSep = "|"
+
+// Member encodes w as a member of the Workloads set.
+func (w Workload) Member() string {
+	return strings.Join([]string{w.Namespace, w.Kind, w.Name, w.Container}, workloadSep)
+}
+
+// ParseWorkload decodes a member of the Workloads set.
+func ParseWorkload(member string) Workload {
+	parts := strings.SplitN(member, workloadSep, 4)
+	parts = append(parts, make([]string, 4-len(parts))...)
+	return Workload{Namespace: parts[0], Kind: parts[1], Name: parts[2], Container: parts[3]}
 }

@@ -47,9 +47,12 @@ const (
 	Names      Set = "names"      // image names (repo:tag) seen for the digest
 	Containers Set = "containers" // container ids
 	Nodes      Set = "nodes"      // node names
+	// Workloads holds where the image runs, one member per (namespace,
+	// workload, container name): see Workload.
+	Workloads Set = "workloads"
 )
 
-var sets = []Set{Names, Containers, Nodes}
+var sets = []Set{Names, Containers, Nodes, Workloads}
 
 // Fields of the meta hash.
 const (

@@ -70,7 +70,7 @@ local meta = KEYS[1]
 local now = tonumber(ARGV[1])
 local first = tonumber(ARGV[2])
 local i = 7
-for k = 2, 4 do
+for k = 2, 5 do -- the plain sets
   local n = tonumber(ARGV[i]); i = i + 1
   local s = i
   while s < i + n do
@@ -81,7 +81,7 @@ for k = 2, 4 do
   i = i + n
 end
 local added = 0
-for k = 5, #KEYS do
+for k = 6, #KEYS do -- the sections
   local n = tonumber(ARGV[i]) * 2; i = i + 1
   local s = i
   while s < i + n do
@@ -251,6 +251,9 @@ func (s *Store) Profile(ctx context.Context, digest string, now time.Time, lc Le
 	p := &Profile{
 		Digest: digest, Names: sorted(Names), Containers: sorted(Containers), NodeNames: sorted(Nodes),
 		Sections: map[Section][]Entry{},
+	}
+	for _, m := range sorted(Workloads) {
+		p.Workloads = append(p.Workloads, ParseWorkload(m))
 	}
 	p.Meta = parseMeta(h, int64(len(p.Containers)), int64(len(p.NodeNames)))
 	p.State = p.Meta.State(now, lc)
