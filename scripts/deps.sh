@@ -13,6 +13,7 @@ declare -A need=(
 	[redis-server]=redis-server
 	[busybox]=busybox-static
 	[jq]=jq
+	[debootstrap]=debootstrap
 	[/usr/include/x86_64-linux-gnu/asm/unistd_64.h]=linux-libc-dev
 	[/usr/include/asm-generic/unistd.h]=linux-libc-dev
 )
