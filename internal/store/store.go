@@ -272,10 +272,40 @@ func (s *Store) Profile(ctx context.Context, digest string, now time.Time, lc Le
 
 // Images lists the profiled images, most recently seen first.
 func (s *Store) Images(ctx context.Context, now time.Time, lc LearningConfig) ([]Summary, error) {
-	digests, err := s.rdb.ZRevRange(ctx, ImagesKey, 0, -1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("listing images: %w", err)
+	out, _, err := s.ImagesPage(ctx, 0, -1, now, lc)
+	return out, err
+}
+
+// ImagesPage lists at most limit images (all with limit < 0) from offset
+// on, most recently seen first, and the number of images in the index.
+func (s *Store) ImagesPage(ctx context.Context, offset, limit int64, now time.Time, lc LearningConfig) ([]Summary, int64, error) {
+	var (
+		total *redis.IntCmd
+		page  *redis.StringSliceCmd
+	)
+	stop := int64(-1)
+	if limit >= 0 {
+		stop = offset + limit - 1
 	}
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		total = p.ZCard(ctx, ImagesKey)
+		if limit != 0 {
+			page = p.ZRevRange(ctx, ImagesKey, offset, stop)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("listing images: %w", err)
+	}
+	var digests []string
+	if page != nil {
+		digests = page.Val()
+	}
+	out, err := s.summaries(ctx, digests, now, lc)
+	return out, total.Val(), err
+}
+
+func (s *Store) summaries(ctx context.Context, digests []string, now time.Time, lc LearningConfig) ([]Summary, error) {
 	out := make([]Summary, 0, len(digests))
 	for _, d := range digests {
 		keys := Keys(d)
@@ -303,3 +333,55 @@ func (s *Store) Images(ctx context.Context, now time.Time, lc LearningConfig) ([
 	}
 	return out, nil
 }
+
+// Stamp is what changes when an image's profile or state changes: a
+// reader that keeps the last stamp of each image knows, with one cheap
+// round trip, which profiles to read again.
+type Stamp struct {
+	Digest     string
+	LastSeen   time.Time
+	Revision   int64
+	Workloads  int64
+	State      State
+	Confidence Confidence
+}
+
+// Stamps returns the stamp of every image of the index, in one pipelined
+// round trip after the index read.
+func (s *Store) Stamps(ctx context.Context, now time.Time, lc LearningConfig) ([]Stamp, error) {
+	digests, err := s.rdb.ZRevRange(ctx, ImagesKey, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("listing images: %w", err)
+	}
+	type cmds struct {
+		meta                         *redis.MapStringStringCmd
+		containers, nodes, workloads *redis.IntCmd
+	}
+	cs := make([]cmds, len(digests))
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, d := range digests {
+			keys := Keys(d)
+			cs[i] = cmds{
+				meta: p.HGetAll(ctx, keys.Meta()), containers: p.SCard(ctx, keys.Set(Containers)),
+				nodes: p.SCard(ctx, keys.Set(Nodes)), workloads: p.SCard(ctx, keys.Set(Workloads)),
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading image stamps: %w", err)
+	}
+	out := make([]Stamp, 0, len(digests))
+	for i, d := range digests {
+		m := parseMeta(cs[i].meta.Val(), cs[i].containers.Val(), cs[i].nodes.Val())
+		out = append(out, Stamp{
+			Digest: d, LastSeen: m.LastSeen, Revision: m.Revision, Workloads: cs[i].workloads.Val(),
+			State: m.State(now, lc), Confidence: m.Confidence(now, lc),
+		})
+	}
+	return out, nil
+}
+
+// Client is the Redis client of the store, for the keys that live beside
+// the profiles (integration tokens).
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
