@@ -1,11 +1,8 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -13,6 +10,7 @@ import (
 
 	"github.com/inuse-dev/inuse/collector"
 	"github.com/inuse-dev/inuse/internal/cliapp"
+	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/store"
 )
 
@@ -55,12 +53,5 @@ func openCollector(c *cli.Context) (*collector.Collector, *store.Store, error) {
 }
 
 // rootfsDigest is the stable image id of a root directory profiled
-// without a digest: the same directory always folds into the same profile.
-func rootfsDigest(root string) (string, error) {
-	abs, err := filepath.Abs(root)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256([]byte("inuse-rootfs:" + abs))
-	return "sha256:" + hex.EncodeToString(sum[:]), nil
-}
+// without a digest; `inuse scan --rootfs` derives the same.
+func rootfsDigest(root string) (string, error) { return lifecycle.RootfsDigest(root) }

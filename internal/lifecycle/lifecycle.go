@@ -3,6 +3,13 @@
 // collector consumes.
 package lifecycle
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+)
+
 // Runtimes that start containers.
 const (
 	RuntimeContainerd = "containerd"
@@ -67,4 +74,17 @@ const (
 type Event struct {
 	Kind      Kind      `json:"kind"`
 	Container Container `json:"container"`
+}
+
+// RootfsDigest is the stable image id of a root directory profiled or
+// scanned without a digest: the same directory always folds into the same
+// profile, and `inuse scan --rootfs` finds the profile `inuse-agent exec
+// --root` wrote.
+func RootfsDigest(root string) (string, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return "", fmt.Errorf("resolving root directory: %w", err)
+	}
+	sum := sha256.Sum256([]byte("inuse-rootfs:" + abs))
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
 }
