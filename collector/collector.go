@@ -170,6 +170,25 @@ func (c *Collector) Stats() Stats {
 	return st
 }
 
+// Gauges are the collector's current levels, for monitoring.
+type Gauges struct {
+	PendingMembers    int // profile members waiting for the next flush (bounded by MaxPending)
+	PendingImages     int // images with a pending delta
+	RunningImages     int // images with running containers
+	RunningContainers int // containers started and not stopped
+}
+
+// Gauges returns the collector's current levels; it only reads.
+func (c *Collector) Gauges() Gauges {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := Gauges{PendingMembers: c.size, PendingImages: len(c.pending), RunningImages: len(c.running)}
+	for _, n := range c.running {
+		g.RunningContainers += n
+	}
+	return g
+}
+
 // Run flushes every FlushInterval until ctx ends, then flushes what is
 // left (within a short grace period) and returns.
 func (c *Collector) Run(ctx context.Context) error {

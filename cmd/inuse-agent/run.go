@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"slices"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/inuse-dev/inuse/dockerplugin"
 	"github.com/inuse-dev/inuse/internal/cliapp"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
+	"github.com/inuse-dev/inuse/internal/metrics"
 	"github.com/inuse-dev/inuse/internal/registry"
 	"github.com/inuse-dev/inuse/nri-plugin/plugin"
 )
@@ -35,6 +37,7 @@ var runCommand = &cli.Command{
 		&cli.BoolFlag{Name: "docker", Value: true, EnvVars: []string{"INUSE_DOCKER"}, Usage: "follow dockerd (found through DOCKER_HOST or the default socket) when it answers"},
 		&cli.StringSliceFlag{Name: "early-cgroup-prefix", EnvVars: []string{"INUSE_EARLY_CGROUP_PREFIX"}, Usage: "track new cgroups under this cgroup2 path at creation (default: Docker's when --docker)"},
 		&cli.DurationFlag{Name: "hold", Value: time.Minute, EnvVars: []string{"INUSE_HOLD"}, Usage: "how long events of a cgroup wait for its container to be named"},
+		&cli.StringFlag{Name: "metrics-listen", EnvVars: []string{"INUSE_METRICS_LISTEN"}, Usage: "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9090 (empty: off)"},
 		outputFlag,
 	}, sensorFlags, storeFlags),
 	Action: runAgentDaemon,
@@ -42,10 +45,25 @@ var runCommand = &cli.Command{
 
 func runAgentDaemon(c *cli.Context) error {
 	log := cliapp.Logger(c)
-	col, st, err := openCollector(c)
+	// Listen first: a busy port fails the start, not a scrape later.
+	var metricsLn net.Listener
+	if addr := c.String("metrics-listen"); addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listening for metrics (--metrics-listen, INUSE_METRICS_LISTEN): %w", err)
+		}
+		defer ln.Close()
+		metricsLn = ln
+	}
+	src := metrics.Sources{Sensor: &metrics.SensorCounts{}}
+	col, st, err := openCollector(c, func(w collector.Writer) collector.Writer {
+		src.Flush = metrics.NewFlushTimer(w)
+		return src.Flush
+	})
 	if err != nil {
 		return err
 	}
+	src.Collector = col
 	var sink collector.Sink = col
 	if st != nil {
 		defer st.Close()
@@ -69,12 +87,14 @@ func runAgentDaemon(c *cli.Context) error {
 	defer s.Close()
 
 	reg := registry.New(log, sink, s, registry.Config{Hold: c.Duration("hold")})
+	src.Registry = reg
 	lifecycleEvents := make(chan lifecycle.Event, 4096)
 	g, ctx := errgroup.WithContext(c.Context)
 	// Discovery sources: each only tracks and enqueues.
 	if socket := c.String("nri-socket"); socket != "" {
 		if _, err := os.Stat(socket); err == nil || c.IsSet("nri-socket") || plugin.LaunchedByRuntime() {
 			p := plugin.New(log, s, h, lifecycleEvents)
+			src.NRI = &p.Stats
 			if addr := c.String("containerd-address"); addr != "" {
 				images, err := plugin.NewCRIImages(addr)
 				if err != nil {
@@ -96,6 +116,7 @@ func runAgentDaemon(c *cli.Context) error {
 			d.Close()
 		} else {
 			defer d.Close()
+			src.Docker = &d.Stats
 			g.Go(func() error { return d.Run(ctx) })
 		}
 	}
@@ -126,7 +147,7 @@ func runAgentDaemon(c *cli.Context) error {
 	sensorDone := make(chan struct{})
 	g.Go(func() error {
 		defer close(sensorDone)
-		err := s.Run(ctx, reg.Observe)
+		err := s.Run(ctx, src.Sensor.Wrap(reg.Observe))
 		if errors.Is(err, context.Canceled) {
 			return nil
 		}
@@ -138,6 +159,14 @@ func runAgentDaemon(c *cli.Context) error {
 			return col.Flush(context.WithoutCancel(ctx))
 		})
 		g.Go(func() error { return col.Run(ctx) })
+	}
+	if metricsLn != nil {
+		// Every source is set by now: scrapes read them without a lock.
+		h, err := metrics.Handler(src)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return metrics.Serve(ctx, log, metricsLn, h) })
 	}
 	log.Info("agent running", "early_prefixes", prefixes)
 	return g.Wait()

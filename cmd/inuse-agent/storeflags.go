@@ -26,8 +26,9 @@ var storeFlags = slices.Concat([]cli.Flag{
 }, cliapp.LearningFlags)
 
 // openCollector connects to the store of --redis and returns a collector
-// writing to it, or nil when no store is configured.
-func openCollector(c *cli.Context) (*collector.Collector, *store.Store, error) {
+// writing to it, or nil when no store is configured. wrap, when given,
+// wraps the store (run times its flushes for /metrics).
+func openCollector(c *cli.Context, wrap ...func(collector.Writer) collector.Writer) (*collector.Collector, *store.Store, error) {
 	if c.String(cliapp.RedisFlag.Name) == "" {
 		return nil, nil, nil
 	}
@@ -42,7 +43,11 @@ func openCollector(c *cli.Context) (*collector.Collector, *store.Store, error) {
 			return nil, nil, fmt.Errorf("naming this node: %w", err)
 		}
 	}
-	col := collector.New(cliapp.Logger(c), st, collector.Config{
+	var w collector.Writer = st
+	for _, f := range wrap {
+		w = f(w)
+	}
+	col := collector.New(cliapp.Logger(c), w, collector.Config{
 		Node:          node,
 		FlushInterval: c.Duration("flush-interval"),
 		MaxPending:    c.Int("max-pending"),
