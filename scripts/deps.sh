@@ -16,6 +16,7 @@ declare -A need=(
 	[debootstrap]=debootstrap
 	[/usr/include/x86_64-linux-gnu/asm/unistd_64.h]=linux-libc-dev
 	[/usr/include/asm-generic/unistd.h]=linux-libc-dev
+	[rpmbuild]=rpm # scanner ownership tests build and install an rpm
 )
 missing=()
 for what in "${!need[@]}"; do

@@ -1,0 +1,144 @@
+package scanner
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anchore/syft/syft/pkg"
+	"github.com/anchore/syft/syft/sbom"
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/inuse-dev/inuse/internal/store"
+	"github.com/inuse-dev/inuse/internal/testutil"
+)
+
+// t0 is when the hand-built profiles first saw their files.
+var t0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+
+// load is one file of a hand-built profile.
+type load struct {
+	section store.Section
+	path    string
+}
+
+// profile builds a profile in state st that loaded files.
+func profile(st store.State, loads ...load) *store.Profile {
+	p := &store.Profile{Digest: "sha256:0123456789abcdef0123456789abcdef", State: st, Sections: map[store.Section][]store.Entry{}}
+	for i, l := range loads {
+		p.Sections[l.section] = append(p.Sections[l.section], store.Entry{Value: l.path, FirstSeen: t0.Add(time.Duration(i) * time.Second)})
+	}
+	return p
+}
+
+// pkgRef names packages of an SBOM by syft type and name; every package
+// that matches must have the verdict.
+type pkgRef struct {
+	typ  pkg.Type
+	name string
+}
+
+func (r pkgRef) String() string { return string(r.typ) + "/" + r.name }
+
+// verdictsByRef checks that every package named in want exists and has its
+// verdict; in_use ones must carry the loaded file as evidence.
+func checkVerdicts(t *testing.T, s *sbom.SBOM, got map[string]PackageVerdict, want map[pkgRef]Verdict, evidence []load) {
+	t.Helper()
+	for ref, v := range want {
+		var found int
+		for p := range s.Artifacts.Packages.Enumerate(ref.typ) {
+			if p.Name != ref.name {
+				continue
+			}
+			found++
+			pv, ok := got[string(p.ID())]
+			require.True(t, ok, "%s (%s) has no verdict", ref, p.ID())
+			if pv.Verdict != v {
+				t.Errorf("%s %s at %v: verdict %s, want %s (evidence %v)", ref, p.Version, p.Locations.ToSlice(), pv.Verdict, v, pv.Evidence)
+				continue
+			}
+			if v == InUse {
+				var paths []string
+				for _, e := range pv.Evidence {
+					paths = append(paths, e.Path)
+				}
+				for _, l := range evidence {
+					require.Contains(t, paths, filepath.Clean(l.path), "%s evidence", ref)
+				}
+			}
+		}
+		if found == 0 {
+			t.Errorf("syft found no %s; it found:\n%s", ref, describe(s))
+		}
+	}
+	require.Len(t, got, s.Artifacts.Packages.PackageCount(), "one verdict per package")
+}
+
+// describe lists the packages of an SBOM, for failure messages.
+func describe(s *sbom.SBOM) string {
+	var lines []string
+	for _, p := range s.Artifacts.Packages.Sorted() {
+		var locs []string
+		for _, l := range p.Locations.ToSlice() {
+			locs = append(locs, l.RealPath)
+		}
+		lines = append(lines, fmt.Sprintf("  %s %s %s %T %v", p.Type, p.Name, p.Version, p.Metadata, locs))
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// TestEcosystems: per ecosystem, one loaded file puts exactly its package
+// in use, and its sibling in the same root is not observed (profile done).
+// The roots hold the package managers' real artefacts where this machine's
+// registries have them, faithful fixtures otherwise.
+func TestEcosystems(t *testing.T) {
+	cases := []struct {
+		name string
+		// privileged: needs apt, rpm or the npm registry (CI runs as root
+		// with INUSE_PRIVILEGED_TESTS=1).
+		privileged bool
+		setup      func(t *testing.T, root string)
+		loads      []load
+		want       map[pkgRef]Verdict
+	}{
+		{
+			name:       "dpkg usr-merged",
+			privileged: true,
+			setup: func(t *testing.T, root string) {
+				usrMerged(t, root)
+				installDebs(t, root, "zlib1g", "libzstd1")
+			},
+			// dpkg lists /lib/x86_64-linux-gnu/libz.so.1.2.13; the kernel
+			// reports the path behind /lib -> usr/lib.
+			loads: []load{{store.Mapped, "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13"}},
+			want: map[pkgRef]Verdict{
+				{pkg.DebPkg, "zlib1g"}:   InUse,
+				{pkg.DebPkg, "libzstd1"}: NotObserved,
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.privileged {
+				testutil.RequirePrivileged(t)
+			}
+			root := t.TempDir()
+			tc.setup(t, root)
+			s, res := catalog(t, root)
+			o, err := BuildOwners(s, res)
+			require.NoError(t, err)
+			got := o.Verdicts(profile(store.Done, tc.loads...))
+			checkVerdicts(t, s, got, tc.want, tc.loads)
+			if t.Failed() {
+				t.Logf("packages:\n%s", describe(s))
+			}
+		})
+	}
+}
+
+var _ = cmp.Diff

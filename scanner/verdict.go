@@ -1,0 +1,135 @@
+package scanner
+
+import (
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/inuse-dev/inuse/internal/store"
+)
+
+// PackageVerdict is the verdict of one package and the loaded files that
+// support it.
+type PackageVerdict struct {
+	Verdict  Verdict
+	Evidence []Evidence
+}
+
+// loadSections are the sections that load a file, and how. Writes and
+// directory reads are left out on purpose: writing a log under a package's
+// directory or listing it runs none of its code.
+var loadSections = []struct {
+	section store.Section
+	how     How
+}{
+	{store.Executed, Exec},
+	{store.Mapped, Map},
+	{store.FilesRead, Open},
+}
+
+// Verdicts gives every package id of the SBOM its verdict and evidence
+// from the profile; p == nil means no profile yet (all unknown).
+func (o *Owners) Verdicts(p *store.Profile) map[string]PackageVerdict {
+	evidence := make([][]Evidence, len(o.Packages))
+	if p != nil {
+		for _, ls := range loadSections {
+			for _, e := range p.Sections[ls.section] {
+				o.match(e, ls.how, func(i int, canonical string) {
+					evidence[i] = append(evidence[i], Evidence{Path: canonical, How: ls.how, FirstSeen: e.FirstSeen})
+				})
+			}
+		}
+	}
+	out := make(map[string]PackageVerdict, len(o.Packages))
+	for i, op := range o.Packages {
+		switch {
+		case len(evidence[i]) > 0:
+			out[op.ID] = PackageVerdict{Verdict: InUse, Evidence: tidy(evidence[i])}
+		case p != nil && p.State == store.Done && op.Mapped:
+			out[op.ID] = PackageVerdict{Verdict: NotObserved}
+		default:
+			// Still learning, events lost, no profile, or no file mapping
+			// for this package: absence of evidence says nothing yet.
+			out[op.ID] = PackageVerdict{Verdict: Unknown}
+		}
+	}
+	return out
+}
+
+// match calls hit for every package that one loaded file puts in use: a
+// map lookup for the file (and, for a .pyc, its source), one for the
+// binary, and the directory walk up the path's parents.
+func (o *Owners) match(e store.Entry, how How, hit func(i int, p string)) {
+	p := path.Clean(e.Value)
+	for _, i := range o.Files[p] {
+		hit(i, p)
+	}
+	if src, ok := pycSource(p); ok {
+		for _, i := range o.Files[src] {
+			hit(i, p)
+		}
+	}
+	if how != Open {
+		for _, i := range o.Binaries[p] {
+			hit(i, p)
+		}
+	}
+	if len(o.Dirs) == 0 {
+		return
+	}
+	for d := p; d != "/"; {
+		j := strings.LastIndexByte(d, '/')
+		if j <= 0 {
+			break
+		}
+		d = d[:j]
+		if ids, ok := o.Dirs[d]; ok {
+			// The deepest owner only: node_modules/a/node_modules/b/x.js
+			// is b's, not a's.
+			for _, i := range ids {
+				hit(i, p)
+			}
+			return
+		}
+	}
+}
+
+// pycSource maps a compiled module to the source the package owns:
+// pkg/__pycache__/mod.cpython-311.pyc (and .opt-1.pyc) -> pkg/mod.py, and
+// Python 2's mod.pyc beside mod.py.
+func pycSource(p string) (string, bool) {
+	if !strings.HasSuffix(p, ".pyc") {
+		return "", false
+	}
+	dir, base := path.Split(p)
+	if strings.HasSuffix(dir, "/__pycache__/") {
+		mod, _, _ := strings.Cut(base, ".")
+		return dir[:len(dir)-len("__pycache__/")] + mod + ".py", true
+	}
+	return strings.TrimSuffix(p, "c"), true
+}
+
+// tidy sorts evidence by first sight and drops repeats of the same file
+// loaded the same way.
+func tidy(ev []Evidence) []Evidence {
+	sort.Slice(ev, func(a, b int) bool {
+		if !ev[a].FirstSeen.Equal(ev[b].FirstSeen) {
+			return ev[a].FirstSeen.Before(ev[b].FirstSeen)
+		}
+		if ev[a].Path != ev[b].Path {
+			return ev[a].Path < ev[b].Path
+		}
+		return ev[a].How < ev[b].How
+	})
+	out := ev[:0]
+	seen := make(map[Evidence]struct{}, len(ev))
+	for _, e := range ev {
+		k := Evidence{Path: e.Path, How: e.How}
+		if _, ok := seen[k]; ok {
+			continue
+		}
+		seen[k] = struct{}{}
+		out = append(out, e)
+	}
+	return out
+}
