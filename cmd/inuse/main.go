@@ -11,7 +11,7 @@ import (
 )
 
 // commands of inuse; each lives in its own file.
-var commands = []*cli.Command{profileCommand}
+var commands = []*cli.Command{profileCommand, scanCommand, dbCommand, enrichCommand}
 
 func main() {
 	cliapp.Main(cliapp.New("inuse", "which vulnerable packages of a container image are actually in use", commands), os.Args)

@@ -1,0 +1,181 @@
+package scanner
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/anchore/clio"
+	"github.com/anchore/grype/cmd/grype/cli/options"
+	"github.com/anchore/grype/grype"
+	"github.com/anchore/grype/grype/distro"
+	"github.com/anchore/grype/grype/match"
+	"github.com/anchore/grype/grype/matcher"
+	"github.com/anchore/grype/grype/matcher/dotnet"
+	"github.com/anchore/grype/grype/matcher/dpkg"
+	"github.com/anchore/grype/grype/matcher/golang"
+	"github.com/anchore/grype/grype/matcher/hex"
+	"github.com/anchore/grype/grype/matcher/java"
+	"github.com/anchore/grype/grype/matcher/javascript"
+	"github.com/anchore/grype/grype/matcher/python"
+	"github.com/anchore/grype/grype/matcher/rpm"
+	"github.com/anchore/grype/grype/matcher/ruby"
+	"github.com/anchore/grype/grype/matcher/rust"
+	"github.com/anchore/grype/grype/matcher/stock"
+	"github.com/anchore/grype/grype/pkg"
+	"github.com/anchore/grype/grype/version"
+	"github.com/anchore/grype/grype/vulnerability"
+	syftPkg "github.com/anchore/syft/syft/pkg"
+)
+
+// grypeOptions are grype's CLI defaults: matching here must find what
+// `grype sbom:FILE` finds on the same SBOM and database.
+var grypeOptions = options.DefaultGrype(clio.Identification{Name: "grype"})
+
+// ignoreLinuxKernelHeaders is what grype's CLI ignores by default (its
+// --match-upstream-kernel-headers is off): matches on kernel header
+// packages through the kernel's upstream.
+var ignoreLinuxKernelHeaders = []match.IgnoreRule{
+	{Package: match.IgnoreRulePackage{Name: "kernel-headers", UpstreamName: "kernel", Type: string(syftPkg.RpmPkg)}, MatchType: match.ExactIndirectMatch},
+	{Package: match.IgnoreRulePackage{Name: "linux(-.*)?-headers-.*", UpstreamName: "linux.*", Type: string(syftPkg.DebPkg)}, MatchType: match.ExactIndirectMatch},
+	{Package: match.IgnoreRulePackage{Name: "linux-libc-dev", UpstreamName: "linux", Type: string(syftPkg.DebPkg)}, MatchType: match.ExactIndirectMatch},
+	{Package: match.IgnoreRulePackage{Name: "linux-kbuild-.*", UpstreamName: "linux.*", Type: string(syftPkg.DebPkg)}, MatchType: match.ExactIndirectMatch},
+}
+
+// matcherConfig is grype's CLI getMatcherConfig on its default options.
+func matcherConfig(opts *options.Grype) matcher.Config {
+	return matcher.Config{
+		Java: java.MatcherConfig{
+			ExternalSearchConfig: opts.ExternalSources.ToJavaMatcherConfig(),
+			UseCPEs:              opts.Match.Java.UseCPEs,
+		},
+		Ruby:       ruby.MatcherConfig(opts.Match.Ruby),
+		Python:     python.MatcherConfig(opts.Match.Python),
+		Dotnet:     dotnet.MatcherConfig(opts.Match.Dotnet),
+		Javascript: javascript.MatcherConfig(opts.Match.Javascript),
+		Golang: golang.MatcherConfig{
+			UseCPEs:                                opts.Match.Golang.UseCPEs,
+			AlwaysUseCPEForStdlib:                  opts.Match.Golang.AlwaysUseCPEForStdlib,
+			AllowMainModulePseudoVersionComparison: opts.Match.Golang.AllowMainModulePseudoVersionComparison,
+		},
+		Rust:  rust.MatcherConfig(opts.Match.Rust),
+		Hex:   hex.MatcherConfig(opts.Match.Hex),
+		Stock: stock.MatcherConfig(opts.Match.Stock),
+		Dpkg: dpkg.MatcherConfig{
+			MissingEpochStrategy: opts.Match.Dpkg.MissingEpochStrategy,
+			UseCPEsForEOL:        opts.Match.Dpkg.UseCPEsForEOL,
+			UseCPEs:              opts.Match.Dpkg.UseCPEs,
+		},
+		Rpm: rpm.MatcherConfig{
+			MissingEpochStrategy: opts.Match.Rpm.MissingEpochStrategy,
+			UseCPEsForEOL:        opts.Match.Rpm.UseCPEsForEOL,
+			UseCPEs:              opts.Match.Rpm.UseCPEs,
+		},
+	}
+}
+
+// fixChannels is grype's CLI getFixChannels on its default options.
+func fixChannels(opts *options.Grype) []distro.FixChannel {
+	defaults := distro.DefaultFixChannels()
+	eus, esm := defaults.Get("eus"), defaults.Get("esm")
+	out := []distro.FixChannel{}
+	if eus != nil {
+		ch := *eus
+		ch.Apply = distro.FixChannelEnabled(opts.FixChannel.RedHatEUS.Apply)
+		if v := opts.FixChannel.RedHatEUS.Versions; v != "" {
+			ch.Versions = version.MustGetConstraint(v, version.SemanticFormat)
+		}
+		out = append(out, ch)
+	}
+	if esm != nil {
+		ch := *esm
+		ch.Apply = distro.FixChannelEnabled(opts.FixChannel.UbuntuESM.Apply)
+		if v := opts.FixChannel.UbuntuESM.Versions; v != "" {
+			ch.Versions = version.MustGetConstraint(v, version.SemanticFormat)
+		}
+		out = append(out, ch)
+	}
+	return out
+}
+
+// match runs grype on a syft JSON SBOM as `grype sbom:FILE` does.
+func matchSBOM(ctx context.Context, vp vulnerability.Provider, sbomJSON []byte) ([]Vulnerability, error) {
+	cfg := pkg.ProviderConfig{
+		SynthesisConfig: pkg.SynthesisConfig{
+			GenerateMissingCPEs: grypeOptions.GenerateMissingCPEs,
+			Distro:              pkg.DistroConfig{FixChannels: fixChannels(grypeOptions)},
+		},
+	}
+	packages, pkgContext, _, err := pkg.ProvideFromReader(bytes.NewReader(sbomJSON), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("reading packages for matching: %w", err)
+	}
+	vm := grype.VulnerabilityMatcher{
+		VulnerabilityProvider: vp,
+		IgnoreRules:           ignoreLinuxKernelHeaders,
+		Matchers:              matcher.NewDefaultMatchers(matcherConfig(grypeOptions)),
+	}
+	remaining, _, err := vm.FindMatchesContext(ctx, packages, pkgContext)
+	if err != nil {
+		return nil, fmt.Errorf("matching vulnerabilities: %w", err)
+	}
+	var out []Vulnerability
+	for _, m := range remaining.Sorted() {
+		v := Vulnerability{
+			ID:             m.Vulnerability.ID,
+			Severity:       "Unknown",
+			FixState:       string(m.Vulnerability.Fix.State),
+			FixedIn:        m.Vulnerability.Fix.Versions,
+			PackageID:      string(m.Package.ID),
+			PackageName:    m.Package.Name,
+			PackageVersion: m.Package.Version,
+			PackageType:    string(m.Package.Type),
+			PURL:           m.Package.PURL,
+		}
+		md := m.Vulnerability.Metadata
+		if md == nil {
+			// older providers keep metadata apart
+			md, _ = vp.VulnerabilityMetadata(m.Vulnerability.Reference)
+		}
+		if md != nil {
+			v.Severity = cmpOr(md.Severity, "Unknown")
+			v.Description = md.Description
+			v.URLs = slices.Compact(append([]string{md.DataSource}, md.URLs...))
+			if v.URLs[0] == "" {
+				v.URLs = v.URLs[1:]
+			}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// severityRank orders severities most severe first.
+func severityRank(s string) int {
+	switch strings.ToLower(s) {
+	case "critical":
+		return 0
+	case "high":
+		return 1
+	case "medium":
+		return 2
+	case "low":
+		return 3
+	case "negligible":
+		return 4
+	}
+	return 5
+}
+
+// verdictRank puts in-use findings first within a severity.
+func verdictRank(v Verdict) int {
+	switch v {
+	case InUse:
+		return 0
+	case Unknown:
+		return 1
+	}
+	return 2
+}
