@@ -1,0 +1,185 @@
+package api
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/inuse-dev/inuse/scanner"
+)
+
+// Limits of the Sysdig-compatible runtimeimages endpoint.
+const (
+	runtimeDefaultLimit = 250
+	runtimeMaxLimit     = 500
+	maxCursorLen        = 2048
+)
+
+// runtimePackage is one in-use package as runtimeimages shows it.
+type runtimePackage struct {
+	PURL, Name, Version string
+	// OS packages carry the distribution and architecture, others their
+	// package type: the shape Sysdig's scrapers expect.
+	OS                        bool
+	Type, OSFamily, OSVersion string
+	Arch                      string
+}
+
+type osPackageJSON struct {
+	PURL      string `json:"purl"`
+	Name      string `json:"name"`
+	Version   string `json:"version"`
+	ViaPM     bool   `json:"installedViaPackageManager"`
+	OSFamily  string `json:"osFamily"`
+	OSVersion string `json:"osVersion"`
+	Arch      string `json:"arch"`
+}
+
+type appPackageJSON struct {
+	PURL    string `json:"purl"`
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	ViaPM   bool   `json:"installedViaPackageManager"`
+	Type    string `json:"type"`
+}
+
+// MarshalJSON writes an OS package with osFamily, osVersion and arch and
+// no type, and an application package with type only.
+func (p runtimePackage) MarshalJSON() ([]byte, error) {
+	var v any = appPackageJSON{p.PURL, p.Name, p.Version, false, p.Type}
+	if p.OS {
+		v = osPackageJSON{p.PURL, p.Name, p.Version, true, p.OSFamily, p.OSVersion, p.Arch}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // as the answer around it: a purl's & stays an &
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// runtimePackages lists the in-use packages of a report, in a stable order.
+func runtimePackages(rep *scanner.Report) []runtimePackage {
+	out := []runtimePackage{}
+	for _, p := range rep.Packages {
+		if p.Verdict != scanner.InUse {
+			continue
+		}
+		rp := runtimePackage{PURL: p.PURL, Name: p.Name, Version: p.Version, OS: p.OS}
+		if p.OS {
+			rp.OSFamily, rp.OSVersion, rp.Arch = rep.Distro.ID, rep.Distro.Version, p.Arch
+		} else {
+			rp.Type = p.Type
+		}
+		out = append(out, rp)
+	}
+	slices.SortFunc(out, func(a, b runtimePackage) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Version, b.Version), cmp.Compare(a.PURL, b.PURL))
+	})
+	return out
+}
+
+// RuntimeImages is the answer of runtimeimages.
+type RuntimeImages struct {
+	Page RuntimePage    `json:"page"`
+	Data []RuntimeImage `json:"data"`
+}
+
+// RuntimePage is the cursor of a runtimeimages answer; Next is empty on
+// the last page.
+type RuntimePage struct {
+	Returned int    `json:"returned"`
+	Next     string `json:"next"`
+}
+
+// RuntimeImage is one container of one workload running an image.
+type RuntimeImage struct {
+	ImageID      string           `json:"imageID"`
+	Namespace    string           `json:"namespace"`
+	WorkloadName string           `json:"workloadName"`
+	WorkloadKind string           `json:"workloadKind"`
+	Container    string           `json:"container"`
+	Packages     []runtimePackage `json:"packages"`
+}
+
+// runtimeImages answers GET /api/scanning/eveintegration/v2/runtimeimages.
+// The cursor is the opaque key of the last entry returned; entries are
+// ordered by (digest, workload), so a page boundary holds even when
+// images appear or go between two requests, and every replica agrees.
+// Images without a report yet are left out: an empty package list would
+// tell the scraper that nothing is in use.
+func (s *Server) runtimeImages(w http.ResponseWriter, r *http.Request) error {
+	q, err := only(r, "clusterName", "limit", "cursor")
+	if err != nil {
+		return err
+	}
+	limit := runtimeDefaultLimit
+	if q.Has("limit") {
+		n, err := strconv.Atoi(q.Get("limit"))
+		if err != nil || n < 1 || n > runtimeMaxLimit {
+			return errorf(http.StatusBadRequest, "limit must be an integer from 1 to %d", runtimeMaxLimit)
+		}
+		limit = n
+	}
+	after, err := decodeCursor(q.Get("cursor"))
+	if err != nil {
+		return err
+	}
+	out := RuntimeImages{Data: []RuntimeImage{}}
+	if cluster := q.Get("clusterName"); cluster != "" && s.cfg.ClusterName != "" && cluster != s.cfg.ClusterName {
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+	entries := s.cache.runtimeEntries()
+	start := 0
+	if after != "" {
+		start = sort.Search(len(entries), func(i int) bool { return entries[i].key > after })
+	}
+	end := min(start+limit, len(entries))
+	for _, e := range entries[start:end] {
+		out.Data = append(out.Data, RuntimeImage{
+			ImageID: e.digest, Namespace: e.workload.Namespace, WorkloadName: e.workload.Name,
+			WorkloadKind: e.workload.Kind, Container: e.workload.Container, Packages: e.packages,
+		})
+	}
+	out.Page.Returned = len(out.Data)
+	if end < len(entries) {
+		out.Page.Next = encodeCursor(entries[end-1].key)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// cursorVersion starts every cursor, so that the format can change
+// without old cursors being misread.
+const cursorVersion = "v1\n"
+
+func encodeCursor(key string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(cursorVersion + key))
+}
+
+func decodeCursor(c string) (string, error) {
+	if c == "" {
+		return "", nil
+	}
+	bad := errorf(http.StatusBadRequest, "bad cursor: pass page.next of the previous answer")
+	if len(c) > maxCursorLen {
+		return "", bad
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return "", bad
+	}
+	key, ok := strings.CutPrefix(string(b), cursorVersion)
+	if !ok || key == "" || !strings.Contains(key, "\n") {
+		return "", bad
+	}
+	return key, nil
+}
