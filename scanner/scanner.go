@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/anchore/syft/syft"
+	"github.com/anchore/syft/syft/cataloging"
+	"github.com/anchore/syft/syft/cataloging/pkgcataloging"
 	"github.com/anchore/syft/syft/format/syftjson"
 	"github.com/anchore/syft/syft/linux"
 	syftPkg "github.com/anchore/syft/syft/pkg"
@@ -154,6 +156,12 @@ func (s *Scanner) Catalog(ctx context.Context, spec SourceSpec) (string, error) 
 	}
 	start := time.Now()
 	cfg := syft.DefaultCreateSBOMConfig().WithTool("inuse", version.Version)
+	if spec.Kind == Rootfs {
+		// a root filesystem is an image unpacked: catalog what is
+		// installed, as for an image, not the lock files a source tree
+		// would be read for
+		cfg = cfg.WithCatalogerSelection(cataloging.NewSelectionRequest().WithDefaults(pkgcataloging.ImageTag))
+	}
 	sb, err := syft.CreateSBOM(ctx, src, cfg)
 	if err != nil {
 		return "", fmt.Errorf("cataloguing %s: %w", spec.userInput(), err)
