@@ -1,0 +1,56 @@
+{{/* Names and labels shared by every object of the chart. */}}
+
+{{- define "inuse.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "inuse.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* selector labels: stable across upgrades, so never the version. */}}
+{{- define "inuse.selector" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "inuse.image" -}}
+{{- printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "inuse.redisName" -}}
+{{- printf "%s-redis" (include "inuse.fullname" .) -}}
+{{- end -}}
+
+{{/*
+INUSE_REDIS_URL for the agent and serve: the bundled Redis, an external
+URL, or a key of an existing Secret.
+*/}}
+{{- define "inuse.redisEnv" -}}
+- name: INUSE_REDIS_URL
+{{- if .Values.redis.enabled }}
+  value: {{ printf "redis://%s:6379" (include "inuse.redisName" .) | quote }}
+{{- else if .Values.redis.external.existingSecret }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.external.existingSecret }}
+      key: {{ .Values.redis.external.existingSecretKey }}
+{{- else if .Values.redis.external.url }}
+  value: {{ .Values.redis.external.url | quote }}
+{{- else }}
+{{- fail "redis.enabled is false: set redis.external.url or redis.external.existingSecret" }}
+{{- end }}
+{{- end -}}
+
+{{- define "inuse.adminSecretName" -}}
+{{- .Values.serve.admin.existingSecret | default (printf "%s-admin" (include "inuse.fullname" .)) -}}
+{{- end -}}

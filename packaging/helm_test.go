@@ -1,0 +1,395 @@
+// Package packaging holds no Go code: its tests check the Helm chart, the
+// systemd units and the Dockerfile beside them, with the real tools.
+package packaging
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
+)
+
+// helmModule is the helm that CI runs, built from the module proxy by
+// `go run` (the first build takes minutes; later runs come from the cache).
+const helmModule = "helm.sh/helm/v3/cmd/helm@v3.22.0"
+
+const chart = "helm/inuse"
+
+// helm runs helm with args and returns its stdout, or its error with stderr.
+func helm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
+	defer cancel()
+	abs, err := filepath.Abs(chart)
+	require.NoError(t, err)
+	args = slices.Clone(args)
+	for i, a := range args {
+		if a == chart {
+			args[i] = abs
+		}
+	}
+	cmd := exec.CommandContext(ctx, "go", append([]string{"run", helmModule}, args...)...)
+	// Outside the module: `go run pkg@version` builds helm with its own
+	// go.mod, and our go.mod is never touched.
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "GOFLAGS=", "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), errors.Join(err, errors.New(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// Minimal shapes of the rendered objects: only what the tests look at.
+type object struct {
+	Kind     string `yaml:"kind"`
+	Metadata struct {
+		Name string `yaml:"name"`
+	} `yaml:"metadata"`
+	Spec struct {
+		Template struct {
+			Spec podSpec `yaml:"spec"`
+		} `yaml:"template"`
+		Ports []struct {
+			Port int `yaml:"port"`
+		} `yaml:"ports"`
+	} `yaml:"spec"`
+	Data map[string]string `yaml:"data"`
+}
+
+type podSpec struct {
+	HostPID         bool            `yaml:"hostPID"`
+	HostNetwork     bool            `yaml:"hostNetwork"`
+	SecurityContext securityContext `yaml:"securityContext"`
+	Containers      []container     `yaml:"containers"`
+	InitContainers  []container     `yaml:"initContainers"`
+	Volumes         []struct {
+		Name     string `yaml:"name"`
+		HostPath *struct {
+			Path string `yaml:"path"`
+		} `yaml:"hostPath"`
+		Secret *struct {
+			SecretName string `yaml:"secretName"`
+		} `yaml:"secret"`
+	} `yaml:"volumes"`
+}
+
+type securityContext struct {
+	Privileged               *bool  `yaml:"privileged"`
+	AllowPrivilegeEscalation *bool  `yaml:"allowPrivilegeEscalation"`
+	RunAsNonRoot             *bool  `yaml:"runAsNonRoot"`
+	RunAsUser                *int64 `yaml:"runAsUser"`
+	ReadOnlyRootFilesystem   *bool  `yaml:"readOnlyRootFilesystem"`
+	Capabilities             struct {
+		Add  []string `yaml:"add"`
+		Drop []string `yaml:"drop"`
+	} `yaml:"capabilities"`
+}
+
+type container struct {
+	Name            string          `yaml:"name"`
+	Args            []string        `yaml:"args"`
+	SecurityContext securityContext `yaml:"securityContext"`
+	Env             []struct {
+		Name  string `yaml:"name"`
+		Value string `yaml:"value"`
+	} `yaml:"env"`
+	VolumeMounts []struct {
+		Name      string `yaml:"name"`
+		MountPath string `yaml:"mountPath"`
+		ReadOnly  bool   `yaml:"readOnly"`
+	} `yaml:"volumeMounts"`
+}
+
+func (c container) env(name string) (string, bool) {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value, true
+		}
+	}
+	return "", false
+}
+
+// rendered is what `helm template` produced: every object, by kind/name,
+// and the raw documents for checks that walk everything.
+type rendered struct {
+	objects map[string]object
+	raw     []map[string]any
+}
+
+func (r rendered) kinds(kind string) []object {
+	var out []object
+	for _, o := range r.objects {
+		if o.Kind == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func parse(t *testing.T, out string) rendered {
+	t.Helper()
+	r := rendered{objects: map[string]object{}}
+	dec := yaml.NewDecoder(strings.NewReader(out))
+	for {
+		var node yaml.Node
+		err := dec.Decode(&node)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		var o object
+		require.NoError(t, node.Decode(&o))
+		if o.Kind == "" {
+			continue // an empty document
+		}
+		var raw map[string]any
+		require.NoError(t, node.Decode(&raw))
+		key := o.Kind + "/" + o.Metadata.Name
+		require.NotContains(t, r.objects, key, "rendered twice")
+		r.objects[key] = o
+		r.raw = append(r.raw, raw)
+	}
+	return r
+}
+
+// walk calls f for every key/value of every map under v.
+func walk(v any, f func(k string, v any)) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, val := range x {
+			f(k, val)
+			walk(val, f)
+		}
+	case []any:
+		for _, val := range x {
+			walk(val, f)
+		}
+	}
+}
+
+// documentedCapabilities are the agent's capabilities as values.yaml
+// lists them, each with the reason it is needed.
+func documentedCapabilities(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(chart, "values.yaml"))
+	require.NoError(t, err)
+	var v struct {
+		Agent struct {
+			Capabilities []string `yaml:"capabilities"`
+		} `yaml:"agent"`
+	}
+	require.NoError(t, yaml.Unmarshal(b, &v))
+	return v.Agent.Capabilities
+}
+
+// The capabilities the agent is granted, and the only ones: each is
+// explained in values.yaml and in the chart's README, and
+// TestAgentRunsWithChartCapabilities shows on a real kernel that the agent
+// works with exactly these and fails without any one of them.
+var wantCapabilities = []string{"BPF", "PERFMON", "DAC_READ_SEARCH"}
+
+func TestChartDocumentsEveryCapability(t *testing.T) {
+	got := documentedCapabilities(t)
+	require.Empty(t, cmp.Diff(wantCapabilities, got))
+	values, err := os.ReadFile(filepath.Join(chart, "values.yaml"))
+	require.NoError(t, err)
+	readme, err := os.ReadFile(filepath.Join(chart, "README.md"))
+	require.NoError(t, err)
+	for _, c := range got {
+		require.Regexp(t, `(?m)^\s*#\s+`+c+`\s+\S`, string(values), "values.yaml says why the agent needs %s", c)
+		require.Contains(t, string(readme), "`CAP_"+c+"`", "the chart's README names %s", c)
+	}
+}
+
+func TestHelmLintAndTemplate(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Fatalf("the go command runs helm: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		set  []string
+		// what must render
+		agent, serve, redis bool
+		check               func(t *testing.T, r rendered)
+	}{
+		{name: "defaults", agent: true, serve: true, redis: true},
+		{name: "profiling off", set: []string{"profiling.enabled=false"}, serve: true, redis: true},
+		{name: "integrations off", set: []string{"integrations.enabled=false"}, agent: true, redis: true,
+			check: func(t *testing.T, r rendered) {
+				require.Empty(t, r.kinds("Secret"), "no admin credential without integrations")
+			}},
+		{name: "both off", set: []string{"profiling.enabled=false", "integrations.enabled=false"}, redis: true},
+		{name: "external redis", set: []string{"redis.enabled=false", "redis.external.url=redis://r1:7000?addr=r2:7000"}, agent: true, serve: true,
+			check: func(t *testing.T, r rendered) {
+				for _, key := range []string{"DaemonSet/inuse-test-agent", "Deployment/inuse-test-serve"} {
+					got, _ := r.objects[key].Spec.Template.Spec.Containers[0].env("INUSE_REDIS_URL")
+					require.Equal(t, "redis://r1:7000?addr=r2:7000", got, key)
+				}
+			}},
+		{name: "existing admin secret and tls", set: []string{"serve.admin.existingSecret=ops-inuse", "serve.tls.secretName=inuse-tls"}, agent: true, serve: true, redis: true,
+			check: func(t *testing.T, r rendered) {
+				require.Empty(t, r.kinds("Secret"), "the chart makes no admin secret when one is given")
+				serve := r.objects["Deployment/inuse-test-serve"].Spec.Template.Spec
+				require.Subset(t, serve.Containers[0].Args, []string{"--tls-cert=/etc/inuse/tls/tls.crt", "--tls-key=/etc/inuse/tls/tls.key"})
+				var secrets []string
+				for _, v := range serve.Volumes {
+					if v.Secret != nil {
+						secrets = append(secrets, v.Secret.SecretName)
+					}
+				}
+				require.ElementsMatch(t, []string{"ops-inuse", "inuse-tls"}, secrets)
+			}},
+		{name: "no containerd socket", set: []string{"agent.containerdSocket="}, agent: true, serve: true, redis: true,
+			check: func(t *testing.T, r rendered) {
+				agent := r.objects["DaemonSet/inuse-test-agent"].Spec.Template.Spec
+				for _, v := range agent.Volumes {
+					require.NotEqual(t, "containerd", v.Name)
+				}
+				got, ok := agent.Containers[0].env("INUSE_CONTAINERD_ADDRESS")
+				require.True(t, ok)
+				require.Empty(t, got, "an empty address turns the CRI image lookup off")
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sets []string
+			for _, s := range tc.set {
+				sets = append(sets, "--set", s)
+			}
+			out, err := helm(t, append([]string{"lint", "--strict", chart}, sets...)...)
+			require.NoError(t, err, "helm lint:\n%s", out)
+			out, err = helm(t, append([]string{"template", "inuse-test", chart, "--namespace", "inuse"}, sets...)...)
+			require.NoError(t, err)
+			r := parse(t, out)
+
+			_, agent := r.objects["DaemonSet/inuse-test-agent"]
+			require.Equal(t, tc.agent, agent, "agent DaemonSet iff profiling.enabled")
+			_, serve := r.objects["Deployment/inuse-test-serve"]
+			require.Equal(t, tc.serve, serve, "serve Deployment iff integrations.enabled")
+			_, svc := r.objects["Service/inuse-test"]
+			require.Equal(t, tc.serve, svc, "serve Service iff integrations.enabled")
+			_, redis := r.objects["StatefulSet/inuse-test-redis"]
+			require.Equal(t, tc.redis, redis, "bundled Redis iff redis.enabled")
+
+			// Nothing anywhere is privileged or holds CAP_SYS_ADMIN.
+			for _, doc := range r.raw {
+				walk(doc, func(k string, v any) {
+					require.False(t, k == "privileged" && v == true, "privileged: true in %v", doc["metadata"])
+					if k == "add" {
+						require.NotContains(t, v, "SYS_ADMIN")
+					}
+				})
+			}
+			if agent {
+				checkAgent(t, r.objects["DaemonSet/inuse-test-agent"].Spec.Template.Spec)
+			}
+			if serve {
+				checkServe(t, r.objects["Deployment/inuse-test-serve"].Spec.Template.Spec)
+			}
+			if tc.check != nil {
+				tc.check(t, r)
+			}
+		})
+	}
+}
+
+func checkAgent(t *testing.T, spec podSpec) {
+	t.Helper()
+	require.True(t, spec.HostPID, "the agent resolves host pids")
+	require.False(t, spec.HostNetwork, "the agent needs no host network")
+	require.Len(t, spec.Containers, 1)
+	c := spec.Containers[0]
+	sc := c.SecurityContext
+	require.Equal(t, []string{"ALL"}, sc.Capabilities.Drop)
+	require.Empty(t, cmp.Diff(wantCapabilities, sc.Capabilities.Add), "capabilities exactly the documented ones")
+	require.NotNil(t, sc.Privileged)
+	require.False(t, *sc.Privileged)
+	require.NotNil(t, sc.AllowPrivilegeEscalation)
+	require.False(t, *sc.AllowPrivilegeEscalation)
+	require.True(t, *sc.ReadOnlyRootFilesystem)
+	require.Equal(t, "run", c.Args[0])
+	docker, _ := c.env("INUSE_DOCKER")
+	require.Equal(t, "false", docker, "Kubernetes nodes are followed over NRI")
+	node, ok := c.env("INUSE_NODE_NAME")
+	require.True(t, ok)
+	require.Empty(t, node, "node name from the downward API")
+
+	hostPaths := map[string]string{} // volume -> host path
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil {
+			hostPaths[v.Name] = v.HostPath.Path
+		}
+	}
+	mounts := map[string]string{} // host path -> mount path
+	for _, m := range c.VolumeMounts {
+		if p, ok := hostPaths[m.Name]; ok {
+			require.True(t, m.ReadOnly, "host path %s is mounted read-only", p)
+			mounts[p] = m.MountPath
+		}
+	}
+	want := map[string]string{
+		"/var/run/nri":    "/var/run/nri",
+		"/run/containerd": "/run/containerd",
+		"/sys/fs/bpf":     "/sys/fs/bpf",
+		"/sys/kernel/btf": "/sys/kernel/btf",
+		"/sys/fs/cgroup":  "/sys/fs/cgroup",
+	}
+	if _, ok := hostPaths["containerd"]; !ok {
+		delete(want, "/run/containerd")
+	}
+	require.Empty(t, cmp.Diff(want, mounts), "host paths of the agent")
+}
+
+func checkServe(t *testing.T, spec podSpec) {
+	t.Helper()
+	require.False(t, spec.HostPID)
+	require.True(t, *spec.SecurityContext.RunAsNonRoot)
+	require.Equal(t, int64(65532), *spec.SecurityContext.RunAsUser)
+	require.Len(t, spec.Containers, 1)
+	c := spec.Containers[0]
+	sc := c.SecurityContext
+	require.True(t, *sc.RunAsNonRoot, "serve runs as non-root")
+	require.Equal(t, int64(65532), *sc.RunAsUser)
+	require.True(t, *sc.ReadOnlyRootFilesystem, "serve's root file system is read-only")
+	require.False(t, *sc.AllowPrivilegeEscalation)
+	require.Equal(t, []string{"ALL"}, sc.Capabilities.Drop)
+	require.Empty(t, sc.Capabilities.Add)
+	require.Equal(t, "serve", c.Args[0])
+	require.Contains(t, c.Args, "--listen=:8080")
+	var tokenFile string
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--admin-token-file="); ok {
+			tokenFile = v
+		}
+	}
+	require.NotEmpty(t, tokenFile, "the admin credential comes from a file")
+	_, inEnv := c.env("INUSE_ADMIN_TOKEN")
+	require.False(t, inEnv, "the admin credential is not in the environment")
+	mounted := false
+	for _, m := range c.VolumeMounts {
+		if strings.HasPrefix(tokenFile, m.MountPath+"/") && m.Name == "admin" && m.ReadOnly {
+			mounted = true
+		}
+	}
+	require.True(t, mounted, "%s is on the admin Secret's volume", tokenFile)
+}
+
+// A chart without Redis and without an external URL does not render: the
+// agent would have nowhere to write.
+func TestHelmTemplateNeedsARedis(t *testing.T) {
+	out, err := helm(t, "template", "inuse-test", chart, "--set", "redis.enabled=false")
+	require.Error(t, err, out)
+	require.Contains(t, err.Error(), "set redis.external.url or redis.external.existingSecret")
+}
