@@ -11,7 +11,7 @@ import (
 )
 
 // commands of inuse; each lives in its own file.
-var commands = []*cli.Command{profileCommand, scanCommand, dbCommand, enrichCommand}
+var commands = []*cli.Command{profileCommand, scanCommand, dbCommand, enrichCommand, serveCommand, tokenCommand}
 
 func main() {
 	cliapp.Main(cliapp.New("inuse", "which vulnerable packages of a container image are actually in use", commands), os.Args)

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/inuse-dev/inuse/api"
+	"github.com/inuse-dev/inuse/internal/cliapp"
+	"github.com/inuse-dev/inuse/internal/store"
+	"github.com/inuse-dev/inuse/scanner"
+)
+
+var serveCommand = &cli.Command{
+	Name:  "serve",
+	Usage: "serve the API, the web page and the runtimeimages endpoint, and keep the reports up to date",
+	Flags: slices.Concat([]cli.Flag{
+		cliapp.RedisFlag,
+		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8080", EnvVars: []string{"INUSE_LISTEN"}, Usage: "address to listen on"},
+		&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"INUSE_TLS_CERT"}, Usage: "serve HTTPS with this certificate (PEM)"},
+		&cli.StringFlag{Name: "tls-key", EnvVars: []string{"INUSE_TLS_KEY"}, Usage: "the certificate's key (PEM)"},
+		&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"INUSE_ADMIN_TOKEN_FILE"}, Usage: "file holding the admin credential (or set INUSE_ADMIN_TOKEN)"},
+		&cli.StringFlag{Name: "cluster-name", EnvVars: []string{"INUSE_CLUSTER_NAME"}, Usage: "answer runtimeimages only for this clusterName (default: any)"},
+		&cli.StringFlag{Name: "catalog-from", EnvVars: []string{"INUSE_CATALOG_FROM"}, Usage: "catalog images missing from the SBOM cache from docker or containerd (default: only images `inuse scan` cached)"},
+		&cli.StringFlag{Name: "containerd-namespace", Value: scanner.DefaultContainerdNamespace, EnvVars: []string{"INUSE_CONTAINERD_NAMESPACE"}},
+		&cli.StringFlag{Name: "containerd-socket", EnvVars: []string{"INUSE_CONTAINERD_SOCKET"}},
+		&cli.DurationFlag{Name: "poll-interval", Value: time.Second, EnvVars: []string{"INUSE_POLL_INTERVAL"}, Usage: "how often the background scanner reads the image index"},
+		&cli.Float64Flag{Name: "rate-limit", Value: 20, EnvVars: []string{"INUSE_RATE_LIMIT"}, Usage: "requests per second per token"},
+		&cli.IntFlag{Name: "rate-burst", Value: 100, EnvVars: []string{"INUSE_RATE_BURST"}, Usage: "burst per token"},
+	}, scannerFlags, cliapp.LearningFlags),
+	Action: runServe,
+}
+
+// adminSecret reads the admin credential: the file wins over the
+// variable. Surrounding whitespace (a trailing newline) is not part of it.
+func adminSecret(c *cli.Context) (string, error) {
+	if f := c.String("admin-token-file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("reading --admin-token-file: %w", err)
+		}
+		s := strings.TrimSpace(string(b))
+		if s == "" {
+			return "", cli.Exit("--admin-token-file is empty", 2)
+		}
+		return s, nil
+	}
+	return strings.TrimSpace(os.Getenv("INUSE_ADMIN_TOKEN")), nil
+}
+
+// minAdminSecret keeps a guessable admin credential out of production.
+const minAdminSecret = 16
+
+func runServe(c *cli.Context) error {
+	log := cliapp.Logger(c)
+	secret, err := adminSecret(c)
+	if err != nil {
+		return err
+	}
+	if secret != "" && len(secret) < minAdminSecret {
+		return cli.Exit(fmt.Sprintf("the admin credential must be at least %d characters", minAdminSecret), 2)
+	}
+	if secret == "" {
+		log.Warn("no admin credential (--admin-token-file or INUSE_ADMIN_TOKEN): tokens are managed with `inuse token` only, and the web page cannot log in")
+	}
+	from := scanner.SourceKind(c.String("catalog-from"))
+	if from != "" && from != scanner.Docker && from != scanner.Containerd {
+		return cli.Exit("--catalog-from must be docker or containerd", 2)
+	}
+	st, err := cliapp.OpenStore(c)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	scfg, err := scannerConfig(c)
+	if err != nil {
+		return err
+	}
+	sc, err := scanner.New(scfg)
+	if err != nil {
+		return err
+	}
+	defer sc.Close()
+
+	ln, err := net.Listen("tcp", c.String("listen"))
+	if err != nil {
+		return fmt.Errorf("listening: %w", err)
+	}
+	srv := api.New(api.Config{
+		Store: st, Learning: cliapp.Learning(c), AdminSecret: secret, ClusterName: c.String("cluster-name"), Log: log,
+		Reports: &scannerReports{sc: sc, from: from, namespace: c.String("containerd-namespace"), socket: c.String("containerd-socket")},
+		Formats: api.Formats{
+			OpenVEX:   func(w io.Writer, rep *scanner.Report) error { return scanner.Write(w, rep, "openvex") },
+			CycloneDX: func(w io.Writer, rep *scanner.Report) error { return scanner.Write(w, rep, "cyclonedx") },
+			Enrich:    scanner.Enrich,
+		},
+		PollInterval: c.Duration("poll-interval"), RateLimit: c.Float64("rate-limit"), RateBurst: c.Int("rate-burst"),
+	})
+	scheme := "http"
+	if c.String("tls-cert") != "" {
+		scheme = "https"
+	}
+	log.Info("serving", "address", scheme+"://"+ln.Addr().String())
+	return srv.Serve(c.Context, ln, c.String("tls-cert"), c.String("tls-key"))
+}
+
+// scannerReports computes reports with the scanner. An image missing from
+// the SBOM cache is catalogued from the local runtime when --catalog-from
+// names one; otherwise it waits until `inuse scan` caches it.
+type scannerReports struct {
+	sc                *scanner.Scanner
+	from              scanner.SourceKind
+	namespace, socket string
+}
+
+func (r *scannerReports) Report(ctx context.Context, digest string, p *store.Profile) (*scanner.Report, error) {
+	if !r.sc.Cached(digest) {
+		if r.from == "" {
+			return nil, fmt.Errorf("%s is not in the SBOM cache: run `inuse scan` on it, or serve with --catalog-from", digest)
+		}
+		var errs []error
+		for _, name := range p.Names {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+			_, err := r.sc.Catalog(ctx, scanner.SourceSpec{
+				Kind: r.from, Ref: name, Digest: digest, Name: name,
+				ContainerdNamespace: r.namespace, ContainerdSocket: r.socket,
+			})
+			cancel()
+			if err == nil {
+				break
+			}
+			errs = append(errs, fmt.Errorf("cataloguing %s: %w", name, err))
+		}
+		if !r.sc.Cached(digest) {
+			return nil, errors.Join(append(errs, fmt.Errorf("%s could not be catalogued from %s", digest, r.from))...)
+		}
+	}
+	return r.sc.Report(ctx, digest, p)
+}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/inuse-dev/inuse/internal/cliapp"
+	"github.com/inuse-dev/inuse/internal/redistest"
+)
+
+func TestTokenCommands(t *testing.T) {
+	srv := redistest.Start(t)
+	out, err := runInuse(t, "token", "create", "--redis", srv.URL(), "--name", "sysdig scraper", "--expires", "1mo")
+	require.NoError(t, err)
+	secret := regexp.MustCompile(`inuse_[A-Za-z0-9_-]{43}`).FindString(out)
+	require.NotEmpty(t, secret, "the secret is printed: %s", out)
+	id := regexp.MustCompile(`id\s+([0-9a-f]{16})`).FindStringSubmatch(out)[1]
+	require.Contains(t, out, "not kept")
+
+	out, err = runInuse(t, "token", "list", "--redis", srv.URL())
+	require.NoError(t, err)
+	require.Contains(t, out, id)
+	require.Contains(t, out, "sysdig scraper")
+	require.Contains(t, out, time.Now().AddDate(0, 1, 0).UTC().Format(time.DateOnly))
+	require.Contains(t, out, "never")
+	require.NotContains(t, out, secret)
+
+	out, err = runInuse(t, "token", "renew", "--redis", srv.URL(), "--expires", "1y", id)
+	require.NoError(t, err)
+	require.Contains(t, out, time.Now().AddDate(1, 0, 0).UTC().Format(time.DateOnly))
+
+	out, err = runInuse(t, "token", "list", "--redis", srv.URL(), "--format", "json")
+	require.NoError(t, err)
+	require.NotContains(t, out, secret)
+	require.NotContains(t, out, "sha256", "not even the hash")
+	var toks []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &toks))
+	require.Len(t, toks, 1)
+	require.Equal(t, id, toks[0]["id"])
+	require.Equal(t, []string{"created", "expires", "id", "name"}, sortedKeys(toks[0]))
+
+	_, err = runInuse(t, "token", "delete", "--redis", srv.URL(), id)
+	require.NoError(t, err)
+	out, err = runInuse(t, "token", "list", "--redis", srv.URL(), "--format", "json")
+	require.NoError(t, err)
+	require.JSONEq(t, "[]", out)
+
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"bad expiry", []string{"token", "create", "--redis", srv.URL(), "--name", "x", "--expires", "2w"}},
+		{"no name", []string{"token", "create", "--redis", srv.URL()}},
+		{"renew unknown", []string{"token", "renew", "--redis", srv.URL(), "0123456789abcdef"}},
+		{"delete unknown", []string{"token", "delete", "--redis", srv.URL(), id}},
+		{"delete no id", []string{"token", "delete", "--redis", srv.URL()}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := runInuse(t, tc.args...)
+			require.Error(t, err)
+		})
+	}
+}
+
+func sortedKeys(m map[string]any) []string { return slices.Sorted(maps.Keys(m)) }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestServeCommand runs `inuse serve` with the admin credential from a
+// file, uses a token created with `inuse token`, and stops it.
+func TestServeCommand(t *testing.T) {
+	srv := redistest.Start(t)
+	seed(t, srv.URL())
+	out, err := runInuse(t, "token", "create", "--redis", srv.URL(), "--name", "ci")
+	require.NoError(t, err)
+	secret := regexp.MustCompile(`inuse_[A-Za-z0-9_-]{43}`).FindString(out)
+
+	adminFile := filepath.Join(t.TempDir(), "admin")
+	require.NoError(t, os.WriteFile(adminFile, []byte("a-long-enough-admin-secret\n"), 0o600))
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := runInuseCtx(ctx, t, "serve", "--redis", srv.URL(), "--listen", addr, "--admin-token-file", adminFile,
+			"--cache-dir", t.TempDir(), "--poll-interval", "100ms")
+		done <- err
+	}()
+	base := "http://" + addr
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 50*time.Millisecond)
+
+	get := func(path, secret string) (int, string) {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+secret)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/api/v1/images", secret)
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, digest)
+	code, _ = get("/api/v1/tokens", secret)
+	require.Equal(t, http.StatusForbidden, code, "integration tokens cannot manage tokens")
+	code, body = get("/api/v1/tokens", "a-long-enough-admin-secret")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `"name":"ci"`)
+	// The scanner has no SBOM of the image: the report says why.
+	require.Eventually(t, func() bool {
+		_, body := get("/api/v1/images/"+digest, secret)
+		return strings.Contains(body, `"report_status":"failed"`) && strings.Contains(body, "not in the SBOM cache")
+	}, 10*time.Second, 100*time.Millisecond)
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
+
+func TestServeFlags(t *testing.T) {
+	srv := redistest.Start(t)
+	short := filepath.Join(t.TempDir(), "short")
+	require.NoError(t, os.WriteFile(short, []byte("short"), 0o600))
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"short admin secret", []string{"--admin-token-file", short}, "at least 16"},
+		{"missing admin file", []string{"--admin-token-file", "/nonexistent"}, "admin-token-file"},
+		{"bad catalog source", []string{"--catalog-from", "registry"}, "catalog-from"},
+		{"cert without key", []string{"--tls-cert", short}, "both a certificate and a key"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"serve", "--redis", srv.URL(), "--listen", freeAddr(t), "--cache-dir", t.TempDir()}, tc.args...)
+			_, err := runInuse(t, args...)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+// runInuseCtx is runInuse with its own context.
+func runInuseCtx(ctx context.Context, t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	app := cliapp.New("inuse", "test", commands)
+	var out strings.Builder
+	app.Writer = &out
+	err := app.RunContext(ctx, append([]string{"inuse", "--log-level", "warn"}, args...))
+	return out.String(), err
+}
+
