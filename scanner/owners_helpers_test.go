@@ -1,7 +1,11 @@
 package scanner
 
 import (
+	"bytes"
+	"compress/zlib"
 	"context"
+	"debug/elf"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"io/fs"
@@ -190,4 +194,137 @@ func runEnv(t *testing.T, dir string, env []string, name string, args ...string)
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s %s:\n%s", name, strings.Join(args, " "), out)
 	return string(out)
+}
+
+// installNpm unpacks npm packages (fetched once with `npm pack` into the
+// cache) into dir/node_modules/<name>, as `npm install` lays them out.
+func installNpm(t *testing.T, dir string, specs ...string) {
+	t.Helper()
+	cache := cacheDir(t, "npm")
+	for _, spec := range specs {
+		name, version, _ := strings.Cut(spec, "@")
+		tgz := filepath.Join(cache, name+"-"+version+".tgz")
+		if _, err := os.Stat(tgz); err != nil {
+			run(t, cache, "npm", "pack", "--silent", spec)
+		}
+		dst := filepath.Join(dir, "node_modules", name)
+		require.NoError(t, os.MkdirAll(dst, 0o755))
+		run(t, "", "tar", "-xzf", tgz, "-C", dst, "--strip-components=1")
+	}
+}
+
+// installRpms builds tiny noarch rpms (one shared library and its soname
+// symlink each) with rpmbuild and installs them into root with rpm --root.
+func installRpms(t *testing.T, root string, names ...string) {
+	t.Helper()
+	top := t.TempDir()
+	var rpms []string
+	for _, name := range names {
+		spec := filepath.Join(top, name+".spec")
+		require.NoError(t, os.WriteFile(spec, []byte(fmt.Sprintf(`Name: %[1]s
+Version: 1.0
+Release: 1
+Summary: %[1]s, a test package of inuse
+License: MIT
+BuildArch: noarch
+
+%%description
+A test package of inuse.
+
+%%install
+mkdir -p %%{buildroot}/usr/lib64
+echo %[1]s > %%{buildroot}/usr/lib64/lib%[1]s.so.1.0
+ln -s lib%[1]s.so.1.0 %%{buildroot}/usr/lib64/lib%[1]s.so.1
+
+%%files
+/usr/lib64/lib%[1]s.so.1.0
+/usr/lib64/lib%[1]s.so.1
+`, name)), 0o644))
+		run(t, top, "rpmbuild", "--define", "_topdir "+top, "-bb", spec)
+		rpms = append(rpms, filepath.Join(top, "RPMS", "noarch", name+"-1.0-1.noarch.rpm"))
+	}
+	db := []string{"--root", root, "--dbpath", "/var/lib/rpm"}
+	run(t, "", "rpm", append(db, "--initdb")...)
+	run(t, "", "rpm", append(db, append([]string{"-i", "--nodeps", "--noscripts", "--nosignature", "--ignoreos"}, rpms...)...)...)
+}
+
+// goBinary builds a main that imports one package of a module our go.mod
+// pins (so the module cache has it and go.sum its hashes), offline.
+func goBinary(t *testing.T, out, importPath, call string) {
+	t.Helper()
+	dir := t.TempDir()
+	sums, err := os.ReadFile("../go.sum")
+	require.NoError(t, err)
+	mod, version := "", ""
+	for _, line := range strings.Split(string(sums), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && strings.HasPrefix(importPath, f[0]) && !strings.HasSuffix(f[1], "/go.mod") && len(f[0]) > len(mod) {
+			mod, version = f[0], f[1]
+		}
+	}
+	require.NotEmpty(t, mod, "no module of %s in go.sum", importPath)
+	// The go directive of our go.mod, which every module it pins accepts.
+	gomod, err := os.ReadFile("../go.mod")
+	require.NoError(t, err)
+	goLine := "go 1.26.0"
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if strings.HasPrefix(line, "go ") {
+			goLine = line
+		}
+	}
+	var sum strings.Builder
+	for _, line := range strings.Split(string(sums), "\n") {
+		if strings.HasPrefix(line, mod+" "+version) {
+			sum.WriteString(line + "\n")
+		}
+	}
+	writeFiles(t, dir, map[string]string{
+		"go.mod":  fmt.Sprintf("module example.com/%s\n\n%s\n\nrequire %s %s\n", filepath.Base(out), goLine, mod, version),
+		"go.sum":  sum.String(),
+		"main.go": fmt.Sprintf("package main\n\nimport %q\n\nfunc main() { _ = %s }\n", importPath, call),
+	})
+	require.NoError(t, os.MkdirAll(filepath.Dir(out), 0o755))
+	runEnv(t, dir, []string{"GOWORK=off", "GOFLAGS=-mod=readonly", "GOPROXY=off", "CGO_ENABLED=0", "GOTOOLCHAIN=local"},
+		"go", "build", "-trimpath", "-o", out, ".")
+}
+
+// rustBinary writes an ELF executable carrying cargo auditable's .dep-v0
+// section (zlib-compressed JSON of the crates compiled in): the root crate
+// and one dependency. cargo-auditable is not installed here, so the test
+// writes the ELF itself; syft reads it through go-rustaudit like a real one.
+func rustBinary(t *testing.T, out, name, dep, depVersion string) {
+	t.Helper()
+	deps := fmt.Sprintf(`{"packages":[{"name":%q,"version":"0.1.0","source":"local","kind":"runtime","dependencies":[1],"root":true},{"name":%q,"version":%q,"source":"crates.io","kind":"runtime"}]}`, name, dep, depVersion)
+	var z bytes.Buffer
+	zw := zlib.NewWriter(&z)
+	_, err := zw.Write([]byte(deps))
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+
+	const ehsize, shentsize = 64, 64
+	shstrtab := []byte("\x00.dep-v0\x00.shstrtab\x00")
+	depOff := uint64(ehsize)
+	strOff := depOff + uint64(z.Len())
+	shOff := (strOff + uint64(len(shstrtab)) + 7) &^ 7
+	hdr := elf.Header64{
+		Type: uint16(elf.ET_EXEC), Machine: uint16(elf.EM_X86_64), Version: uint32(elf.EV_CURRENT),
+		Shoff: shOff, Ehsize: ehsize, Phentsize: 56, Shentsize: shentsize, Shnum: 3, Shstrndx: 2,
+	}
+	copy(hdr.Ident[:], elf.ELFMAG)
+	hdr.Ident[elf.EI_CLASS] = byte(elf.ELFCLASS64)
+	hdr.Ident[elf.EI_DATA] = byte(elf.ELFDATA2LSB)
+	hdr.Ident[elf.EI_VERSION] = byte(elf.EV_CURRENT)
+	var b bytes.Buffer
+	require.NoError(t, binary.Write(&b, binary.LittleEndian, hdr))
+	b.Write(z.Bytes())
+	b.Write(shstrtab)
+	b.Write(make([]byte, shOff-uint64(b.Len())))
+	sections := []elf.Section64{
+		{},
+		{Name: 1, Type: uint32(elf.SHT_PROGBITS), Off: depOff, Size: uint64(z.Len()), Addralign: 1},
+		{Name: 9, Type: uint32(elf.SHT_STRTAB), Off: strOff, Size: uint64(len(shstrtab)), Addralign: 1},
+	}
+	require.NoError(t, binary.Write(&b, binary.LittleEndian, sections))
+	require.NoError(t, os.MkdirAll(filepath.Dir(out), 0o755))
+	require.NoError(t, os.WriteFile(out, b.Bytes(), 0o755))
 }

@@ -121,6 +121,151 @@ func TestEcosystems(t *testing.T) {
 				{pkg.DebPkg, "libzstd1"}: NotObserved,
 			},
 		},
+		{
+			// Debian ships egg-info without RECORD: top_level.txt names the
+			// module, and CPython loads its __pycache__ .pyc.
+			name:       "python top-level module, pyc",
+			privileged: true,
+			setup:      func(t *testing.T, root string) { installDebs(t, root, "python3-six", "python3-idna") },
+			loads:      []load{{store.FilesRead, "/usr/lib/python3/dist-packages/__pycache__/six.cpython-311.pyc"}},
+			want: map[pkgRef]Verdict{
+				{pkg.PythonPkg, "six"}:  InUse,
+				{pkg.PythonPkg, "idna"}: NotObserved,
+				// dpkg lists six.py, whose compiled cache was loaded.
+				{pkg.DebPkg, "python3-six"}:  InUse,
+				{pkg.DebPkg, "python3-idna"}: NotObserved,
+			},
+		},
+		{
+			name:       "python top-level package directory",
+			privileged: true,
+			setup:      func(t *testing.T, root string) { installDebs(t, root, "python3-six", "python3-idna") },
+			loads:      []load{{store.FilesRead, "/usr/lib/python3/dist-packages/idna/core.py"}},
+			want: map[pkgRef]Verdict{
+				{pkg.PythonPkg, "idna"}:      InUse,
+				{pkg.DebPkg, "python3-idna"}: InUse,
+				{pkg.PythonPkg, "six"}:       NotObserved,
+			},
+		},
+		{
+			name:       "java archive",
+			privileged: true,
+			setup:      func(t *testing.T, root string) { installDebs(t, root, "libcommons-lang3-java", "libcommons-io-java") },
+			// The JVM opens the jar behind the classpath's symlink.
+			loads: []load{{store.FilesRead, "/usr/share/java/commons-lang3.jar"}},
+			want: map[pkgRef]Verdict{
+				{pkg.JavaPkg, "commons-lang3"}: InUse,
+				{pkg.JavaPkg, "commons-io"}:    NotObserved,
+			},
+		},
+		{
+			name:       "ruby gem directory",
+			privileged: true,
+			setup:      func(t *testing.T, root string) { installDebs(t, root, "ruby-rack", "ruby-mustermann") },
+			loads:      []load{{store.FilesRead, "/usr/share/rubygems-integration/all/gems/rack-2.2.22/lib/rack/auth/basic.rb"}},
+			want: map[pkgRef]Verdict{
+				{pkg.GemPkg, "rack"}:       InUse,
+				{pkg.GemPkg, "mustermann"}: NotObserved,
+			},
+		},
+		{
+			name:       "npm package directory",
+			privileged: true,
+			setup: func(t *testing.T, root string) {
+				installNpm(t, filepath.Join(root, "app"), "is-number@7.0.0", "left-pad@1.3.0")
+			},
+			loads: []load{{store.FilesRead, "/app/node_modules/is-number/index.js"}},
+			want: map[pkgRef]Verdict{
+				{pkg.NpmPkg, "is-number"}: InUse,
+				{pkg.NpmPkg, "left-pad"}:  NotObserved,
+			},
+		},
+		{
+			name:       "rpm",
+			privileged: true,
+			setup:      func(t *testing.T, root string) { installRpms(t, root, "inuse-alpha", "inuse-beta") },
+			loads:      []load{{store.Mapped, "/usr/lib64/libinuse-alpha.so.1.0"}},
+			want: map[pkgRef]Verdict{
+				{pkg.RpmPkg, "inuse-alpha"}: InUse,
+				{pkg.RpmPkg, "inuse-beta"}:  NotObserved,
+			},
+		},
+		{
+			name: "go binary",
+			setup: func(t *testing.T, root string) {
+				goBinary(t, filepath.Join(root, "usr/local/bin/alpha"), "github.com/google/go-cmp/cmp", "cmp.Diff(1, 2)")
+				goBinary(t, filepath.Join(root, "usr/local/bin/beta"), "golang.org/x/sync/errgroup", "new(errgroup.Group).Wait()")
+			},
+			loads: []load{{store.Executed, "/usr/local/bin/alpha"}},
+			want: map[pkgRef]Verdict{
+				{pkg.GoModulePkg, "github.com/google/go-cmp"}: InUse,
+				{pkg.GoModulePkg, "golang.org/x/sync"}:        NotObserved,
+			},
+		},
+		{
+			name: "rust binary (cargo auditable)",
+			setup: func(t *testing.T, root string) {
+				rustBinary(t, filepath.Join(root, "usr/local/bin/alpha"), "alpha", "itoa", "1.0.11")
+				rustBinary(t, filepath.Join(root, "usr/local/bin/beta"), "beta", "ryu", "1.0.18")
+			},
+			loads: []load{{store.Executed, "/usr/local/bin/alpha"}},
+			want: map[pkgRef]Verdict{
+				{pkg.RustPkg, "itoa"}:  InUse,
+				{pkg.RustPkg, "alpha"}: InUse,
+				{pkg.RustPkg, "ryu"}:   NotObserved,
+			},
+		},
+		{
+			// lib/apk/db/installed as apk writes it; musl's
+			// libc.musl-x86_64.so.1 is a symlink to the loader.
+			name: "apk",
+			setup: func(t *testing.T, root string) {
+				mergeTree(t, "testdata/owners/apk", root)
+				writeFiles(t, root, map[string]string{
+					"lib/ld-musl-x86_64.so.1":   "elf",
+					"lib/libc.musl-x86_64.so.1": "-> ld-musl-x86_64.so.1",
+					"lib/libz.so.1.3.1":         "elf",
+					"lib/libz.so.1":             "-> libz.so.1.3.1",
+				})
+			},
+			loads: []load{{store.Mapped, "/lib/libz.so.1.3.1"}},
+			want: map[pkgRef]Verdict{
+				{pkg.ApkPkg, "zlib"}: InUse,
+				{pkg.ApkPkg, "musl"}: NotObserved,
+			},
+		},
+		{
+			name: "composer",
+			setup: func(t *testing.T, root string) {
+				mergeTree(t, "testdata/owners/composer", root)
+				writeFiles(t, root, map[string]string{
+					"app/vendor/monolog/monolog/src/Monolog/Logger.php": "<?php\n",
+					"app/vendor/psr/log/src/LoggerInterface.php":        "<?php\n",
+				})
+			},
+			loads: []load{{store.FilesRead, "/app/vendor/monolog/monolog/src/Monolog/Logger.php"}},
+			want: map[pkgRef]Verdict{
+				{pkg.PhpComposerPkg, "monolog/monolog"}: InUse,
+				{pkg.PhpComposerPkg, "psr/log"}:         NotObserved,
+			},
+		},
+		{
+			// A published application: the assemblies beside its deps.json.
+			name: "dotnet deps.json",
+			setup: func(t *testing.T, root string) {
+				mergeTree(t, "testdata/owners/dotnet", root)
+				writeFiles(t, root, map[string]string{
+					"app/MyApp.dll":           "MZ",
+					"app/Newtonsoft.Json.dll": "MZ",
+					"app/Serilog.dll":         "MZ",
+				})
+			},
+			loads: []load{{store.FilesRead, "/app/Serilog.dll"}},
+			want: map[pkgRef]Verdict{
+				{pkg.DotnetPkg, "Serilog"}:         InUse,
+				{pkg.DotnetPkg, "Newtonsoft.Json"}: NotObserved,
+			},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
