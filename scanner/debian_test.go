@@ -474,3 +474,103 @@ func evidencePaths(p scanner.Package) []string {
 	}
 	return out
 }
+
+// doneReport is the report of the image under a done profile.
+func (f *debianFixture) doneReport(t *testing.T) *scanner.Report {
+	t.Helper()
+	digest, err := f.scanner.Catalog(t.Context(), scanner.SourceSpec{Kind: scanner.OCIArchive, Ref: f.archive, Name: testImageName, Digest: f.digest})
+	require.NoError(t, err)
+	st := f.writeProfile(t)
+	p, err := st.Profile(t.Context(), digest, time.Now().Add(time.Second), shortLearning)
+	require.NoError(t, err)
+	require.Equal(t, store.Done, p.State)
+	rep, err := f.scanner.Report(t.Context(), digest, p)
+	require.NoError(t, err)
+	rep.Name = testImageName
+	return rep
+}
+
+// grypeVersion is the grype CLI the scanner's library matches.
+const grypeVersion = "v0.120.0"
+
+// grypeBinary installs the real grype CLI once per machine.
+func grypeBinary(t *testing.T) string {
+	home, err := os.UserHomeDir()
+	require.NoError(t, err)
+	bin := filepath.Join(home, ".cache", "inuse", "bin")
+	path := filepath.Join(bin, "grype")
+	if out, err := exec.Command(path, "version").CombinedOutput(); err == nil && strings.Contains(string(out), strings.TrimPrefix(grypeVersion, "v")) {
+		return path
+	}
+	t.Logf("installing grype %s into %s (once per machine)", grypeVersion, bin)
+	cmd := exec.Command("go", "install", "github.com/anchore/grype/cmd/grype@"+grypeVersion)
+	cmd.Env = append(os.Environ(), "GOBIN="+bin, "GOFLAGS=")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "installing grype: %s", out)
+	return path
+}
+
+type grypeFinding struct {
+	Vulnerability struct {
+		ID string `json:"id"`
+	} `json:"vulnerability"`
+	Artifact struct {
+		Name string `json:"name"`
+	} `json:"artifact"`
+}
+
+// runGrype runs grype on the SBOM with the scanner's database.
+func runGrype(t *testing.T, grype, dbRoot string, args ...string) (matches, ignored []string) {
+	t.Helper()
+	cmd := exec.Command(grype, append(args, "-o", "json")...)
+	cmd.Env = append(os.Environ(), "GRYPE_DB_CACHE_DIR="+dbRoot, "GRYPE_DB_AUTO_UPDATE=false",
+		"GRYPE_DB_VALIDATE_AGE=false", "GRYPE_CHECK_FOR_APP_UPDATE=false")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, "grype: %s", stderr.String())
+	var doc struct {
+		Matches        []grypeFinding `json:"matches"`
+		IgnoredMatches []grypeFinding `json:"ignoredMatches"`
+	}
+	require.NoError(t, json.Unmarshal(out, &doc))
+	for _, m := range doc.Matches {
+		matches = append(matches, m.Vulnerability.ID+" "+m.Artifact.Name)
+	}
+	for _, m := range doc.IgnoredMatches {
+		ignored = append(ignored, m.Vulnerability.ID+" "+m.Artifact.Name)
+	}
+	return matches, ignored
+}
+
+// TestGrypeVEX runs the real grype CLI on the cached SBOM: it finds what
+// the scanner found, and with our OpenVEX it keeps exactly the in-use
+// findings and ignores exactly the not_observed ones.
+func TestGrypeVEX(t *testing.T) {
+	f := debian(t)
+	grype := grypeBinary(t)
+	rep := f.doneReport(t)
+	dir := t.TempDir()
+
+	raw, err := f.scanner.SBOM(rep.Digest)
+	require.NoError(t, err)
+	sbomPath := filepath.Join(dir, "sbom.syft.json")
+	require.NoError(t, os.WriteFile(sbomPath, raw, 0o644))
+	vexPath := filepath.Join(dir, "inuse.openvex.json")
+	vf, err := os.Create(vexPath)
+	require.NoError(t, err)
+	require.NoError(t, scanner.Write(vf, rep, "openvex"))
+	require.NoError(t, vf.Close())
+
+	all := append(append([]string{}, wantInUse...), wantNotObserved...)
+	t.Run("same matches", func(t *testing.T) {
+		matches, ignored := runGrype(t, grype, f.dbRoot, "sbom:"+sbomPath)
+		require.ElementsMatch(t, all, matches)
+		require.Empty(t, ignored)
+	})
+	t.Run("vex", func(t *testing.T) {
+		matches, ignored := runGrype(t, grype, f.dbRoot, "sbom:"+sbomPath, "--vex", vexPath)
+		require.ElementsMatch(t, wantInUse, matches, "grype keeps exactly the in-use findings")
+		require.ElementsMatch(t, wantNotObserved, ignored, "grype ignores exactly the not_observed findings")
+	})
+}
