@@ -1,0 +1,212 @@
+package packaging
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/inuse-dev/inuse/internal/cgroups"
+	"github.com/inuse-dev/inuse/internal/redistest"
+	"github.com/inuse-dev/inuse/internal/testutil"
+)
+
+// capBits are the capability numbers of linux/capability.h.
+var capBits = map[string]uint{"DAC_READ_SEARCH": 2, "SYS_ADMIN": 21, "PERFMON": 38, "BPF": 39}
+
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func metricValue(body, series string) float64 {
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
+	if m == nil {
+		return -1
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}
+
+// The agent runs with the chart's capabilities and no others, as the
+// DaemonSet's container does (uid 0, everything else dropped from the
+// bounding set), on the real kernel: it tracks a cgroup the moment it is
+// made, sees what runs in it, and reports it on /metrics. Without any one
+// of the capabilities it fails, which is why each is granted.
+func TestAgentRunsWithChartCapabilities(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	setpriv, err := exec.LookPath("setpriv")
+	require.NoError(t, err, "setpriv (util-linux) sets the capability bounding set")
+	h, err := cgroups.Unified()
+	require.NoError(t, err, "early tracking needs cgroup2")
+	bin := filepath.Join(t.TempDir(), "inuse-agent")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/inuse-agent")
+	build.Dir = ".."
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "building inuse-agent: %s", out)
+	srv := redistest.Start(t)
+	chartCaps := documentedCapabilities(t)
+
+	without := func(c string) []string {
+		var out []string
+		for _, x := range chartCaps {
+			if x != c {
+				out = append(out, x)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		caps []string
+		// fails: the agent exits with this in its error; else it runs and
+		// logs warn, if set.
+		fails, warns string
+	}{
+		{name: "the chart's capabilities", caps: chartCaps},
+		{name: "without BPF", caps: without("BPF"), fails: "operation not permitted"},
+		{name: "without PERFMON", caps: without("PERFMON"), fails: "operation not permitted"},
+		// The kernel tracks the cgroup at mkdir, but the agent cannot open
+		// it to poll or untrack it, nor track a container at NRI's
+		// StartContainer.
+		{name: "without DAC_READ_SEARCH", caps: without("DAC_READ_SEARCH"), warns: "opening cgroup"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bounding := "-all"
+			var want uint64
+			for _, c := range tc.caps {
+				bounding += ",+" + strings.ToLower(c)
+				want |= 1 << capBits[c]
+			}
+			prefix := fmt.Sprintf("/inuse-test/caps-%d-", time.Now().UnixNano())
+			addr := freeAddr(t)
+			var stderr syncBuffer
+			cmd := exec.Command(setpriv, "--bounding-set", bounding, "--inh-caps=-all", "--",
+				bin, "--log-format", "json", "run", "--redis", srv.URL(), "--nri-socket", "", "--docker=false",
+				"--early-cgroup-prefix", prefix, "--metrics-listen", addr, "--flush-interval", "200ms")
+			cmd.Stderr = &stderr
+			require.NoError(t, cmd.Start())
+			exited := make(chan struct{})
+			var waitErr error
+			go func() { waitErr = cmd.Wait(); close(exited) }()
+			t.Cleanup(func() {
+				_ = cmd.Process.Kill()
+				<-exited
+			})
+
+			if tc.fails != "" {
+				select {
+				case <-exited:
+					require.Error(t, waitErr, "the agent ran without %v", tc.caps)
+					require.Contains(t, stderr.String(), tc.fails)
+				case <-time.After(60 * time.Second):
+					t.Fatalf("the agent kept running with only %v:\n%s", tc.caps, stderr.String())
+				}
+				return
+			}
+
+			scrape := func() string {
+				resp, err := http.Get("http://" + addr + "/metrics")
+				if err != nil {
+					return ""
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return string(b)
+			}
+			waitFor := func(what string, cond func(string) bool) string {
+				t.Helper()
+				deadline := time.Now().Add(60 * time.Second)
+				for {
+					if body := scrape(); cond(body) {
+						return body
+					}
+					select {
+					case <-exited:
+						t.Fatalf("agent exited (%v):\n%s", waitErr, stderr.String())
+					default:
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("metrics never showed %s; agent log:\n%s", what, stderr.String())
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+			waitFor("the agent", func(b string) bool { return b != "" })
+			status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+			require.NoError(t, err)
+			m := regexp.MustCompile(`(?m)^CapEff:\s+([0-9a-f]+)$`).FindSubmatch(status)
+			require.NotNil(t, m)
+			eff, err := strconv.ParseUint(string(m[1]), 16, 64)
+			require.NoError(t, err)
+			require.Equal(t, fmt.Sprintf("%#x", want), fmt.Sprintf("%#x", eff), "the agent holds exactly %v", tc.caps)
+
+			cg, _, err := h.Create(prefix + "c1")
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = cgroups.Remove(cg) })
+			run := exec.Command("cat", "/etc/hostname")
+			require.NoError(t, h.Start(run, cg))
+			require.NoError(t, run.Wait())
+			body := waitFor("the cgroup and what ran in it", func(b string) bool {
+				return metricValue(b, `inuse_agent_sensor_events_total{kind="cgroup"}`) == 1 &&
+					metricValue(b, `inuse_agent_sensor_events_total{kind="exec"}`) >= 1 &&
+					metricValue(b, `inuse_agent_sensor_events_total{kind="file"}`) >= 1
+			})
+			require.Equal(t, 0.0, metricValue(body, `inuse_agent_collector_flush_failures_total`))
+
+			if tc.warns != "" {
+				require.Eventually(t, func() bool { return strings.Contains(stderr.String(), tc.warns) }, 10*time.Second, 100*time.Millisecond,
+					"the agent says what it could not do:\n%s", stderr.String())
+			}
+			require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+			select {
+			case <-exited:
+				require.NoError(t, waitErr, stderr.String())
+			case <-time.After(30 * time.Second):
+				t.Fatal("the agent did not stop on SIGTERM")
+			}
+			if tc.warns == "" {
+				require.NotContains(t, stderr.String(), "operation not permitted")
+			}
+		})
+	}
+}
+
+// freeAddr returns a loopback address nobody listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
