@@ -130,20 +130,20 @@ func (d *DB) Import(ctx context.Context, ref string, w io.Writer) error {
 
 // Update installs the newest database from the update listing.
 func (d *DB) Update(ctx context.Context, w io.Writer) (bool, error) {
+	url := d.cfg.UpdateURL
+	if url == "" {
+		url = distribution.DefaultConfig().LatestURL
+	}
 	var updated bool
 	err := d.withProgress(ctx, w, d.cfg.UpdateTimeout, func(c v6.Curator) error {
 		var err error
 		updated, err = c.Update()
-		if err != nil {
-			url := d.cfg.UpdateURL
-			if url == "" {
-				url = distribution.DefaultConfig().LatestURL
-			}
-			return fmt.Errorf("updating vulnerability database from %s (offline? use `inuse db import FILE`): %w", url, err)
-		}
-		return nil
+		return err
 	})
-	return updated, err
+	if err != nil {
+		return false, fmt.Errorf("updating vulnerability database from %s (offline? use `inuse db import FILE`): %w", url, err)
+	}
+	return updated, nil
 }
 
 // ErrDBTimeout is returned when an update or import outlives its bound.
@@ -156,14 +156,15 @@ func (d *DB) withProgress(ctx context.Context, w io.Writer, timeout time.Duratio
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if w != nil {
 		bus := partybus.NewBus()
 		sub := bus.Subscribe(event.UpdateVulnerabilityDatabase)
 		grype.SetBus(bus)
-		defer func() { grype.SetBus(nil); sub.Unsubscribe() }()
-		go showProgress(ctx, w, sub.Events())
+		stop, shown := make(chan struct{}), make(chan struct{})
+		go func() { showProgress(w, sub.Events(), stop); close(shown) }()
+		defer func() { close(stop); <-shown; grype.SetBus(nil); _ = sub.Unsubscribe() }()
 	}
 	done := make(chan error, 1)
 	go func() { done <- op(c) }()
@@ -172,36 +173,21 @@ func (d *DB) withProgress(ctx context.Context, w io.Writer, timeout time.Duratio
 		d.invalidate()
 		return err
 	case <-ctx.Done():
-		// the curator goroutine is left to its own timeouts
+		// the curator goroutine is left to its own client timeouts
 		return fmt.Errorf("%w after %s", ErrDBTimeout, timeout)
 	}
 }
 
 // showProgress prints the stage and progress of grype's database events
-// on one line that it rewrites.
-func showProgress(ctx context.Context, w io.Writer, events <-chan partybus.Event) {
+// on one line that it rewrites, until stop.
+func showProgress(w io.Writer, events <-chan partybus.Event, stop <-chan struct{}) {
 	var sp progress.StagedProgressable
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	last := ""
-	for {
-		select {
-		case <-ctx.Done():
-			if last != "" {
-				fmt.Fprintln(w)
-			}
-			return
-		case e, ok := <-events:
-			if !ok {
-				return
-			}
-			if v, ok := e.Value.(progress.StagedProgressable); ok {
-				sp = v
-			}
-		case <-tick.C:
-		}
+	show := func() {
 		if sp == nil {
-			continue
+			return
 		}
 		pct := 0.0
 		if size := sp.Size(); size > 0 {
@@ -212,10 +198,26 @@ func showProgress(ctx context.Context, w io.Writer, events <-chan partybus.Event
 			fmt.Fprint(w, line)
 			last = line
 		}
-		if progress.IsCompleted(sp) {
-			fmt.Fprintln(w)
+	}
+	for {
+		select {
+		case <-stop:
+			show()
+			if last != "" {
+				fmt.Fprintln(w)
+			}
 			return
+		case e, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if v, ok := e.Value.(progress.StagedProgressable); ok {
+				sp = v
+			}
+		case <-tick.C:
 		}
+		show()
 	}
 }
 

@@ -1,12 +1,8 @@
 package scanner_test
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
 	"encoding/json"
-	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,22 +12,15 @@ import (
 	"time"
 
 	"github.com/anchore/packageurl-go"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/stretchr/testify/require"
 
 	"github.com/inuse-dev/inuse/internal/redistest"
 	"github.com/inuse-dev/inuse/internal/store"
 	"github.com/inuse-dev/inuse/internal/testutil"
 	"github.com/inuse-dev/inuse/scanner"
+	"github.com/inuse-dev/inuse/scanner/scannertest"
 	"github.com/inuse-dev/inuse/scanner/vulndbtest"
 )
-
-// debianRootVersion keys the cached debootstrap root: bump it to rebuild.
-const debianRootVersion = "bookworm-minbase-v1"
 
 // testImageName is the --name the archive is scanned under.
 const testImageName = "inuse-test/debian:bookworm"
@@ -101,12 +90,12 @@ func debian(t *testing.T) *debianFixture {
 }
 
 func newDebianFixture(t *testing.T) (*debianFixture, error) {
-	root := debianRoot(t)
+	root := scannertest.DebianRoot(t)
 	tmp, err := os.MkdirTemp("", "inuse-debian-")
 	require.NoError(t, err)
 	fixtureTmp = tmp
 	f := &debianFixture{root: root, archive: filepath.Join(tmp, "debian.oci.tar"), cacheDir: filepath.Join(tmp, "cache")}
-	f.digest = writeOCIArchive(t, root, f.archive)
+	f.digest = scannertest.WriteOCIArchive(t, root, f.archive)
 
 	f.dbPath, err = vulndbtest.Write(filepath.Join(tmp, "build-db"), advisories)
 	require.NoError(t, err)
@@ -135,116 +124,6 @@ func (p packageTB) TempDir() string {
 		p.Fatal(err)
 	}
 	return d
-}
-
-// debianRoot returns a Debian bookworm minbase root, debootstrapped once
-// per machine under ~/.cache/inuse/testdata (never in the repository).
-func debianRoot(t *testing.T) string {
-	home, err := os.UserHomeDir()
-	require.NoError(t, err)
-	dir := filepath.Join(home, ".cache", "inuse", "testdata", debianRootVersion)
-	if _, err := os.Stat(filepath.Join(dir, "var/lib/dpkg/status")); err == nil {
-		return dir
-	}
-	_, err = exec.LookPath("debootstrap")
-	require.NoError(t, err, "debootstrap is missing: run scripts/deps.sh")
-	mirror := os.Getenv("INUSE_DEBIAN_MIRROR")
-	if mirror == "" {
-		mirror = "http://deb.debian.org/debian"
-	}
-	tmp := dir + ".tmp"
-	require.NoError(t, os.RemoveAll(tmp))
-	t.Logf("debootstrapping bookworm into %s (once per machine)", dir)
-	out, err := exec.Command("debootstrap", "--variant=minbase", "bookworm", tmp, mirror).CombinedOutput()
-	require.NoError(t, err, "debootstrap: %s", out)
-	require.NoError(t, os.Rename(tmp, dir))
-	return dir
-}
-
-// writeOCIArchive packs root as a one-layer OCI image into an OCI archive
-// (a tar of an image layout) and returns the manifest digest.
-func writeOCIArchive(t *testing.T, root, archive string) string {
-	dir := filepath.Dir(archive)
-	layerPath := filepath.Join(dir, "layer.tar")
-	require.NoError(t, tarDir(root, layerPath, false))
-	layer, err := tarball.LayerFromFile(layerPath, tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(gzip.BestSpeed))
-	require.NoError(t, err)
-	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layer)
-	require.NoError(t, err)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	cf, err := img.ConfigFile()
-	require.NoError(t, err)
-	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Cmd = []string{"/bin/bash"}
-	img, err = mutate.ConfigFile(img, cf)
-	require.NoError(t, err)
-	layoutDir := filepath.Join(dir, "layout")
-	lp, err := layout.Write(layoutDir, empty.Index)
-	require.NoError(t, err)
-	require.NoError(t, lp.AppendImage(img))
-	require.NoError(t, tarDir(layoutDir, archive, true))
-	require.NoError(t, os.RemoveAll(layoutDir))
-	require.NoError(t, os.Remove(layerPath))
-	d, err := img.Digest()
-	require.NoError(t, err)
-	return d.String()
-}
-
-// tarDir writes dir's regular files, directories and symlinks into a tar.
-func tarDir(dir, out string, flat bool) error {
-	f, err := os.Create(out)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		switch {
-		case info.Mode()&fs.ModeSymlink != 0:
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		case info.Mode().IsRegular(), info.IsDir():
-		default:
-			return nil // devices, sockets: not image content
-		}
-		h, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		h.Name = rel
-		if info.IsDir() {
-			h.Name += "/"
-		}
-		h.Uname, h.Gname = "", ""
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if info.Mode().IsRegular() {
-			src, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer src.Close()
-			if _, err := io.Copy(tw, src); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return tw.Close()
 }
 
 // writeProfile folds a runtime profile into Redis: zlib opened, libc

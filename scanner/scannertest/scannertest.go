@@ -1,0 +1,135 @@
+// Package scannertest builds real images for the scanner's tests: a
+// debootstrapped Debian root, cached once per machine outside the
+// repository, and OCI archives of it.
+package scannertest
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/stretchr/testify/require"
+)
+
+// DebianRootVersion keys the cached debootstrap root: bump it to rebuild.
+const DebianRootVersion = "bookworm-minbase-v1"
+
+// DebianRoot returns a Debian bookworm minbase root, debootstrapped once
+// per machine under ~/.cache/inuse/testdata (never in the repository).
+func DebianRoot(t testing.TB) string {
+	home, err := os.UserHomeDir()
+	require.NoError(t, err)
+	dir := filepath.Join(home, ".cache", "inuse", "testdata", DebianRootVersion)
+	if _, err := os.Stat(filepath.Join(dir, "var/lib/dpkg/status")); err == nil {
+		return dir
+	}
+	_, err = exec.LookPath("debootstrap")
+	require.NoError(t, err, "debootstrap is missing: run scripts/deps.sh")
+	mirror := os.Getenv("INUSE_DEBIAN_MIRROR")
+	if mirror == "" {
+		mirror = "http://deb.debian.org/debian"
+	}
+	tmp := dir + ".tmp"
+	require.NoError(t, os.RemoveAll(tmp))
+	t.Logf("debootstrapping bookworm into %s (once per machine)", dir)
+	out, err := exec.Command("debootstrap", "--variant=minbase", "bookworm", tmp, mirror).CombinedOutput()
+	require.NoError(t, err, "debootstrap: %s", out)
+	require.NoError(t, os.Rename(tmp, dir))
+	return dir
+}
+
+// WriteOCIArchive packs root as a one-layer OCI image into an OCI archive
+// (a tar of an image layout) and returns the manifest digest.
+func WriteOCIArchive(t testing.TB, root, archive string) string {
+	dir := filepath.Dir(archive)
+	layerPath := filepath.Join(dir, "layer.tar")
+	require.NoError(t, tarDir(root, layerPath, false))
+	layer, err := tarball.LayerFromFile(layerPath, tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(gzip.BestSpeed))
+	require.NoError(t, err)
+	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layer)
+	require.NoError(t, err)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	cf, err := img.ConfigFile()
+	require.NoError(t, err)
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Config.Cmd = []string{"/bin/bash"}
+	img, err = mutate.ConfigFile(img, cf)
+	require.NoError(t, err)
+	layoutDir := filepath.Join(dir, "layout")
+	lp, err := layout.Write(layoutDir, empty.Index)
+	require.NoError(t, err)
+	require.NoError(t, lp.AppendImage(img))
+	require.NoError(t, tarDir(layoutDir, archive, true))
+	require.NoError(t, os.RemoveAll(layoutDir))
+	require.NoError(t, os.Remove(layerPath))
+	d, err := img.Digest()
+	require.NoError(t, err)
+	return d.String()
+}
+
+// tarDir writes dir's regular files, directories and symlinks into a tar.
+func tarDir(dir, out string, flat bool) error {
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		switch {
+		case info.Mode()&fs.ModeSymlink != 0:
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		case info.Mode().IsRegular(), info.IsDir():
+		default:
+			return nil // devices, sockets: not image content
+		}
+		h, err := tar.FileInfoHeader(info, link)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		h.Name = rel
+		if info.IsDir() {
+			h.Name += "/"
+		}
+		h.Uname, h.Gname = "", ""
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if info.Mode().IsRegular() {
+			src, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			if _, err := io.Copy(tw, src); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}
