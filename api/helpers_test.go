@@ -181,7 +181,7 @@ var testFormats = Formats{
 
 // env is a server over a real Redis.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	redis   *redistest.Server
 	st      *store.Store
 	srv     *Server
@@ -209,7 +209,7 @@ func (b *syncBuffer) String() string {
 
 // newEnv starts Redis, seeds the fixture profiles, and runs a server with
 // its background scanner; tune changes the config first.
-func newEnv(t *testing.T, tune func(*Config)) *env {
+func newEnv(t testing.TB, tune func(*Config)) *env {
 	t.Helper()
 	e := &env{t: t, redis: redistest.Start(t), reports: &fixtureReports{}, logs: &syncBuffer{}}
 	var err error
@@ -333,6 +333,11 @@ func (e *env) getJSON(path string, v any) {
 	code, b := e.get(path, adminKey)
 	require.Equal(e.t, http.StatusOK, code, "GET %s: %s", path, b)
 	require.NoError(e.t, json.Unmarshal(b, v), "GET %s: %s", path, b)
+}
+
+func (e *env) decode(body []byte, v any) {
+	e.t.Helper()
+	require.NoError(e.t, json.Unmarshal(body, v), "%s", body)
 }
 
 func requireJSONError(t testing.TB, code int, body []byte, want int) {

@@ -179,4 +179,3 @@ func runInuseCtx(ctx context.Context, t *testing.T, args ...string) (string, err
 	err := app.RunContext(ctx, append([]string{"inuse", "--log-level", "warn"}, args...))
 	return out.String(), err
 }
-
