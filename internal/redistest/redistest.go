@@ -6,6 +6,7 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -22,6 +23,7 @@ import (
 // Server is one redis-server process.
 type Server struct {
 	tb   testing.TB
+	Host string
 	Port int
 	dir  string
 	args []string
@@ -29,7 +31,7 @@ type Server struct {
 }
 
 // Addr is host:port of the server.
-func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
+func (s *Server) Addr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
 
 // URL is the redis:// URL of the server.
 func (s *Server) URL() string { return "redis://" + s.Addr() }
@@ -37,7 +39,7 @@ func (s *Server) URL() string { return "redis://" + s.Addr() }
 // Start runs a standalone redis-server without persistence.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	return start(tb, freePort(tb))
+	return start(tb, freeAddr(tb))
 }
 
 // StartDurable runs a standalone redis-server that writes every command to
@@ -45,10 +47,10 @@ func Start(tb testing.TB) *Server {
 // acknowledged, as a production Redis with persistence would.
 func StartDurable(tb testing.TB) *Server {
 	tb.Helper()
-	return start(tb, freePort(tb), "--appendonly", "yes", "--appendfsync", "always")
+	return start(tb, freeAddr(tb), "--appendonly", "yes", "--appendfsync", "always")
 }
 
-func start(tb testing.TB, port int, extra ...string) *Server {
+func start(tb testing.TB, addr *net.TCPAddr, extra ...string) *Server {
 	tb.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -56,10 +58,10 @@ func start(tb testing.TB, port int, extra ...string) *Server {
 	}
 	dir := tb.TempDir()
 	args := append([]string{
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+		"--port", strconv.Itoa(addr.Port), "--bind", addr.IP.String(), "--save", "",
 		"--dir", dir, "--daemonize", "no", "--loglevel", "warning",
 	}, extra...)
-	s := &Server{tb: tb, Port: port, dir: dir, args: append([]string{bin}, args...)}
+	s := &Server{tb: tb, Host: addr.IP.String(), Port: addr.Port, dir: dir, args: append([]string{bin}, args...)}
 	s.Restart()
 	tb.Cleanup(s.Stop)
 	return s
@@ -125,8 +127,11 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	tb.Helper()
 	c := &Cluster{}
 	for range n {
-		port := freePort(tb)
-		s := start(tb, port, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(tb.TempDir(), "nodes.conf"))
+		addr := freeAddr(tb)
+		// Peers see connections from 127.0.0.1 (the source address of
+		// loopback): each node must announce the address it listens on.
+		s := start(tb, addr, "--cluster-enabled", "yes", "--cluster-announce-ip", addr.IP.String(),
+			"--cluster-config-file", filepath.Join(tb.TempDir(), "nodes.conf"))
 		c.Servers = append(c.Servers, s)
 	}
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
@@ -154,21 +159,29 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	return c
 }
 
-func freePort(tb testing.TB) int {
+// freeAddr picks a free port on a loopback address of the server's own,
+// chosen at random in 127.0.0.0/8: while a test stops its server for an
+// outage, the freed port cannot be taken by a server of another test, which
+// would otherwise answer in its place.
+func freeAddr(tb testing.TB) *net.TCPAddr {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
+	for range 100 {
+		ip := net.IPv4(127, byte(1+rand.IntN(254)), byte(rand.IntN(256)), byte(1+rand.IntN(254)))
+		l, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		addr := l.Addr().(*net.TCPAddr)
+		l.Close()
+		// Cluster mode also binds port+10000: make sure that one is free too.
+		if addr.Port+10000 > 65535 {
+			continue
+		}
+		if l2, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, addr.Port+10000)); err == nil {
+			l2.Close()
+			return addr
+		}
 	}
-	defer l.Close()
-	port := l.Addr().(*net.TCPAddr).Port
-	// Cluster mode also binds port+10000: make sure that one is free too.
-	if port+10000 > 65535 {
-		return freePort(tb)
-	}
-	if l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+10000)); err == nil {
-		l2.Close()
-		return port
-	}
-	return freePort(tb)
+	tb.Fatal("no free loopback port")
+	return nil
 }
