@@ -393,6 +393,15 @@ func newLinkResolver(r file.Resolver) (*linkResolver, error) {
 		}
 		p := absolute(loc.RealPath)
 		dest := md.LinkDestination
+		// A directory source reports host paths: the link's own
+		// (md.Path) and its target, already resolved under the root.
+		// Taking the root off both gives in-image paths; an image
+		// reports in-image paths and a raw target, and the root is "".
+		if hostRoot, ok := strings.CutSuffix(md.Path, p); ok && hostRoot != "" {
+			if rel, ok := strings.CutPrefix(dest, hostRoot); ok && (rel == "" || rel[0] == '/') {
+				dest = absolute(rel)
+			}
+		}
 		if !path.IsAbs(dest) {
 			dest = path.Join(path.Dir(p), dest)
 		}

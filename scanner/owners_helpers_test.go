@@ -1,6 +1,7 @@
 package scanner
 
 import (
+	"archive/zip"
 	"bytes"
 	"compress/zlib"
 	"context"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -30,17 +32,23 @@ import (
 // squashed resolver.
 func catalog(t *testing.T, root string) (*sbom.SBOM, file.Resolver) {
 	t.Helper()
-	ctx := context.Background()
-	src, err := syft.GetSource(ctx, root, syft.DefaultGetSourceConfig().WithSources("dir"))
-	require.NoError(t, err, "opening %s as a syft source", root)
-	t.Cleanup(func() { _ = src.Close() })
+	src := dirSource(t, root)
 	cfg := syft.DefaultCreateSBOMConfig().
 		WithCatalogerSelection(cataloging.NewSelectionRequest().WithDefaults(pkgcataloging.ImageTag))
-	s, err := syft.CreateSBOM(ctx, src, cfg)
+	s, err := syft.CreateSBOM(context.Background(), src, cfg)
 	require.NoError(t, err, "cataloging %s", root)
 	res, err := src.FileResolver(source.SquashedScope)
 	require.NoError(t, err, "resolver of %s", root)
 	return s, res
+}
+
+// dirSource opens root as a syft directory source.
+func dirSource(t *testing.T, root string) source.Source {
+	t.Helper()
+	src, err := syft.GetSource(context.Background(), root, syft.DefaultGetSourceConfig().WithSources("dir"))
+	require.NoError(t, err, "opening %s as a syft source", root)
+	t.Cleanup(func() { _ = src.Close() })
+	return src
 }
 
 // cacheDir holds downloaded packages between runs, outside the repository.
@@ -327,4 +335,64 @@ func rustBinary(t *testing.T, out, name, dep, depVersion string) {
 	require.NoError(t, binary.Write(&b, binary.LittleEndian, sections))
 	require.NoError(t, os.MkdirAll(filepath.Dir(out), 0o755))
 	require.NoError(t, os.WriteFile(out, b.Bytes(), 0o755))
+}
+
+// debFile returns the content of one file of a Debian package.
+func debFile(t *testing.T, name, file string) []byte {
+	t.Helper()
+	stage := t.TempDir()
+	run(t, "", "dpkg-deb", "-x", fetchDeb(t, name), stage)
+	b, err := os.ReadFile(filepath.Join(stage, file))
+	require.NoError(t, err)
+	return b
+}
+
+// writeZip writes a zip archive (a jar, a wheel) of the given entries.
+func writeZip(t *testing.T, out string, entries map[string][]byte) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(filepath.Dir(out), 0o755))
+	f, err := os.Create(out)
+	require.NoError(t, err)
+	zw := zip.NewWriter(f)
+	names := make([]string, 0, len(entries))
+	for n := range entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		w, err := zw.Create(n)
+		require.NoError(t, err)
+		_, err = w.Write(entries[n])
+		require.NoError(t, err)
+	}
+	require.NoError(t, zw.Close())
+	require.NoError(t, f.Close())
+}
+
+// installWheel installs a wheel the way pip does (unpacked into
+// site-packages, RECORD paths relative to it): the wheel comes from a
+// Debian *-whl package, since no Python index is reachable here.
+func installWheel(t *testing.T, site, debName string) {
+	t.Helper()
+	stage := t.TempDir()
+	run(t, "", "dpkg-deb", "-x", fetchDeb(t, debName), stage)
+	wheels, err := filepath.Glob(filepath.Join(stage, "usr/share/python-wheels/*.whl"))
+	require.NoError(t, err)
+	require.Len(t, wheels, 1, "wheels of %s", debName)
+	zr, err := zip.OpenReader(wheels[0])
+	require.NoError(t, err)
+	defer zr.Close()
+	for _, f := range zr.File {
+		if f.FileInfo().IsDir() {
+			continue
+		}
+		dst := filepath.Join(site, filepath.FromSlash(f.Name))
+		require.NoError(t, os.MkdirAll(filepath.Dir(dst), 0o755))
+		r, err := f.Open()
+		require.NoError(t, err)
+		b, err := io.ReadAll(r)
+		require.NoError(t, err)
+		require.NoError(t, r.Close())
+		require.NoError(t, os.WriteFile(dst, b, 0o644))
+	}
 }

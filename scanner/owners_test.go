@@ -159,6 +159,42 @@ func TestEcosystems(t *testing.T) {
 			},
 		},
 		{
+			// Wheels unpacked as pip installs them: RECORD paths are
+			// relative to site-packages.
+			name:       "python RECORD",
+			privileged: true,
+			setup: func(t *testing.T, root string) {
+				site := filepath.Join(root, "usr/local/lib/python3.11/site-packages")
+				installWheel(t, site, "python3-wheel-whl")
+				installWheel(t, site, "python3-setuptools-whl")
+			},
+			loads: []load{{store.FilesRead, "/usr/local/lib/python3.11/site-packages/wheel/__pycache__/wheelfile.cpython-311.pyc"}},
+			want: map[pkgRef]Verdict{
+				{pkg.PythonPkg, "wheel"}:      InUse,
+				{pkg.PythonPkg, "setuptools"}: NotObserved,
+			},
+		},
+		{
+			// A fat jar: the JVM opens the outer archive, never the jar
+			// nested in it.
+			name:       "java nested archive",
+			privileged: true,
+			setup: func(t *testing.T, root string) {
+				writeZip(t, filepath.Join(root, "app/app.jar"), map[string][]byte{
+					"META-INF/MANIFEST.MF":        []byte("Manifest-Version: 1.0\r\nMain-Class: app.Main\r\n\r\n"),
+					"BOOT-INF/lib/commons-io.jar": debFile(t, "libcommons-io-java", "usr/share/java/commons-io.jar"),
+				})
+				writeFiles(t, root, map[string]string{
+					"opt/lib/commons-lang3.jar": string(debFile(t, "libcommons-lang3-java", "usr/share/java/commons-lang3.jar")),
+				})
+			},
+			loads: []load{{store.FilesRead, "/app/app.jar"}},
+			want: map[pkgRef]Verdict{
+				{pkg.JavaPkg, "commons-io"}:    InUse,
+				{pkg.JavaPkg, "commons-lang3"}: NotObserved,
+			},
+		},
+		{
 			name:       "ruby gem directory",
 			privileged: true,
 			setup:      func(t *testing.T, root string) { installDebs(t, root, "ruby-rack", "ruby-mustermann") },

@@ -1,0 +1,237 @@
+package scanner
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/anchore/syft/syft/pkg"
+	"github.com/anchore/syft/syft/sbom"
+	"github.com/anchore/syft/syft/source"
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/inuse-dev/inuse/internal/store"
+)
+
+// TestVerdictStates: a loaded file makes its package in use in every
+// state; what loaded nothing is not observed only once the profile is
+// done, and unknown while it learns, when events were lost, without a
+// profile, or when the package has no file mapping. Directory reads,
+// writes, and plain reads of a binary whose modules only run when it is
+// executed count for nothing.
+func TestVerdictStates(t *testing.T) {
+	o := &Owners{
+		Packages: []OwnedPackage{
+			{ID: "lib", Type: "deb", Mapped: true},
+			{ID: "npm", Type: "npm", Mapped: true},
+			{ID: "gomod", Type: "go-module", Mapped: true},
+			{ID: "logs", Type: "deb", Mapped: true},
+			{ID: "nomap", Type: "conan"},
+		},
+		Files:    map[string][]int{"/usr/lib/liba.so.1": {0}, "/var/log/app.log": {3}},
+		Dirs:     map[string][]int{"/app/node_modules/b": {1}},
+		Binaries: map[string][]int{"/usr/bin/g": {2}},
+	}
+	loads := []load{
+		{store.Mapped, "/usr/lib/liba.so.1"},
+		{store.DirsRead, "/app/node_modules/b"},
+		{store.DirsWritten, "/app/node_modules/b/lib"},
+		{store.FilesWritten, "/app/node_modules/b/cache.json"},
+		{store.FilesWritten, "/var/log/app.log"},
+		{store.FilesRead, "/usr/bin/g"}, // sha256sum of a binary runs none of it
+	}
+	libInUse := PackageVerdict{Verdict: InUse, Evidence: []Evidence{{Path: "/usr/lib/liba.so.1", How: Map, FirstSeen: t0}}}
+	unknown := PackageVerdict{Verdict: Unknown}
+	notObserved := PackageVerdict{Verdict: NotObserved}
+	cases := []struct {
+		name    string
+		profile *store.Profile
+		want    map[string]PackageVerdict
+	}{
+		{
+			name:    "no profile",
+			profile: nil,
+			want:    map[string]PackageVerdict{"lib": unknown, "npm": unknown, "gomod": unknown, "logs": unknown, "nomap": unknown},
+		},
+		{
+			name:    "learning",
+			profile: profile(store.Learning, loads...),
+			want:    map[string]PackageVerdict{"lib": libInUse, "npm": unknown, "gomod": unknown, "logs": unknown, "nomap": unknown},
+		},
+		{
+			name:    "incomplete",
+			profile: profile(store.Incomplete, loads...),
+			want:    map[string]PackageVerdict{"lib": libInUse, "npm": unknown, "gomod": unknown, "logs": unknown, "nomap": unknown},
+		},
+		{
+			name:    "done",
+			profile: profile(store.Done, loads...),
+			want:    map[string]PackageVerdict{"lib": libInUse, "npm": notObserved, "gomod": notObserved, "logs": notObserved, "nomap": unknown},
+		},
+		{
+			name:    "done, binary executed",
+			profile: profile(store.Done, load{store.Executed, "/usr/bin/g"}, load{store.Mapped, "/usr/bin/g"}),
+			want: map[string]PackageVerdict{
+				"lib": notObserved, "npm": notObserved, "logs": notObserved, "nomap": unknown,
+				"gomod": {Verdict: InUse, Evidence: []Evidence{{Path: "/usr/bin/g", How: Exec, FirstSeen: t0}, {Path: "/usr/bin/g", How: Map, FirstSeen: t0.Add(1e9)}}},
+			},
+		},
+		{
+			name:    "done, file under a package directory",
+			profile: profile(store.Done, load{store.FilesRead, "/app/node_modules/b/lib/index.js"}),
+			want: map[string]PackageVerdict{
+				"lib": notObserved, "gomod": notObserved, "logs": notObserved, "nomap": unknown,
+				"npm": {Verdict: InUse, Evidence: []Evidence{{Path: "/app/node_modules/b/lib/index.js", How: Open, FirstSeen: t0}}},
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, o.Verdicts(tc.profile)); diff != "" {
+				t.Errorf("verdicts (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestOwnerLookups covers the lookups beyond an exact file: nested
+// node_modules (the deepest package directory wins), compiled Python
+// modules, and evidence folded per file and way of loading.
+func TestOwnerLookups(t *testing.T) {
+	o := &Owners{
+		Packages: []OwnedPackage{{ID: "a", Mapped: true}, {ID: "b", Mapped: true}, {ID: "six", Mapped: true}, {ID: "py2", Mapped: true}},
+		Files:    map[string][]int{"/site/six.py": {2}, "/opt/py2/mod.py": {3}},
+		Dirs:     map[string][]int{"/app/node_modules/a": {0}, "/app/node_modules/a/node_modules/b": {1}},
+	}
+	cases := []struct {
+		name string
+		load load
+		want []string // packages in use
+	}{
+		{"nested package", load{store.FilesRead, "/app/node_modules/a/node_modules/b/index.js"}, []string{"b"}},
+		{"outer package", load{store.FilesRead, "/app/node_modules/a/lib/index.js"}, []string{"a"}},
+		{"sibling of the package directory", load{store.FilesRead, "/app/node_modules/ab/index.js"}, nil},
+		{"the directory path itself", load{store.FilesRead, "/app/node_modules/a"}, nil},
+		{"pycache", load{store.FilesRead, "/site/__pycache__/six.cpython-311.pyc"}, []string{"six"}},
+		{"optimised pycache", load{store.FilesRead, "/site/__pycache__/six.cpython-311.opt-1.pyc"}, []string{"six"}},
+		{"python 2 pyc", load{store.FilesRead, "/opt/py2/mod.pyc"}, []string{"py2"}},
+		{"unclean path", load{store.FilesRead, "/site//six.py"}, []string{"six"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for id, v := range o.Verdicts(profile(store.Done, tc.load)) {
+				if v.Verdict == InUse {
+					got = append(got, id)
+				}
+			}
+			require.ElementsMatch(t, tc.want, got)
+		})
+	}
+	t.Run("evidence folded", func(t *testing.T) {
+		p := profile(store.Done,
+			load{store.FilesRead, "/site/six.py"}, load{store.FilesRead, "/site/__pycache__/six.cpython-311.pyc"})
+		p.Sections[store.FilesRead] = append(p.Sections[store.FilesRead], store.Entry{Value: "/site/six.py", FirstSeen: t0.Add(-1e9)})
+		want := []Evidence{
+			{Path: "/site/six.py", How: Open, FirstSeen: t0.Add(-1e9)},
+			{Path: "/site/__pycache__/six.cpython-311.pyc", How: Open, FirstSeen: t0.Add(1e9)},
+		}
+		if diff := cmp.Diff(want, o.Verdicts(p)["six"].Evidence); diff != "" {
+			t.Errorf("evidence (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// TestCanonicalPaths: owned paths are resolved through the image's
+// symlinks as the kernel resolves them at open: usr-merge directory links,
+// chains of file links, relative and absolute targets. A package that
+// lists only a symlink to another package's file (libz.so of zlib1g-dev)
+// does not own that file; it does own a target nobody else lists.
+func TestCanonicalPaths(t *testing.T) {
+	root := t.TempDir()
+	usrMerged(t, root)
+	writeFiles(t, root, map[string]string{
+		"usr/lib/x86_64-linux-gnu/libz.so.1.2.13": "elf",
+		"usr/lib/x86_64-linux-gnu/libz.so.1":      "-> libz.so.1.2.13",
+		"usr/lib/x86_64-linux-gnu/libz.so":        "-> /lib/x86_64-linux-gnu/libz.so.1",
+		"usr/include/zlib.h":                      "/* zlib */",
+		"etc/ssl/openssl.cnf":                     "[openssl]",
+		"usr/lib/ssl/openssl.cnf":                 "-> /etc/ssl/openssl.cnf",
+		"usr/bin/mawk":                            "elf",
+		"etc/alternatives/awk":                    "-> /usr/bin/mawk",
+		"usr/bin/awk":                             "-> /etc/alternatives/awk",
+		"opt/loop/a":                              "-> b",
+		"opt/loop/b":                              "-> a",
+		"srv/data":                                "-> ../opt/real",
+		"opt/real/app.py":                         "print()",
+	})
+	deb := func(name string, files ...string) pkg.Package {
+		var recs []pkg.DpkgFileRecord
+		for _, f := range files {
+			recs = append(recs, pkg.DpkgFileRecord{Path: f})
+		}
+		p := pkg.Package{Name: name, Version: "1", Type: pkg.DebPkg, Metadata: pkg.DpkgDBEntry{Package: name, Files: recs}}
+		p.SetID()
+		return p
+	}
+	pkgs := map[string]pkg.Package{
+		"zlib1g":     deb("zlib1g", "/lib/x86_64-linux-gnu/libz.so.1.2.13", "/lib/x86_64-linux-gnu/libz.so.1"),
+		"zlib1g-dev": deb("zlib1g-dev", "/usr/lib/x86_64-linux-gnu/libz.so", "/usr/include/zlib.h"),
+		"libssl":     deb("libssl", "/usr/lib/ssl/openssl.cnf"),
+		"mawk":       deb("mawk", "/usr/bin/mawk"),
+		"awk-link":   deb("awk-link", "/usr/bin/awk"),
+		"loop":       deb("loop", "/opt/loop/a"),
+		"app":        deb("app", "/srv/data/app.py"),
+	}
+	var all []pkg.Package
+	for _, p := range pkgs {
+		all = append(all, p)
+	}
+	s := &sbom.SBOM{Artifacts: sbom.Artifacts{Packages: pkg.NewCollection(all...)}}
+	res, err := dirSource(t, root).FileResolver(source.SquashedScope)
+	require.NoError(t, err)
+	o, err := BuildOwners(s, res)
+	require.NoError(t, err)
+
+	owners := func(p string) []string {
+		var names []string
+		for _, i := range o.Files[p] {
+			for name, pk := range pkgs {
+				if string(pk.ID()) == o.Packages[i].ID {
+					names = append(names, name)
+				}
+			}
+		}
+		return names
+	}
+	cases := []struct {
+		path string
+		want []string
+	}{
+		{"/usr/lib/x86_64-linux-gnu/libz.so.1.2.13", []string{"zlib1g"}},
+		{"/lib/x86_64-linux-gnu/libz.so.1.2.13", nil}, // never reported by the kernel
+		{"/usr/include/zlib.h", []string{"zlib1g-dev"}},
+		{"/etc/ssl/openssl.cnf", []string{"libssl"}},
+		{"/usr/bin/mawk", []string{"mawk"}},
+		{"/opt/real/app.py", []string{"app"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.path, func(t *testing.T) {
+			require.ElementsMatch(t, tc.want, owners(tc.path), "owners of %s in %v", tc.path, o.Files)
+		})
+	}
+
+	t.Run("verdicts survive the JSON cache", func(t *testing.T) {
+		b, err := json.Marshal(o)
+		require.NoError(t, err)
+		var back Owners
+		require.NoError(t, json.Unmarshal(b, &back))
+		p := profile(store.Done, load{store.Mapped, "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13"})
+		want := o.Verdicts(p)
+		require.Equal(t, InUse, want[string(pkgs["zlib1g"].ID())].Verdict)
+		require.Equal(t, NotObserved, want[string(pkgs["zlib1g-dev"].ID())].Verdict)
+		if diff := cmp.Diff(want, back.Verdicts(p)); diff != "" {
+			t.Errorf("verdicts after a JSON round trip (-before +after):\n%s", diff)
+		}
+	})
+}
