@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -68,11 +67,7 @@ func TestAgentRunsWithChartCapabilities(t *testing.T) {
 	require.NoError(t, err, "setpriv (util-linux) sets the capability bounding set")
 	h, err := cgroups.Unified()
 	require.NoError(t, err, "early tracking needs cgroup2")
-	bin := filepath.Join(t.TempDir(), "inuse-agent")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/inuse-agent")
-	build.Dir = ".."
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "building inuse-agent: %s", out)
+	bin := agentBinary(t)
 	srv := redistest.Start(t)
 	chartCaps := documentedCapabilities(t)
 
