@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -161,7 +162,7 @@ func TestDockerAgentRestartMarksPartial(t *testing.T) {
 
 	// The container's profile is cleared so that what follows can only
 	// come from the second agent.
-	require.NoError(t, exec.Command("redis-cli", "-p", strings.TrimPrefix(srv.Addr(), "127.0.0.1:"), "FLUSHALL").Run())
+	require.NoError(t, exec.Command("redis-cli", "-h", srv.Host, "-p", strconv.Itoa(srv.Port), "FLUSHALL").Run())
 	second := startAgent(t, env, args...)
 	p := waitProfile(t, st, imageID, func(p *store.Profile) bool {
 		return has(p, store.FilesRead, "/etc/passwd") && p.Meta.PartialContainers > 0
