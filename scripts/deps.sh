@@ -17,6 +17,7 @@ declare -A need=(
 	[/usr/include/x86_64-linux-gnu/asm/unistd_64.h]=linux-libc-dev
 	[/usr/include/asm-generic/unistd.h]=linux-libc-dev
 	[rpmbuild]=rpm # scanner ownership tests build and install an rpm
+	[chromium]=chromium # api web page tests drive headless Chromium (chromedp)
 )
 missing=()
 for what in "${!need[@]}"; do
