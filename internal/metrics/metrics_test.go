@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -159,4 +160,21 @@ func TestAgentMetricsOnlyForRunningParts(t *testing.T) {
 	}
 	want := []string{"inuse_agent_sensor_events_total", "inuse_agent_sensor_lost_events_total"}
 	require.ElementsMatch(t, want, got, cmp.Diff(want, got))
+}
+
+// The type switch of Wrap and the Kinds labels agree.
+func TestSensorCountsKinds(t *testing.T) {
+	s := &SensorCounts{}
+	emit := s.Wrap(func(sensor.Event) {})
+	for _, ev := range []sensor.Event{
+		sensor.FileEvent{}, sensor.ExecEvent{}, sensor.NetEvent{}, sensor.SyscallEvent{}, sensor.LossEvent{Lost: 3}, sensor.CgroupEvent{},
+	} {
+		t.Run(ev.Kind(), func(t *testing.T) {
+			before := s.byKind[slices.Index(Kinds, ev.Kind())].Load()
+			emit(ev)
+			require.Equal(t, before+1, s.byKind[slices.Index(Kinds, ev.Kind())].Load())
+		})
+	}
+	require.Equal(t, uint64(3), s.lost.Load())
+	require.Zero(t, s.byKind[len(Kinds)].Load(), "no known kind counted as other")
 }
