@@ -386,6 +386,33 @@ func checkServe(t *testing.T, spec podSpec) {
 	require.True(t, mounted, "%s is on the admin Secret's volume", tokenFile)
 }
 
+// Every variable the chart sets on the agent is one `inuse-agent run`
+// reads: the agent ignores unknown variables, so a typo would silently
+// fall back to a default.
+func TestChartAgentEnvIsRead(t *testing.T) {
+	out, err := helm(t, "template", "inuse-test", chart, "--set", "agent.metricsListen=:9090")
+	require.NoError(t, err)
+	agent := parse(t, out).objects["DaemonSet/inuse-test-agent"].Spec.Template.Spec.Containers[0]
+	help := runHelp(t)
+	require.NotEmpty(t, agent.Env)
+	for _, e := range agent.Env {
+		require.Contains(t, help, "[$"+e.Name+"]", "the chart sets %s on the agent, which it does not read", e.Name)
+	}
+	// And the values parse: with the chart's variables the agent gets as
+	// far as dialling Redis (here a closed port), past every flag.
+	cmd := exec.Command(agentBinary(t), "run")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for _, e := range agent.Env {
+		if e.Name != "INUSE_REDIS_URL" && e.Value != "" {
+			cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
+		}
+	}
+	cmd.Env = append(cmd.Env, "INUSE_REDIS_URL=redis://127.0.0.1:1")
+	ran, err := cmd.CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(ran), "127.0.0.1:1", "the agent stopped before Redis:\n%s", ran)
+}
+
 // A chart without Redis and without an external URL does not render: the
 // agent would have nowhere to write.
 func TestHelmTemplateNeedsARedis(t *testing.T) {
