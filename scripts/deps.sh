@@ -18,6 +18,8 @@ declare -A need=(
 	[/usr/include/asm-generic/unistd.h]=linux-libc-dev
 	[rpmbuild]=rpm # scanner ownership tests build and install an rpm
 	[chromium]=chromium # api web page tests drive headless Chromium (chromedp)
+	[systemd-analyze]=systemd # packaging tests verify the systemd units
+	[setpriv]=util-linux # packaging tests run the agent with the chart's capabilities only
 )
 missing=()
 for what in "${!need[@]}"; do
