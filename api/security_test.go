@@ -251,6 +251,16 @@ func TestRateLimit(t *testing.T) {
 	require.Equal(t, "1", h.Get("Retry-After"))
 	code, _, _ = do(t, e.ts.URL, "GET", "/api/v1/images", b.Secret, nil)
 	require.Equal(t, http.StatusOK, code, "another token has its own budget")
+
+	// Wrong credentials from one address share one budget.
+	for range 3 {
+		code, _, _ := do(t, e.ts.URL, "GET", "/api/v1/images", "guess", nil)
+		require.Equal(t, http.StatusUnauthorized, code)
+	}
+	code, body, _ = do(t, e.ts.URL, "GET", "/api/v1/images", "guess", nil)
+	requireJSONError(t, code, body, http.StatusTooManyRequests)
+	code, _, _ = do(t, e.ts.URL, "GET", "/api/v1/images", b.Secret, nil)
+	require.Equal(t, http.StatusOK, code, "a valid token still passes")
 }
 
 // selfSigned writes a certificate for 127.0.0.1 and its key.

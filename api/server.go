@@ -359,6 +359,13 @@ func (s *Server) wrap(rt route) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		who, err := s.authorize(r, rt.access)
+		var he *httpError
+		if errors.As(err, &he) && he.code == http.StatusUnauthorized && !s.allow("unauthenticated "+clientHost(r)) {
+			// Failed credentials share one budget per client address, so
+			// that guessing the admin credential is slow.
+			w.Header().Set("Retry-After", "1")
+			err = errorf(http.StatusTooManyRequests, "too many failed credentials")
+		}
 		if err == nil {
 			if who.id != "" && !s.allow(who.id) {
 				w.Header().Set("Retry-After", "1")
@@ -369,7 +376,6 @@ func (s *Server) wrap(rt route) http.Handler {
 			}
 		}
 		if err != nil {
-			var he *httpError
 			var mbe *http.MaxBytesError
 			switch {
 			case errors.As(err, &he):
@@ -435,6 +441,16 @@ func (s *Server) authorize(r *http.Request, need access) (principal, error) {
 		return principal{id: tok.ID}, errorf(http.StatusForbidden, "integration tokens are read-only and cannot manage tokens")
 	}
 	return principal{id: tok.ID}, nil
+}
+
+// clientHost is the address a request came from (no port). Behind a
+// proxy all clients share the proxy's budget, which errs on the safe side.
+func clientHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 func bearer(r *http.Request) (string, bool) {
