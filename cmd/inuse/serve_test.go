@@ -18,7 +18,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/inuse-dev/inuse/internal/cliapp"
+	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/redistest"
+	"github.com/inuse-dev/inuse/internal/store"
+	"github.com/inuse-dev/inuse/internal/testutil"
+	"github.com/inuse-dev/inuse/scanner/scannertest"
 )
 
 func TestTokenCommands(t *testing.T) {
@@ -178,4 +182,81 @@ func runInuseCtx(ctx context.Context, t *testing.T, args ...string) (string, err
 	app.Writer = &out
 	err := app.RunContext(ctx, append([]string{"inuse", "--log-level", "warn"}, args...))
 	return out.String(), err
+}
+
+// TestServeInUseLatency runs `inuse serve` with the real scanner over an
+// image `inuse scan` cached (a debootstrapped Debian root), then writes
+// the profile entry the agent writes when a container loads zlib, and
+// measures how long the API takes to show zlib's vulnerability In Use.
+func TestServeInUseLatency(t *testing.T) {
+	testutil.RequirePrivileged(t) // the Debian root is debootstrapped
+	root := scannertest.DebianRoot(t)
+	cache := t.TempDir()
+	_, err := runInuse(t, "db", "import", "--cache-dir", cache, testDB(t))
+	require.NoError(t, err)
+	digest, err := lifecycle.RootfsDigest(root)
+	require.NoError(t, err)
+	_, err = runInuse(t, "scan", "--rootfs", root, "--cache-dir", cache, "--format", "json")
+	require.NoError(t, err)
+
+	srv := redistest.Start(t)
+	st, err := store.Open(srv.URL())
+	require.NoError(t, err)
+	defer st.Close()
+	apply := func(d *store.Delta) {
+		_, err := st.Apply(t.Context(), map[string]*store.Delta{digest: d}, time.Now(), store.DefaultLearning)
+		require.NoError(t, err)
+	}
+	d := store.NewDelta()
+	d.AddTo(store.Names, "bookworm-root")
+	d.AddTo(store.Workloads, store.Workload{Namespace: "prod", Kind: "Deployment", Name: "web", Container: "app"}.Member())
+	d.Add(store.FilesRead, "/etc/hosts", time.Now().UnixMilli())
+	apply(d)
+
+	const admin = "a-long-enough-admin-secret"
+	t.Setenv("INUSE_ADMIN_TOKEN", admin)
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := runInuseCtx(ctx, t, "serve", "--redis", srv.URL(), "--listen", addr, "--cache-dir", cache)
+		done <- err
+	}()
+	defer func() { cancel(); <-done }()
+	get := func(path string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		req.Header.Set("Authorization", "Bearer "+admin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	vulns := "/api/v1/images/" + digest + "/vulnerabilities"
+	require.Eventually(t, func() bool {
+		code, body := get(vulns)
+		return code == http.StatusOK && strings.Contains(body, "CVE-2099-0001")
+	}, 60*time.Second, 100*time.Millisecond, "the first report")
+	_, body := get(vulns + "?in_use=true")
+	require.NotContains(t, body, "CVE-2099-0001", "zlib not loaded yet")
+
+	d = store.NewDelta()
+	d.Add(store.FilesRead, "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13", time.Now().UnixMilli())
+	loaded := time.Now()
+	apply(d)
+	for {
+		_, body := get(vulns + "?in_use=true")
+		if strings.Contains(body, "CVE-2099-0001") {
+			break
+		}
+		require.Less(t, time.Since(loaded), 10*time.Second, "zlib's vulnerability not In Use 10 s after the load")
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("real scanner: load -> In Use in the API after %s (poll interval 1 s)", time.Since(loaded).Round(time.Millisecond))
+	code, body := get("/api/scanning/eveintegration/v2/runtimeimages")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `"name":"zlib1g"`)
+	require.Contains(t, body, `"osFamily":"debian"`)
 }
