@@ -460,3 +460,41 @@ func TestMalformedRequests(t *testing.T) {
 	e.getJSON("/api/v1/images/"+digestApp+"/vulnerabilities", &vulns)
 	require.EqualValues(t, 5, vulns.Total, "still answers correctly")
 }
+
+// TestServeLimits checks the limits of the HTTP server itself: oversized
+// headers and garbage request lines get a 4xx, and the server goes on.
+func TestServeLimits(t *testing.T) {
+	e := newEnv(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- e.srv.Serve(ctx, ln, "", "") }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+
+	tests := []struct {
+		name, raw string
+		want      string
+	}{
+		{"oversized header", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 2*maxHeaderBytes) + "\r\n\r\n", "431"},
+		{"garbage request line", "HELLO\r\n\r\n", "400"},
+		{"bad protocol", "GET / HTTP/9.9\r\nHost: x\r\n\r\n", "505"},
+		{"no host", "GET /healthz HTTP/1.1\r\n\r\n", "400"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+			require.NoError(t, err)
+			defer c.Close()
+			require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+			_, _ = c.Write([]byte(tc.raw))
+			buf := make([]byte, 64)
+			n, _ := c.Read(buf)
+			require.True(t, strings.HasPrefix(string(buf[:n]), "HTTP/1.1 "+tc.want), "got %q", buf[:n])
+		})
+	}
+	resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+}

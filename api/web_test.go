@@ -150,6 +150,19 @@ func TestWebPage(t *testing.T) {
 		chromedp.WaitVisible(css(fmt.Sprintf(`tr[data-token="%s"]`, id))),
 	))
 	require.Equal(t, "gone", run(t, ctx, chromedp.Evaluate[string](`document.querySelector("#token-secret") === null ? "gone" : "shown"`)), "the secret is shown once")
+	// Renew for a year from now.
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.SetValue(css("#renew-"+id), "1y"),
+		chromedp.Click(css(fmt.Sprintf(`button[data-renew="%s"]`, id))),
+	))
+	yearOn := time.Now().UTC().AddDate(1, 0, 0).Format(time.DateOnly)
+	require.Eventually(t, func() bool {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector('tr[data-token="%s"] td.expires') || {}).textContent || ""`, id)))
+		return err == nil && strings.Contains(v, yearOn)
+	}, 10*time.Second, 50*time.Millisecond, "renewed expiry shown")
+	toks, err = e.srv.tokens.List(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, yearOn, toks[0].Expires.Format(time.DateOnly))
 	require.NoError(t, chromedp.Do(ctx,
 		chromedp.Click(css(fmt.Sprintf(`button[data-delete="%s"]`, id))),
 		chromedp.WaitVisible(css(fmt.Sprintf(`button[data-confirm-delete="%s"]`, id))),
