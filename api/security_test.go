@@ -464,7 +464,7 @@ func TestMalformedRequests(t *testing.T) {
 // TestServeLimits checks the limits of the HTTP server itself: oversized
 // headers and garbage request lines get a 4xx, and the server goes on.
 func TestServeLimits(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newEnv(t, func(c *Config) { c.ReadHeaderTimeout, c.IdleTimeout = 300*time.Millisecond, 300*time.Millisecond })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -493,6 +493,20 @@ func TestServeLimits(t *testing.T) {
 			require.True(t, strings.HasPrefix(string(buf[:n]), "HTTP/1.1 "+tc.want), "got %q", buf[:n])
 		})
 	}
+	// A client that never finishes its headers is cut off.
+	t.Run("slow headers", func(t *testing.T) {
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+		require.NoError(t, err)
+		defer c.Close()
+		start := time.Now()
+		_, err = c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n"))
+		require.NoError(t, err)
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+		buf := make([]byte, 64)
+		_, err = c.Read(buf)
+		require.Error(t, err, "closed, not answered")
+		require.Less(t, time.Since(start), 3*time.Second)
+	})
 	resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
 	require.NoError(t, err)
 	resp.Body.Close()

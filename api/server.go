@@ -70,6 +70,9 @@ type Config struct {
 	// bounds the documents posted to enrich (32 MiB).
 	MaxBodyBytes   int64
 	MaxEnrichBytes int64
+	// Timeouts of the HTTP server (10 s to read the headers, 60 s the
+	// request, 120 s to write the answer, 120 s idle).
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -96,6 +99,18 @@ func (c *Config) defaults() {
 	}
 	if c.MaxEnrichBytes <= 0 {
 		c.MaxEnrichBytes = 32 << 20
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = 10 * time.Second
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 60 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 120 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 120 * time.Second
 	}
 }
 
@@ -142,22 +157,17 @@ func (s *Server) Tokens() *Tokens { return s.tokens }
 // Run runs the background scanner until ctx is done.
 func (s *Server) Run(ctx context.Context) { s.cache.run(ctx) }
 
-// Timeouts of the HTTP server: a slow or stuck client cannot hold a
-// connection for long. Writes get longer, for large reports.
-const (
-	readHeaderTimeout = 10 * time.Second
-	readTimeout       = 60 * time.Second
-	writeTimeout      = 120 * time.Second
-	idleTimeout       = 120 * time.Second
-	maxHeaderBytes    = 64 << 10
-)
+// maxHeaderBytes bounds the request headers.
+const maxHeaderBytes = 64 << 10
 
 // Serve serves on ln (TLS when certFile and keyFile are set) and runs the
 // background scanner, until ctx is done; then it shuts down gracefully.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, certFile, keyFile string) error {
 	srv := &http.Server{
-		Handler: s.handler, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
-		WriteTimeout: writeTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes,
+		// The timeouts keep a slow or stuck client from holding a
+		// connection; writes get the longest, for large reports.
+		Handler: s.handler, ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, ReadTimeout: s.cfg.ReadTimeout,
+		WriteTimeout: s.cfg.WriteTimeout, IdleTimeout: s.cfg.IdleTimeout, MaxHeaderBytes: maxHeaderBytes,
 		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
