@@ -32,9 +32,10 @@ var loadSections = []struct {
 func (o *Owners) Verdicts(p *store.Profile) map[string]PackageVerdict {
 	evidence := make([][]Evidence, len(o.Packages))
 	if p != nil {
+		dirs := o.dirIndex()
 		for _, ls := range loadSections {
 			for _, e := range p.Sections[ls.section] {
-				o.match(e, ls.how, func(i int, canonical string) {
+				o.match(e, ls.how, dirs, func(i int, canonical string) {
 					evidence[i] = append(evidence[i], Evidence{Path: canonical, How: ls.how, FirstSeen: e.FirstSeen})
 				})
 			}
@@ -58,8 +59,8 @@ func (o *Owners) Verdicts(p *store.Profile) map[string]PackageVerdict {
 
 // match calls hit for every package that one loaded file puts in use: a
 // map lookup for the file (and, for a .pyc, its source), one for the
-// binary, and the directory walk up the path's parents.
-func (o *Owners) match(e store.Entry, how How, hit func(i int, p string)) {
+// binary, and a walk down the path's parents.
+func (o *Owners) match(e store.Entry, how How, dirs map[string]bool, hit func(i int, p string)) {
 	p := path.Clean(e.Value)
 	for _, i := range o.Files[p] {
 		hit(i, p)
@@ -74,24 +75,45 @@ func (o *Owners) match(e store.Entry, how How, hit func(i int, p string)) {
 			hit(i, p)
 		}
 	}
-	if len(o.Dirs) == 0 {
-		return
-	}
-	for d := p; d != "/"; {
-		j := strings.LastIndexByte(d, '/')
-		if j <= 0 {
+	// Top-down through the directories that are owned or lead to one, so
+	// that a path outside every package directory costs one lookup; the
+	// deepest owner wins: node_modules/a/node_modules/b/x.js is b's, not a's.
+	deepest := ""
+	for i := 1; i < len(p); {
+		j := strings.IndexByte(p[i:], '/')
+		if j < 0 {
 			break
 		}
-		d = d[:j]
-		if ids, ok := o.Dirs[d]; ok {
-			// The deepest owner only: node_modules/a/node_modules/b/x.js
-			// is b's, not a's.
-			for _, i := range ids {
-				hit(i, p)
-			}
-			return
+		d := p[:i+j]
+		owned, ok := dirs[d]
+		if !ok {
+			break
+		}
+		if owned {
+			deepest = d
+		}
+		i += j + 1
+	}
+	if deepest != "" {
+		for _, i := range o.Dirs[deepest] {
+			hit(i, p)
 		}
 	}
+}
+
+// dirIndex holds every owned directory (true) and each of its ancestors
+// (false), for the top-down walk of match.
+func (o *Owners) dirIndex() map[string]bool {
+	idx := make(map[string]bool, 4*len(o.Dirs))
+	for d := range o.Dirs {
+		idx[d] = true
+		for a := path.Dir(d); a != "/" && a != "."; a = path.Dir(a) {
+			if _, ok := idx[a]; !ok {
+				idx[a] = false
+			}
+		}
+	}
+	return idx
 }
 
 // pycSource maps a compiled module to the source the package owns:

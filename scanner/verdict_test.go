@@ -2,6 +2,7 @@ package scanner
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	"github.com/anchore/syft/syft/pkg"
@@ -234,4 +235,47 @@ func TestCanonicalPaths(t *testing.T) {
 			t.Errorf("verdicts after a JSON round trip (-before +after):\n%s", diff)
 		}
 	})
+}
+
+// BenchmarkVerdicts: 500 packages (400 dpkg of 60 files, 50 npm package
+// directories, 50 Go binaries) against a profile of 20 000 files, half of
+// them owned, plus executed and mapped files.
+func BenchmarkVerdicts(b *testing.B) {
+	o := &Owners{Files: map[string][]int{}, Dirs: map[string][]int{}, Binaries: map[string][]int{}}
+	var loads []load
+	for i := range 500 {
+		o.Packages = append(o.Packages, OwnedPackage{ID: fmt.Sprintf("pkg-%d", i), Mapped: true})
+		switch {
+		case i < 400:
+			for f := range 60 {
+				p := fmt.Sprintf("/usr/lib/x86_64-linux-gnu/pkg%d/sub%d/file%d.so", i, f%4, f)
+				o.Files[p] = append(o.Files[p], i)
+				if f%5 == 0 {
+					loads = append(loads, load{store.FilesRead, p})
+				}
+			}
+		case i < 450:
+			d := fmt.Sprintf("/app/node_modules/pkg%d", i)
+			o.Dirs[d] = []int{i}
+			for f := range 40 {
+				loads = append(loads, load{store.FilesRead, fmt.Sprintf("%s/lib/deep/er/file%d.js", d, f)})
+			}
+		default:
+			p := fmt.Sprintf("/usr/local/bin/tool%d", i)
+			o.Binaries[p] = []int{i}
+			loads = append(loads, load{store.Executed, p}, load{store.Mapped, p})
+		}
+	}
+	for i := 0; len(loads) < 20000; i++ {
+		loads = append(loads, load{store.FilesRead, fmt.Sprintf("/etc/unowned/dir%d/sub/file%d.conf", i%100, i)})
+	}
+	p := profile(store.Done, loads...)
+	b.ResetTimer()
+	for b.Loop() {
+		v := o.Verdicts(p)
+		if len(v) != 500 {
+			b.Fatalf("%d verdicts", len(v))
+		}
+	}
+	b.ReportMetric(float64(len(loads)), "profile_files")
 }
