@@ -83,6 +83,9 @@ type podSpec struct {
 		Secret *struct {
 			SecretName string `yaml:"secretName"`
 		} `yaml:"secret"`
+		PersistentVolumeClaim *struct {
+			ClaimName string `yaml:"claimName"`
+		} `yaml:"persistentVolumeClaim"`
 	} `yaml:"volumes"`
 }
 
@@ -251,6 +254,19 @@ func TestHelmLintAndTemplate(t *testing.T) {
 					}
 				}
 				require.ElementsMatch(t, []string{"ops-inuse", "inuse-tls"}, secrets)
+			}},
+		{name: "cluster name and a volume for the database", set: []string{"clusterName=prod-eu", "serve.data.existingClaim=inuse-db"}, agent: true, serve: true, redis: true,
+			check: func(t *testing.T, r rendered) {
+				serve := r.objects["Deployment/inuse-test-serve"]
+				got, _ := serve.Spec.Template.Spec.Containers[0].env("INUSE_CLUSTER_NAME")
+				require.Equal(t, "prod-eu", got)
+				var claims []string
+				for _, v := range serve.Spec.Template.Spec.Volumes {
+					if v.PersistentVolumeClaim != nil {
+						claims = append(claims, v.Name+"="+v.PersistentVolumeClaim.ClaimName)
+					}
+				}
+				require.Equal(t, []string{"data=inuse-db"}, claims)
 			}},
 		{name: "no containerd socket", set: []string{"agent.containerdSocket="}, agent: true, serve: true, redis: true,
 			check: func(t *testing.T, r rendered) {
