@@ -255,8 +255,13 @@ func pythonSite(locs []string) string {
 func (b *builder) addGem(i int, m pkg.RubyGemspec, locs []string) {
 	name, version := m.Name, m.Version
 	for _, l := range locs {
-		if path.Base(path.Dir(l)) == "specifications" {
-			home := path.Dir(path.Dir(l))
+		spec := path.Dir(l)
+		if path.Base(spec) == "default" {
+			// Default gems: specifications/default/json-2.6.3.gemspec.
+			spec = path.Dir(spec)
+		}
+		if path.Base(spec) == "specifications" {
+			home := path.Dir(spec)
 			b.addDirIfExists(i, path.Join(home, "gems", name+"-"+version))
 			continue
 		}

@@ -3,6 +3,7 @@ package scanner
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -46,7 +47,7 @@ func (r pkgRef) String() string { return string(r.typ) + "/" + r.name }
 
 // verdictsByRef checks that every package named in want exists and has its
 // verdict; in_use ones must carry the loaded file as evidence.
-func checkVerdicts(t *testing.T, s *sbom.SBOM, got map[string]PackageVerdict, want map[pkgRef]Verdict, evidence []load) {
+func checkVerdicts(t *testing.T, s *sbom.SBOM, got map[string]PackageVerdict, want map[pkgRef]Verdict, also []pkgRef, evidence []load) {
 	t.Helper()
 	for ref, v := range want {
 		var found int
@@ -76,6 +77,25 @@ func checkVerdicts(t *testing.T, s *sbom.SBOM, got map[string]PackageVerdict, wa
 		}
 	}
 	require.Len(t, got, s.Artifacts.Packages.PackageCount(), "one verdict per package")
+	// Exactly the packages named in use are in use, and each one of also
+	// (which may name several packages, like every binary's stdlib).
+	alsoSeen := map[pkgRef]bool{}
+	for p := range s.Artifacts.Packages.Enumerate() {
+		ref := pkgRef{p.Type, p.Name}
+		if got[string(p.ID())].Verdict != InUse || want[ref] == InUse {
+			continue
+		}
+		if slices.Contains(also, ref) {
+			alsoSeen[ref] = true
+			continue
+		}
+		t.Errorf("%s %s is in use too: %v", ref, p.Version, got[string(p.ID())].Evidence)
+	}
+	for _, ref := range also {
+		if !alsoSeen[ref] {
+			t.Errorf("no %s in use", ref)
+		}
+	}
 }
 
 // describe lists the packages of an SBOM, for failure messages.
@@ -105,6 +125,12 @@ func TestEcosystems(t *testing.T) {
 		setup      func(t *testing.T, root string)
 		loads      []load
 		want       map[pkgRef]Verdict
+		// also: in use as well, through the same file (the Debian
+		// package owning a jar, the Go binary's own module and stdlib).
+		also []pkgRef
+		// check looks into the Owners built, when the verdicts alone
+		// cannot tell which rule gave them.
+		check func(t *testing.T, o *Owners)
 	}{
 		{
 			name:       "dpkg usr-merged",
@@ -157,6 +183,7 @@ func TestEcosystems(t *testing.T) {
 				{pkg.JavaPkg, "commons-lang3"}: InUse,
 				{pkg.JavaPkg, "commons-io"}:    NotObserved,
 			},
+			also: []pkgRef{{pkg.DebPkg, "libcommons-lang3-java"}},
 		},
 		{
 			// Wheels unpacked as pip installs them: RECORD paths are
@@ -172,6 +199,14 @@ func TestEcosystems(t *testing.T) {
 			want: map[pkgRef]Verdict{
 				{pkg.PythonPkg, "wheel"}:      InUse,
 				{pkg.PythonPkg, "setuptools"}: NotObserved,
+			},
+			check: func(t *testing.T, o *Owners) {
+				// Owned file by file from RECORD, not by the top-level
+				// directory fallback.
+				site := "/usr/local/lib/python3.11/site-packages"
+				require.Contains(t, o.Files, site+"/wheel/wheelfile.py")
+				require.Contains(t, o.Files, site+"/setuptools/__init__.py")
+				require.NotContains(t, o.Dirs, site+"/wheel")
 			},
 		},
 		{
@@ -193,6 +228,7 @@ func TestEcosystems(t *testing.T) {
 				{pkg.JavaPkg, "commons-io"}:    InUse,
 				{pkg.JavaPkg, "commons-lang3"}: NotObserved,
 			},
+			also: []pkgRef{{pkg.JavaPkg, "app"}}, // the outer jar itself
 		},
 		{
 			name:       "ruby gem directory",
@@ -203,6 +239,7 @@ func TestEcosystems(t *testing.T) {
 				{pkg.GemPkg, "rack"}:       InUse,
 				{pkg.GemPkg, "mustermann"}: NotObserved,
 			},
+			also: []pkgRef{{pkg.DebPkg, "ruby-rack"}},
 		},
 		{
 			name:       "npm package directory",
@@ -237,6 +274,7 @@ func TestEcosystems(t *testing.T) {
 				{pkg.GoModulePkg, "github.com/google/go-cmp"}: InUse,
 				{pkg.GoModulePkg, "golang.org/x/sync"}:        NotObserved,
 			},
+			also: []pkgRef{{pkg.GoModulePkg, "example.com/alpha"}, {pkg.GoModulePkg, "stdlib"}},
 		},
 		{
 			name: "rust binary (cargo auditable)",
@@ -314,7 +352,10 @@ func TestEcosystems(t *testing.T) {
 			o, err := BuildOwners(s, res)
 			require.NoError(t, err)
 			got := o.Verdicts(profile(store.Done, tc.loads...))
-			checkVerdicts(t, s, got, tc.want, tc.loads)
+			checkVerdicts(t, s, got, tc.want, tc.also, tc.loads)
+			if tc.check != nil {
+				tc.check(t, o)
+			}
 			if t.Failed() {
 				t.Logf("packages:\n%s", describe(s))
 			}
