@@ -204,6 +204,15 @@ func documentedCapabilities(t *testing.T) []string {
 // works with exactly these and fails without any one of them.
 var wantCapabilities = []string{"BPF", "PERFMON", "DAC_READ_SEARCH"}
 
+// values.yaml is strict YAML: helm keeps the last of two equal keys
+// silently, which hides a setting.
+func TestChartValuesHaveNoDuplicateKeys(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(chart, "values.yaml"))
+	require.NoError(t, err)
+	var v map[string]any
+	require.NoError(t, yaml.Unmarshal(b, &v))
+}
+
 func TestChartDocumentsEveryCapability(t *testing.T) {
 	got := documentedCapabilities(t)
 	require.Empty(t, cmp.Diff(wantCapabilities, got))
