@@ -2,7 +2,7 @@ package scanner
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"path"
 	"slices"
 	"sort"
@@ -72,15 +72,15 @@ type builder struct {
 // Built once per SBOM at catalog time; JSON-serialisable so that it is
 // cached beside the SBOM.
 func BuildOwners(s *sbom.SBOM, resolver file.Resolver) (*Owners, error) {
-	if s == nil || s.Artifacts.Packages == nil {
-		return nil, fmt.Errorf("building owners: no packages in the SBOM")
+	if s == nil {
+		return nil, errors.New("building owners: no SBOM")
 	}
 	if resolver == nil {
-		return nil, fmt.Errorf("building owners: no file resolver")
+		return nil, errors.New("building owners: no file resolver")
 	}
-	links, err := newLinkResolver(resolver)
-	if err != nil {
-		return nil, fmt.Errorf("building owners: %w", err)
+	if s.Artifacts.Packages == nil {
+		// An image without packages: nothing to own.
+		return &Owners{}, nil
 	}
 	b := &builder{
 		o: &Owners{
@@ -89,7 +89,7 @@ func BuildOwners(s *sbom.SBOM, resolver file.Resolver) (*Owners, error) {
 			Binaries: map[string][]int{},
 		},
 		resolver: resolver,
-		links:    links,
+		links:    newLinkResolver(resolver),
 		viaLink:  map[string][]int{},
 	}
 	pkgs := s.Artifacts.Packages.Sorted()
@@ -380,7 +380,7 @@ type linkResolver struct {
 	dirs  map[string]string
 }
 
-func newLinkResolver(r file.Resolver) (*linkResolver, error) {
+func newLinkResolver(r file.Resolver) *linkResolver {
 	lr := &linkResolver{links: map[string]string{}, dirs: map[string]string{"/": "/"}}
 	// The contract of BuildOwners has no context: building happens once at
 	// catalog time and the channel is drained to its end.
@@ -412,7 +412,7 @@ func newLinkResolver(r file.Resolver) (*linkResolver, error) {
 		}
 		lr.links[p] = path.Clean(dest)
 	}
-	return lr, nil
+	return lr
 }
 
 // resolve returns the canonical form of p, and whether its last component

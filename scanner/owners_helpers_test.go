@@ -257,7 +257,8 @@ ln -s lib%[1]s.so.1.0 %%{buildroot}/usr/lib64/lib%[1]s.so.1
 }
 
 // goBinary builds a main that imports one package of a module our go.mod
-// pins (so the module cache has it and go.sum its hashes), offline.
+// pins: building this module already put it in the module cache, and our
+// go.sum has its hashes.
 func goBinary(t *testing.T, out, importPath, call string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -292,7 +293,7 @@ func goBinary(t *testing.T, out, importPath, call string) {
 		"main.go": fmt.Sprintf("package main\n\nimport %q\n\nfunc main() { _ = %s }\n", importPath, call),
 	})
 	require.NoError(t, os.MkdirAll(filepath.Dir(out), 0o755))
-	runEnv(t, dir, []string{"GOWORK=off", "GOFLAGS=-mod=readonly", "GOPROXY=off", "CGO_ENABLED=0", "GOTOOLCHAIN=local"},
+	runEnv(t, dir, []string{"GOWORK=off", "GOFLAGS=-mod=readonly", "CGO_ENABLED=0", "GOTOOLCHAIN=local"},
 		"go", "build", "-trimpath", "-o", out, ".")
 }
 
