@@ -264,7 +264,12 @@ func TestOutageLosesNothing(t *testing.T) {
 	stream(1000, 3*time.Millisecond) // about 3 s without Redis
 	require.Positive(t, c.Stats().Failures, "flushes failed during the outage")
 	srv.Restart()
+	flushed := c.Stats().Flushes
 	stream(200, time.Millisecond)
+	// go-redis answers dials with the last dial error until its background
+	// redial succeeds (about a second): wait for the collector to flush by
+	// itself before the final flush at shutdown.
+	require.Eventually(t, func() bool { return c.Stats().Flushes > flushed }, 20*time.Second, 20*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
 

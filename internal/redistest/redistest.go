@@ -63,7 +63,13 @@ func start(tb testing.TB, addr *net.TCPAddr, extra ...string) *Server {
 	}, extra...)
 	s := &Server{tb: tb, Host: addr.IP.String(), Port: addr.Port, dir: dir, args: append([]string{bin}, args...)}
 	s.Restart()
-	tb.Cleanup(s.Stop)
+	tb.Cleanup(func() {
+		s.Stop()
+		if tb.Failed() {
+			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+			tb.Logf("redis-server %s log:\n%s", s.Addr(), log)
+		}
+	})
 	return s
 }
 
