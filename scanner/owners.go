@@ -19,7 +19,7 @@ import (
 // SBOM and cached beside it as JSON, so its fields are exported; the maps
 // hold indices into Packages to keep the cached form small.
 type Owners struct {
-	// Packages lists every package of the SBOM, sorted by ID.
+	// Packages lists every package of the SBOM, in syft's sorted order.
 	Packages []OwnedPackage `json:"packages"`
 	// Files maps a file to the packages it puts in use when it is executed,
 	// opened for reading or mapped executable.
@@ -113,7 +113,7 @@ func BuildOwners(s *sbom.SBOM, resolver file.Resolver) (*Owners, error) {
 			continue
 		}
 		if i, ok := index[p.ID()]; ok {
-			b.addViaLink(i, c.RealPath)
+			b.addViaLink(i, absolute(c.RealPath))
 		}
 	}
 	for p, ids := range b.viaLink {
