@@ -164,7 +164,9 @@ func (d *DB) withProgress(ctx context.Context, w io.Writer, timeout time.Duratio
 		grype.SetBus(bus)
 		stop, shown := make(chan struct{}), make(chan struct{})
 		go func() { showProgress(w, sub.Events(), stop); close(shown) }()
-		defer func() { close(stop); <-shown; grype.SetBus(nil); _ = sub.Unsubscribe() }()
+		// grype publishes on its bus unchecked, so a bus without
+		// subscribers replaces ours (never nil)
+		defer func() { close(stop); <-shown; _ = sub.Unsubscribe(); grype.SetBus(partybus.NewBus()) }()
 	}
 	done := make(chan error, 1)
 	go func() { done <- op(c) }()

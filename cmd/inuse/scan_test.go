@@ -1,0 +1,115 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/inuse-dev/inuse/internal/lifecycle"
+	"github.com/inuse-dev/inuse/internal/redistest"
+	"github.com/inuse-dev/inuse/internal/store"
+	"github.com/inuse-dev/inuse/internal/testutil"
+	"github.com/inuse-dev/inuse/scanner/scannertest"
+)
+
+// TestScanRootfs runs `inuse scan --rootfs` on the Debian root with a
+// profile that `inuse-agent exec --root` would have written (same
+// digest), in every format, then `inuse enrich` on a grype report.
+func TestScanRootfs(t *testing.T) {
+	testutil.RequirePrivileged(t) // the Debian root is debootstrapped
+	root := scannertest.DebianRoot(t)
+	cache := t.TempDir()
+	_, err := runInuse(t, "db", "import", "--cache-dir", cache, testDB(t))
+	require.NoError(t, err)
+
+	digest, err := lifecycle.RootfsDigest(root)
+	require.NoError(t, err)
+	srv := redistest.Start(t)
+	st, err := store.Open(srv.URL())
+	require.NoError(t, err)
+	defer st.Close()
+	d := store.NewDelta()
+	d.AddTo(store.Names, "bookworm-root")
+	d.Add(store.FilesRead, "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13", time.Now().UnixMilli())
+	_, err = st.Apply(t.Context(), map[string]*store.Delta{digest: d}, time.Now(), store.DefaultLearning)
+	require.NoError(t, err)
+	time.Sleep(5 * time.Millisecond)
+
+	scan := func(t *testing.T, format string, extra ...string) string {
+		t.Helper()
+		args := append([]string{"scan", "--rootfs", root, "--cache-dir", cache, "--format", format}, extra...)
+		out, err := runInuse(t, args...)
+		require.NoError(t, err)
+		return out
+	}
+	withProfile := []string{"--redis", srv.URL(), "--min-observed", "1ms", "--stable-window", "1ms"}
+
+	t.Run("json", func(t *testing.T) {
+		var rep struct {
+			Digest  string `json:"digest"`
+			Profile struct {
+				Found bool   `json:"found"`
+				State string `json:"learning_state"`
+			} `json:"profile"`
+			Vulns []struct {
+				ID, Verdict string
+				Package     string `json:"package_name"`
+			} `json:"vulnerabilities"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(scan(t, "json", withProfile...)), &rep))
+		require.Equal(t, digest, rep.Digest, "the rootfs digest is the one inuse-agent exec uses")
+		require.True(t, rep.Profile.Found)
+		require.Equal(t, "done", rep.Profile.State)
+		require.Len(t, rep.Vulns, 1)
+		require.Equal(t, "CVE-2099-0001", rep.Vulns[0].ID)
+		require.Equal(t, "zlib1g", rep.Vulns[0].Package)
+		require.Equal(t, "in_use", rep.Vulns[0].Verdict)
+	})
+	t.Run("table without profile", func(t *testing.T) {
+		out := scan(t, "table")
+		require.Regexp(t, `Critical\s+CVE-2099-0001\s+zlib1g\s+\S+\s+\S+\s+\?`, out)
+		require.Contains(t, out, "no profile (every package unknown)")
+	})
+	t.Run("openvex", func(t *testing.T) {
+		out := scan(t, "openvex", withProfile...)
+		require.Contains(t, out, `"status": "affected"`)
+		require.Contains(t, out, "pkg:oci/"+filepath.Base(root)+"@sha256%3A")
+	})
+	t.Run("cyclonedx", func(t *testing.T) {
+		out := scan(t, "cyclonedx", withProfile...)
+		require.Contains(t, out, `"state": "exploitable"`)
+	})
+	t.Run("unknown format", func(t *testing.T) {
+		_, err := runInuse(t, "scan", "--rootfs", root, "--cache-dir", cache, "--format", "xml")
+		require.ErrorContains(t, err, "unknown --format")
+	})
+	t.Run("enrich", func(t *testing.T) {
+		report := filepath.Join(t.TempDir(), "grype.json")
+		b, err := os.ReadFile(filepath.Join("..", "..", "scanner", "testdata", "enrich", "grype.json"))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(report, b, 0o644))
+		out, err := runInuse(t, append(append([]string{"enrich", "--image", "rootfs:" + root, "--cache-dir", cache}, withProfile...), report)...)
+		require.NoError(t, err)
+		var doc struct {
+			Matches []struct {
+				Artifact struct{ Name string }
+				Inuse    struct{ Verdict string }
+			}
+		}
+		require.NoError(t, json.Unmarshal([]byte(out), &doc))
+		got := map[string]string{}
+		for _, m := range doc.Matches {
+			got[m.Artifact.Name] = m.Inuse.Verdict
+		}
+		require.Equal(t, map[string]string{"zlib1g": "in_use", "libbz2-1.0": "not_observed", "libssl3": "unknown"}, got)
+
+		garbage := filepath.Join(t.TempDir(), "garbage.json")
+		require.NoError(t, os.WriteFile(garbage, []byte(`{"hello": "world"}`), 0o644))
+		_, err = runInuse(t, "enrich", "--image", "rootfs:"+root, "--cache-dir", cache, garbage)
+		require.ErrorContains(t, err, "not a grype JSON, Trivy JSON or CycloneDX JSON report")
+	})
+}
