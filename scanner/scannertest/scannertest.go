@@ -51,30 +51,55 @@ func DebianRoot(t testing.TB) string {
 // WriteOCIArchive packs root as a one-layer OCI image into an OCI archive
 // (a tar of an image layout) and returns the manifest digest.
 func WriteOCIArchive(t testing.TB, root, archive string) string {
+	t.Helper()
+	d, err := OCIArchive(root, archive)
+	require.NoError(t, err)
+	return d
+}
+
+// OCIArchive is WriteOCIArchive for programs (the benchmark harness).
+func OCIArchive(root, archive string) (string, error) {
 	dir := filepath.Dir(archive)
 	layerPath := filepath.Join(dir, "layer.tar")
-	require.NoError(t, tarDir(root, layerPath, false))
+	if err := tarDir(root, layerPath, false); err != nil {
+		return "", err
+	}
+	defer os.Remove(layerPath)
 	layer, err := tarball.LayerFromFile(layerPath, tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(gzip.BestSpeed))
-	require.NoError(t, err)
+	if err != nil {
+		return "", err
+	}
 	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layer)
-	require.NoError(t, err)
+	if err != nil {
+		return "", err
+	}
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	cf, err := img.ConfigFile()
-	require.NoError(t, err)
+	if err != nil {
+		return "", err
+	}
 	cf.OS, cf.Architecture = "linux", "amd64"
 	cf.Config.Cmd = []string{"/bin/bash"}
-	img, err = mutate.ConfigFile(img, cf)
-	require.NoError(t, err)
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return "", err
+	}
 	layoutDir := filepath.Join(dir, "layout")
 	lp, err := layout.Write(layoutDir, empty.Index)
-	require.NoError(t, err)
-	require.NoError(t, lp.AppendImage(img))
-	require.NoError(t, tarDir(layoutDir, archive, true))
-	require.NoError(t, os.RemoveAll(layoutDir))
-	require.NoError(t, os.Remove(layerPath))
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(layoutDir)
+	if err := lp.AppendImage(img); err != nil {
+		return "", err
+	}
+	if err := tarDir(layoutDir, archive, true); err != nil {
+		return "", err
+	}
 	d, err := img.Digest()
-	require.NoError(t, err)
-	return d.String()
+	if err != nil {
+		return "", err
+	}
+	return d.String(), nil
 }
 
 // tarDir writes dir's regular files, directories and symlinks into a tar.
