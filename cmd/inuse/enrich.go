@@ -34,15 +34,6 @@ var enrichCommand = &cli.Command{
 		spec := imageSpec(c.String("image"))
 		spec.Digest = c.String("image-digest")
 		spec.ContainerdNamespace, spec.ContainerdSocket = c.String("containerd-namespace"), c.String("containerd-socket")
-		cfg, err := scannerConfig(c)
-		if err != nil {
-			return err
-		}
-		sc, err := scanner.New(cfg)
-		if err != nil {
-			return err
-		}
-		defer sc.Close()
 		var in io.Reader = os.Stdin
 		if name := c.Args().First(); name != "-" {
 			f, err := os.Open(name)
@@ -52,15 +43,7 @@ var enrichCommand = &cli.Command{
 			defer f.Close()
 			in = f
 		}
-		digest, err := sc.Catalog(c.Context, spec)
-		if err != nil {
-			return err
-		}
-		profile, err := readProfile(c, digest)
-		if err != nil {
-			return err
-		}
-		rep, err := sc.Report(c.Context, digest, profile)
+		rep, err := report(c, spec)
 		if err != nil {
 			return err
 		}

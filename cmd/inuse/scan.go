@@ -110,24 +110,7 @@ func runScan(c *cli.Context) error {
 	if !slices.Contains(scanner.Formats, format) {
 		return cli.Exit(fmt.Sprintf("unknown --format %q (want %s)", format, strings.Join(scanner.Formats, ", ")), 2)
 	}
-	cfg, err := scannerConfig(c)
-	if err != nil {
-		return err
-	}
-	sc, err := scanner.New(cfg)
-	if err != nil {
-		return err
-	}
-	defer sc.Close()
-	digest, err := sc.Catalog(c.Context, spec)
-	if err != nil {
-		return err
-	}
-	profile, err := readProfile(c, digest)
-	if err != nil {
-		return err
-	}
-	rep, err := sc.Report(c.Context, digest, profile)
+	rep, err := report(c, spec)
 	if err != nil {
 		return err
 	}
@@ -135,6 +118,29 @@ func runScan(c *cli.Context) error {
 		rep.Name = spec.Name
 	}
 	return scanner.Write(c.App.Writer, rep, format)
+}
+
+// report catalogues the image (or finds it in the cache) and joins it with
+// its profile.
+func report(c *cli.Context, spec scanner.SourceSpec) (*scanner.Report, error) {
+	cfg, err := scannerConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := scanner.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer sc.Close()
+	digest, err := sc.Catalog(c.Context, spec)
+	if err != nil {
+		return nil, err
+	}
+	profile, err := readProfile(c, digest)
+	if err != nil {
+		return nil, err
+	}
+	return sc.Report(c.Context, digest, profile)
 }
 
 // readProfile reads the image's profile when --redis is given; without a
