@@ -1,0 +1,411 @@
+// Package runtimes runs the real components the end-to-end tests drive:
+// containerd 2.4.2 with CRI and NRI, Debian's dockerd and `inuse-agent run`,
+// each with its state in a temporary directory and ended by t.Cleanup.
+package runtimes
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Build builds the main package pkg (an import path) into dir.
+func Build(dir, pkg string) (string, error) {
+	out := filepath.Join(dir, filepath.Base(pkg))
+	if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building %s: %w\n%s", pkg, err, b)
+	}
+	return out, nil
+}
+
+// Agent is a running `inuse-agent run`.
+type Agent struct {
+	cmd  *exec.Cmd
+	logs chan string
+}
+
+// StartAgent runs the agent binary bin the agent and waits until it says it runs.
+func StartAgent(t *testing.T, bin string, env []string, args ...string) *Agent {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"--log-format", "json", "--log-level", "debug", "run"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	a := &Agent{cmd: cmd, logs: make(chan string, 1024)}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			select {
+			case a.logs <- sc.Text():
+			default:
+			}
+		}
+		close(a.logs)
+	}()
+	t.Cleanup(func() { a.Kill() })
+	a.WaitLog(t, "agent running")
+	return a
+}
+
+// WaitLog waits for a log line whose message contains msg.
+func (a *Agent) WaitLog(t *testing.T, msg string) {
+	t.Helper()
+	deadline := time.After(60 * time.Second)
+	for {
+		select {
+		case line, ok := <-a.logs:
+			if !ok {
+				t.Fatalf("agent exited before logging %q", msg)
+			}
+			var l struct{ Msg string }
+			if json.Unmarshal([]byte(line), &l) == nil && strings.Contains(l.Msg, msg) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("agent never logged %q", msg)
+		}
+	}
+}
+
+// Stop ends the agent as systemd or Kubernetes would, and waits.
+func (a *Agent) Stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, a.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, a.cmd.Wait())
+}
+
+// Kill ends the agent without a chance to clean up, as a crash would.
+func (a *Agent) Kill() {
+	if a.cmd.ProcessState == nil {
+		_ = a.cmd.Process.Kill()
+		_ = a.cmd.Wait()
+	}
+}
+
+func CopyFile(t *testing.T, from, to string) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(filepath.Dir(to), 0o755))
+	in, err := os.Open(from)
+	require.NoError(t, err)
+	defer in.Close()
+	st, err := in.Stat()
+	require.NoError(t, err)
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, st.Mode().Perm())
+	require.NoError(t, err)
+	defer out.Close()
+	_, err = io.Copy(out, in)
+	require.NoError(t, err)
+}
+
+// TarDir packs dir as a tar stream, as `docker import` takes it.
+func TarDir(t *testing.T, dir string) io.Reader {
+	t.Helper()
+	out, err := exec.Command("tar", "-C", dir, "-cf", "-", ".").Output()
+	require.NoError(t, err)
+	return strings.NewReader(string(out))
+}
+
+// Containerd is containerd 2.4.2 (built by scripts/runtimes.sh) with CRI
+// and NRI, all its state in a temporary directory.
+type Containerd struct {
+	Dir    string // all its state
+	Socket string // CRI and containerd's API
+	NRI    string // NRI socket
+	cmd    *exec.Cmd
+	conn   *grpc.ClientConn
+	CRI    cri.RuntimeServiceClient
+}
+
+func CacheBin(t *testing.T, name string) string {
+	t.Helper()
+	dir := os.Getenv("INUSE_CACHE")
+	if dir == "" {
+		dir = filepath.Join(os.Getenv("HOME"), ".cache", "inuse")
+	}
+	p := filepath.Join(dir, "bin", name)
+	_, err := os.Stat(p)
+	require.NoError(t, err, "%s is missing: scripts/runtimes.sh builds it", name)
+	return p
+}
+
+// StartContainerd starts containerd; plugins (file name -> binary) are
+// installed in its NRI plugin directory first, for it to launch.
+func StartContainerd(t *testing.T, plugins map[string]string) *Containerd {
+	t.Helper()
+	rt, err := os.MkdirTemp("/tmp", "ictr") // short: unix socket paths are limited
+	require.NoError(t, err)
+	for name, bin := range plugins {
+		CopyFile(t, bin, filepath.Join(rt, "nri-plugins", name))
+	}
+	c := &Containerd{Dir: rt, Socket: filepath.Join(rt, "c.sock"), NRI: filepath.Join(rt, "nri.sock")}
+	config := fmt.Sprintf(`version = 3
+root = %q
+state = %q
+[grpc]
+  address = %q
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = 'docker.io/inuse-test/pause:1'
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+[plugins.'io.containerd.nri.v1.nri']
+  disable = false
+  socket_path = %q
+  plugin_path = %q
+  plugin_config_path = %q
+`, filepath.Join(rt, "root"), filepath.Join(rt, "state"), c.Socket, c.NRI, filepath.Join(rt, "nri-plugins"), filepath.Join(rt, "nri-conf"))
+	require.NoError(t, os.WriteFile(filepath.Join(rt, "config.toml"), []byte(config), 0o644))
+	t.Cleanup(func() {
+		c.Stop()
+		// Shims outlive containerd: end those of this instance.
+		_ = exec.Command("pkill", "-KILL", "-f", "containerd-shim-runc-v2 .*"+rt).Run()
+		_ = exec.Command("umount", "-R", "-l", rt).Run()
+		os.RemoveAll(rt)
+	})
+	c.Start(t)
+	return c
+}
+
+func (c *Containerd) Start(t *testing.T) {
+	t.Helper()
+	bin := CacheBin(t, "containerd")
+	c.cmd = exec.Command(bin, "--config", filepath.Join(c.Dir, "config.toml"))
+	c.cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(bin)+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	logf, err := os.OpenFile(filepath.Join(c.Dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	require.NoError(t, err)
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	c.cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
+	require.NoError(t, c.cmd.Start())
+	logf.Close()
+	c.conn, err = grpc.NewClient("unix://"+c.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	c.CRI = cri.NewRuntimeServiceClient(c.conn)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := c.CRI.Version(context.Background(), &cri.VersionRequest{}); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(c.Dir, "containerd.log"))
+			t.Fatalf("containerd did not start:\n%s", log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Stop kills containerd, as a crash or a restart by systemd would.
+func (c *Containerd) Stop() {
+	if c.conn != nil {
+		c.conn.Close()
+	}
+	if c.cmd != nil && c.cmd.ProcessState == nil {
+		_ = c.cmd.Process.Kill()
+		_ = c.cmd.Wait()
+	}
+}
+
+// ImportImage packs root as an image with go-containerregistry, imports
+// it into the k8s.io namespace and returns its manifest digest.
+func (c *Containerd) ImportImage(t *testing.T, root, ref string, cmd ...string) string {
+	t.Helper()
+	layer, err := tarball.LayerFromOpener(func() (r io.ReadCloser, err error) { return io.NopCloser(TarDir(t, root)), nil })
+	require.NoError(t, err)
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	require.NoError(t, err)
+	cf, err := img.ConfigFile()
+	require.NoError(t, err)
+	cf.OS, cf.Architecture = "linux", runtime.GOARCH
+	cf.Config.Cmd = cmd
+	cf.Config.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	img, err = mutate.ConfigFile(img, cf)
+	require.NoError(t, err)
+	tag, err := name.NewTag(ref)
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "image.tar")
+	require.NoError(t, tarball.WriteToFile(file, tag, img))
+	ctr := CacheBin(t, "ctr")
+	out, err := exec.Command(ctr, "-a", c.Socket, "-n", "k8s.io", "images", "import", file).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	out, err = exec.Command(ctr, "-a", c.Socket, "-n", "k8s.io", "images", "ls").Output()
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[0] == ref {
+			return f[2]
+		}
+	}
+	t.Fatalf("%s not in\n%s", ref, out)
+	return ""
+}
+
+// ImportPause imports the sandbox image containerd is configured with,
+// built from tests/testdata/pause.
+func (c *Containerd) ImportPause(t *testing.T) {
+	t.Helper()
+	root := t.TempDir()
+	_, err := Build(root, "github.com/inuse-dev/inuse/tests/testdata/pause")
+	require.NoError(t, err)
+	c.ImportImage(t, root, "docker.io/inuse-test/pause:1", "/pause")
+}
+
+// Pod is one CRI pod sandbox with host networking.
+type Pod struct {
+	id     string
+	config *cri.PodSandboxConfig
+}
+
+func (c *Containerd) RunPod(t *testing.T, name, namespace, uid string) Pod {
+	t.Helper()
+	cfg := &cri.PodSandboxConfig{
+		Metadata:     &cri.PodSandboxMetadata{Name: name, Namespace: namespace, Uid: uid},
+		Labels:       map[string]string{"pod-template-hash": "7c9d8f6b5"},
+		LogDirectory: t.TempDir(),
+		Linux: &cri.LinuxPodSandboxConfig{
+			CgroupParent:    "/kubepods/besteffort/pod" + uid,
+			SecurityContext: &cri.LinuxSandboxSecurityContext{NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}},
+		},
+	}
+	resp, err := c.CRI.RunPodSandbox(context.Background(), &cri.RunPodSandboxRequest{Config: cfg})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_, _ = c.CRI.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: resp.PodSandboxId})
+		_, _ = c.CRI.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: resp.PodSandboxId})
+	})
+	return Pod{id: resp.PodSandboxId, config: cfg}
+}
+
+// RunToExit creates and starts a container in the pod and waits for its end.
+func (c *Containerd) RunToExit(t *testing.T, p Pod, image, name string, cmd ...string) string {
+	t.Helper()
+	ctx := context.Background()
+	created, err := c.CRI.CreateContainer(ctx, &cri.CreateContainerRequest{
+		PodSandboxId: p.id, SandboxConfig: p.config,
+		Config: &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: name}, Image: &cri.ImageSpec{Image: image},
+			Command: cmd, LogPath: name + ".log", Linux: &cri.LinuxContainerConfig{}},
+	})
+	require.NoError(t, err)
+	_, err = c.CRI.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: created.ContainerId})
+	require.NoError(t, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := c.CRI.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: created.ContainerId})
+		require.NoError(t, err)
+		if st.Status.State == cri.ContainerState_CONTAINER_EXITED {
+			require.Zero(t, st.Status.ExitCode, "container %s: %s", name, st.Status.Message)
+			return created.ContainerId
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("container %s did not exit", name)
+	return ""
+}
+
+// Dockerd is Debian's dockerd with all its state in a temporary directory.
+type Dockerd struct {
+	Host   string // DOCKER_HOST
+	Client *client.Client
+}
+
+func StartDockerd(t *testing.T) *Dockerd {
+	t.Helper()
+	bin, err := exec.LookPath("dockerd")
+	require.NoError(t, err, "dockerd is missing: scripts/runtimes.sh installs Debian's docker.io")
+	rt, err := os.MkdirTemp("", "inuse-dockerd-")
+	require.NoError(t, err)
+	sock := filepath.Join(rt, "docker.sock")
+	cmd := exec.Command(bin, "--data-root", filepath.Join(rt, "root"), "--exec-root", filepath.Join(rt, "exec"),
+		"-H", "unix://"+sock, "--pidfile", filepath.Join(rt, "dockerd.pid"),
+		"--bridge=none", "--iptables=false", "--ip-forward=false")
+	// Debian's containerd (1.6), not one of the project's builds.
+	cmd.Env = append(os.Environ(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	logf, err := os.Create(filepath.Join(rt, "dockerd.log"))
+	require.NoError(t, err)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
+	require.NoError(t, cmd.Start())
+	d := &Dockerd{Host: "unix://" + sock}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(unix.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+		_ = exec.Command("umount", "-R", "-l", filepath.Join(rt, "root")).Run()
+		_ = exec.Command("umount", "-R", "-l", filepath.Join(rt, "exec")).Run()
+		os.RemoveAll(rt)
+	})
+	d.Client, err = client.NewClientWithOpts(client.WithHost(d.Host), client.WithAPIVersionNegotiation())
+	require.NoError(t, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := d.Client.Ping(context.Background()); err == nil {
+			return d
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(rt, "dockerd.log"))
+			t.Fatalf("dockerd did not start:\n%s", log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ImportImage imports a root file system as an image and returns its id.
+func (d *Dockerd) ImportImage(t *testing.T, root, ref string, changes ...string) string {
+	t.Helper()
+	ctx := context.Background()
+	rc, err := d.Client.ImageImport(ctx, image.ImportSource{Source: TarDir(t, root), SourceName: "-"}, ref, image.ImportOptions{Changes: changes})
+	require.NoError(t, err)
+	_, _ = rc.Read(make([]byte, 1<<16))
+	rc.Close()
+	info, err := d.Client.ImageInspect(ctx, ref)
+	require.NoError(t, err)
+	return info.ID
+}
+
+// Run starts a container and returns its id; wait blocks until it exits.
+func (d *Dockerd) Run(t *testing.T, ref string, cmd ...string) (id string, wait func()) {
+	t.Helper()
+	ctx := context.Background()
+	created, err := d.Client.ContainerCreate(ctx, &container.Config{Image: ref, Cmd: cmd}, &container.HostConfig{NetworkMode: "none"}, nil, nil, "")
+	require.NoError(t, err)
+	statusC, errC := d.Client.ContainerWait(ctx, created.ID, container.WaitConditionNextExit)
+	require.NoError(t, d.Client.ContainerStart(ctx, created.ID, container.StartOptions{}))
+	return created.ID, func() {
+		select {
+		case st := <-statusC:
+			require.Zero(t, st.StatusCode)
+		case err := <-errC:
+			require.NoError(t, err)
+		case <-time.After(60 * time.Second):
+			t.Fatal("container did not exit")
+		}
+	}
+}
