@@ -340,16 +340,6 @@ func (s *Server) getPackages(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// severityRank orders severities, most severe first.
-var severityRank = map[string]int{"critical": 0, "high": 1, "medium": 2, "low": 3, "negligible": 4, "unknown": 5}
-
-func rank(sev string) int {
-	if r, ok := severityRank[strings.ToLower(sev)]; ok {
-		return r
-	}
-	return len(severityRank)
-}
-
 func (s *Server) getVulnerabilities(w http.ResponseWriter, r *http.Request) error {
 	q, err := only(r, "offset", "limit", "verdict", "in_use", "severity", "sort")
 	if err != nil {
@@ -367,7 +357,7 @@ func (s *Server) getVulnerabilities(w http.ResponseWriter, r *http.Request) erro
 	if q.Has("severity") {
 		for sev := range strings.SplitSeq(q.Get("severity"), ",") {
 			sev = strings.ToLower(strings.TrimSpace(sev))
-			if _, ok := severityRank[sev]; !ok {
+			if !slices.Contains(scanner.Severities, sev) {
 				return errorf(http.StatusBadRequest, "severity must be a comma-separated list of critical, high, medium, low, negligible, unknown")
 			}
 			sevs = append(sevs, sev)
@@ -393,27 +383,17 @@ func (s *Server) getVulnerabilities(w http.ResponseWriter, r *http.Request) erro
 	switch order {
 	case "", "severity": // most severe first, then in use first
 		slices.SortStableFunc(out, func(a, b scanner.Vulnerability) int {
-			return cmp.Or(cmp.Compare(rank(a.Severity), rank(b.Severity)), cmp.Compare(verdictRank(a.Verdict), verdictRank(b.Verdict)), byID(a, b))
+			return cmp.Or(cmp.Compare(scanner.SeverityRank(a.Severity), scanner.SeverityRank(b.Severity)), cmp.Compare(scanner.VerdictRank(a.Verdict), scanner.VerdictRank(b.Verdict)), byID(a, b))
 		})
 	case "-severity":
 		slices.SortStableFunc(out, func(a, b scanner.Vulnerability) int {
-			return cmp.Or(cmp.Compare(rank(b.Severity), rank(a.Severity)), byID(a, b))
+			return cmp.Or(cmp.Compare(scanner.SeverityRank(b.Severity), scanner.SeverityRank(a.Severity)), byID(a, b))
 		})
 	case "id":
 		slices.SortStableFunc(out, byID)
 	}
 	writeJSON(w, http.StatusOK, slicePage(out, offset, limit))
 	return nil
-}
-
-func verdictRank(v scanner.Verdict) int {
-	switch v {
-	case scanner.InUse:
-		return 0
-	case scanner.Unknown:
-		return 1
-	}
-	return 2
 }
 
 // render answers a document in a format, buffered so that a failure is

@@ -70,7 +70,7 @@ func WriteTable(w io.Writer, rep *Report) error {
 	for sev := range s.BySeverity {
 		sevs = append(sevs, sev)
 	}
-	slices.SortFunc(sevs, func(a, b string) int { return severityRank(a) - severityRank(b) })
+	slices.SortFunc(sevs, func(a, b string) int { return SeverityRank(a) - SeverityRank(b) })
 	for _, sev := range sevs {
 		c := s.BySeverity[sev]
 		fmt.Fprintf(w, "  %-10s %d total, %d in use\n", sev+":", c.Total, c.InUse)

@@ -462,10 +462,10 @@ func (s *Scanner) Report(ctx context.Context, digest string, profile *store.Prof
 // package, so that the report is stable.
 func sortVulnerabilities(vs []Vulnerability) {
 	slices.SortStableFunc(vs, func(a, b Vulnerability) int {
-		if d := severityRank(a.Severity) - severityRank(b.Severity); d != 0 {
+		if d := SeverityRank(a.Severity) - SeverityRank(b.Severity); d != 0 {
 			return d
 		}
-		if d := verdictRank(a.Verdict) - verdictRank(b.Verdict); d != 0 {
+		if d := VerdictRank(a.Verdict) - VerdictRank(b.Verdict); d != 0 {
 			return d
 		}
 		if c := strings.Compare(a.ID, b.ID); c != 0 {

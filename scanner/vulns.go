@@ -152,25 +152,19 @@ func matchSBOM(ctx context.Context, vp vulnerability.Provider, sbomJSON []byte) 
 	return out, nil
 }
 
-// severityRank orders severities most severe first.
-func severityRank(s string) int {
-	switch strings.ToLower(s) {
-	case "critical":
-		return 0
-	case "high":
-		return 1
-	case "medium":
-		return 2
-	case "low":
-		return 3
-	case "negligible":
-		return 4
+// Severities lists grype's severities, most severe first.
+var Severities = []string{"critical", "high", "medium", "low", "negligible", "unknown"}
+
+// SeverityRank orders severities most severe first; anything unknown last.
+func SeverityRank(s string) int {
+	if i := slices.Index(Severities, strings.ToLower(s)); i >= 0 {
+		return i
 	}
-	return 5
+	return len(Severities) - 1
 }
 
-// verdictRank puts in-use findings first within a severity.
-func verdictRank(v Verdict) int {
+// VerdictRank puts in-use findings first within a severity.
+func VerdictRank(v Verdict) int {
 	switch v {
 	case InUse:
 		return 0
