@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -369,68 +368,12 @@ func (f *debianFixture) doneReport(t *testing.T) *scanner.Report {
 	return rep
 }
 
-// grypeVersion is the grype CLI the scanner's library matches.
-const grypeVersion = "v0.120.0"
-
-// grypeBinary installs the real grype CLI once per machine.
-func grypeBinary(t *testing.T) string {
-	home, err := os.UserHomeDir()
-	require.NoError(t, err)
-	bin := filepath.Join(home, ".cache", "inuse", "bin")
-	path := filepath.Join(bin, "grype")
-	// a go-installed grype reports no version of its own: read the module
-	// version from the binary's build info
-	if out, err := exec.Command("go", "version", "-m", path).Output(); err == nil &&
-		strings.Contains(string(out), "github.com/anchore/grype\t"+grypeVersion) {
-		return path
-	}
-	t.Logf("installing grype %s into %s (once per machine)", grypeVersion, bin)
-	cmd := exec.Command("go", "install", "github.com/anchore/grype/cmd/grype@"+grypeVersion)
-	cmd.Env = append(os.Environ(), "GOBIN="+bin, "GOFLAGS=")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "installing grype: %s", out)
-	return path
-}
-
-type grypeFinding struct {
-	Vulnerability struct {
-		ID string `json:"id"`
-	} `json:"vulnerability"`
-	Artifact struct {
-		Name string `json:"name"`
-	} `json:"artifact"`
-}
-
-// runGrype runs grype on the SBOM with the scanner's database.
-func runGrype(t *testing.T, grype, dbRoot string, args ...string) (matches, ignored []string) {
-	t.Helper()
-	cmd := exec.Command(grype, append(args, "-o", "json")...)
-	cmd.Env = append(os.Environ(), "GRYPE_DB_CACHE_DIR="+dbRoot, "GRYPE_DB_AUTO_UPDATE=false",
-		"GRYPE_DB_VALIDATE_AGE=false", "GRYPE_CHECK_FOR_APP_UPDATE=false")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	require.NoError(t, err, "grype: %s", stderr.String())
-	var doc struct {
-		Matches        []grypeFinding `json:"matches"`
-		IgnoredMatches []grypeFinding `json:"ignoredMatches"`
-	}
-	require.NoError(t, json.Unmarshal(out, &doc))
-	for _, m := range doc.Matches {
-		matches = append(matches, m.Vulnerability.ID+" "+m.Artifact.Name)
-	}
-	for _, m := range doc.IgnoredMatches {
-		ignored = append(ignored, m.Vulnerability.ID+" "+m.Artifact.Name)
-	}
-	return matches, ignored
-}
-
 // TestGrypeVEX runs the real grype CLI on the cached SBOM: it finds what
 // the scanner found, and with our OpenVEX it keeps exactly the in-use
 // findings and ignores exactly the not_observed ones.
 func TestGrypeVEX(t *testing.T) {
 	f := debian(t)
-	grype := grypeBinary(t)
+	grype := testutil.GrypeBinary(t)
 	rep := f.doneReport(t)
 	dir := t.TempDir()
 
@@ -446,12 +389,12 @@ func TestGrypeVEX(t *testing.T) {
 
 	all := append(append([]string{}, wantInUse...), wantNotObserved...)
 	t.Run("same matches", func(t *testing.T) {
-		matches, ignored := runGrype(t, grype, f.dbRoot, "sbom:"+sbomPath)
+		matches, ignored := testutil.RunGrype(t, grype, f.dbRoot, "sbom:"+sbomPath)
 		require.ElementsMatch(t, all, matches)
 		require.Empty(t, ignored)
 	})
 	t.Run("vex", func(t *testing.T) {
-		matches, ignored := runGrype(t, grype, f.dbRoot, "sbom:"+sbomPath, "--vex", vexPath)
+		matches, ignored := testutil.RunGrype(t, grype, f.dbRoot, "sbom:"+sbomPath, "--vex", vexPath)
 		require.ElementsMatch(t, wantInUse, matches, "grype keeps exactly the in-use findings")
 		require.ElementsMatch(t, wantNotObserved, ignored, "grype ignores exactly the not_observed findings")
 	})

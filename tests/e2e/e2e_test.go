@@ -240,10 +240,10 @@ func TestEndToEnd(t *testing.T) {
 	api("/api/v1/images/"+dockerDigest+"/openvex", &vex)
 	require.NoError(t, os.WriteFile(vexPath, vex, 0o644))
 	dbRoot := filepath.Join(cache, "db")
-	matches, ignored := runGrype(t, grype, dbRoot, "sbom:"+sbomPath)
+	matches, ignored := testutil.RunGrype(t, grype, dbRoot, "sbom:"+sbomPath)
 	require.ElementsMatch(t, append(append([]string{}, wantKept...), wantIgnored...), matches, "grype alone")
 	require.Empty(t, ignored)
-	matches, ignored = runGrype(t, grype, dbRoot, "sbom:"+sbomPath, "--vex", vexPath)
+	matches, ignored = testutil.RunGrype(t, grype, dbRoot, "sbom:"+sbomPath, "--vex", vexPath)
 	require.ElementsMatch(t, wantKept, matches, "grype keeps exactly the in-use matches")
 	require.ElementsMatch(t, wantIgnored, ignored, "grype ignores exactly the not_observed matches")
 	a.Stop(t)
@@ -324,37 +324,4 @@ func get(url, token string, into any) error {
 		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
 	}
 	return json.Unmarshal(b, into)
-}
-
-type grypeFinding struct {
-	Vulnerability struct {
-		ID string `json:"id"`
-	} `json:"vulnerability"`
-	Artifact struct {
-		Name string `json:"name"`
-	} `json:"artifact"`
-}
-
-// runGrype runs the grype CLI offline with the database inuse imported.
-func runGrype(t *testing.T, grype, dbRoot string, args ...string) (matches, ignored []string) {
-	t.Helper()
-	cmd := exec.Command(grype, append(args, "-o", "json")...)
-	cmd.Env = append(os.Environ(), "GRYPE_DB_CACHE_DIR="+dbRoot, "GRYPE_DB_AUTO_UPDATE=false",
-		"GRYPE_DB_VALIDATE_AGE=false", "GRYPE_CHECK_FOR_APP_UPDATE=false")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	require.NoError(t, err, "grype: %s", stderr.String())
-	var doc struct {
-		Matches        []grypeFinding `json:"matches"`
-		IgnoredMatches []grypeFinding `json:"ignoredMatches"`
-	}
-	require.NoError(t, json.Unmarshal(out, &doc))
-	for _, m := range doc.Matches {
-		matches = append(matches, m.Vulnerability.ID+" "+m.Artifact.Name)
-	}
-	for _, m := range doc.IgnoredMatches {
-		ignored = append(ignored, m.Vulnerability.ID+" "+m.Artifact.Name)
-	}
-	return matches, ignored
 }
