@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -42,18 +41,6 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-func metricValue(body, series string) float64 {
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
-	if m == nil {
-		return -1
-	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		return -1
-	}
-	return v
 }
 
 // The agent runs with the chart's capabilities and no others, as the
@@ -103,7 +90,7 @@ func TestAgentRunsWithChartCapabilities(t *testing.T) {
 				want |= 1 << capBits[c]
 			}
 			prefix := fmt.Sprintf("/inuse-test/caps-%d-", time.Now().UnixNano())
-			addr := freeAddr(t)
+			addr := testutil.FreeAddr(t)
 			var stderr syncBuffer
 			cmd := exec.Command(setpriv, "--bounding-set", bounding, "--inh-caps=-all", "--",
 				bin, "--log-format", "json", "run", "--redis", srv.URL(), "--nri-socket", "", "--docker=false",
@@ -172,11 +159,11 @@ func TestAgentRunsWithChartCapabilities(t *testing.T) {
 			require.NoError(t, h.Start(run, cg))
 			require.NoError(t, run.Wait())
 			body := waitFor("the cgroup and what ran in it", func(b string) bool {
-				return metricValue(b, `inuse_agent_sensor_events_total{kind="cgroup"}`) == 1 &&
-					metricValue(b, `inuse_agent_sensor_events_total{kind="exec"}`) >= 1 &&
-					metricValue(b, `inuse_agent_sensor_events_total{kind="file"}`) >= 1
+				return testutil.MetricValue(b, `inuse_agent_sensor_events_total{kind="cgroup"}`) == 1 &&
+					testutil.MetricValue(b, `inuse_agent_sensor_events_total{kind="exec"}`) >= 1 &&
+					testutil.MetricValue(b, `inuse_agent_sensor_events_total{kind="file"}`) >= 1
 			})
-			require.Equal(t, 0.0, metricValue(body, `inuse_agent_collector_flush_failures_total`))
+			require.Equal(t, 0.0, testutil.MetricValue(body, `inuse_agent_collector_flush_failures_total`))
 
 			if tc.warns != "" {
 				require.Eventually(t, func() bool { return strings.Contains(stderr.String(), tc.warns) }, 10*time.Second, 100*time.Millisecond,
@@ -194,14 +181,4 @@ func TestAgentRunsWithChartCapabilities(t *testing.T) {
 			}
 		})
 	}
-}
-
-// freeAddr returns a loopback address nobody listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
 }

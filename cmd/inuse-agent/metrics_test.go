@@ -4,11 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
-	"regexp"
-	"strconv"
 	"testing"
 	"time"
 
@@ -19,29 +16,6 @@ import (
 	"github.com/inuse-dev/inuse/internal/testutil"
 )
 
-// freeAddr returns a loopback address nobody listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
-
-// sample returns the value of one sample line of a text exposition, or -1.
-func sample(body, series string) float64 {
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
-	if m == nil {
-		return -1
-	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		return -1
-	}
-	return v
-}
-
 // `run --metrics-listen` answers /metrics with what the real sensor saw: a
 // cgroup made under an early prefix and the command run in it.
 func TestRunServesMetrics(t *testing.T) {
@@ -50,7 +24,7 @@ func TestRunServesMetrics(t *testing.T) {
 	h, err := cgroups.Unified()
 	require.NoError(t, err)
 	prefix := fmt.Sprintf("/inuse-test/metrics-%d-", time.Now().UnixNano())
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -90,8 +64,8 @@ func TestRunServesMetrics(t *testing.T) {
 		}
 	}
 	body := waitFor("the agent", func(string) bool { return true })
-	require.Equal(t, 0.0, sample(body, `inuse_agent_sensor_events_total{kind="cgroup"}`))
-	require.Equal(t, 0.0, sample(body, `inuse_agent_collector_flush_failures_total`))
+	require.Equal(t, 0.0, testutil.MetricValue(body, `inuse_agent_sensor_events_total{kind="cgroup"}`))
+	require.Equal(t, 0.0, testutil.MetricValue(body, `inuse_agent_collector_flush_failures_total`))
 	require.NotContains(t, body, "inuse_agent_discovery_handled_total", "no NRI or dockerd in this run")
 
 	cg, _, err := h.Create(prefix + "c1")
@@ -102,13 +76,13 @@ func TestRunServesMetrics(t *testing.T) {
 	require.NoError(t, cmd.Wait())
 
 	body = waitFor("the cgroup and its exec", func(b string) bool {
-		return sample(b, `inuse_agent_sensor_events_total{kind="cgroup"}`) == 1 &&
-			sample(b, `inuse_agent_sensor_events_total{kind="exec"}`) >= 1
+		return testutil.MetricValue(b, `inuse_agent_sensor_events_total{kind="cgroup"}`) == 1 &&
+			testutil.MetricValue(b, `inuse_agent_sensor_events_total{kind="exec"}`) >= 1
 	})
-	require.GreaterOrEqual(t, sample(body, `inuse_agent_sensor_events_total{kind="file"}`), 1.0)
+	require.GreaterOrEqual(t, testutil.MetricValue(body, `inuse_agent_sensor_events_total{kind="file"}`), 1.0)
 	// Nobody names the cgroup: its events wait in the registry, unfolded.
-	require.Equal(t, 0.0, sample(body, `inuse_agent_collector_observations_total`))
-	require.Equal(t, 0.0, sample(body, `inuse_agent_registry_expired_cgroups_total`))
+	require.Equal(t, 0.0, testutil.MetricValue(body, `inuse_agent_collector_observations_total`))
+	require.Equal(t, 0.0, testutil.MetricValue(body, `inuse_agent_registry_expired_cgroups_total`))
 
 	cancel()
 	require.NoError(t, <-done)

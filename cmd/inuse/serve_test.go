@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -82,14 +81,6 @@ func TestTokenCommands(t *testing.T) {
 
 func sortedKeys(m map[string]any) []string { return slices.Sorted(maps.Keys(m)) }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestServeCommand runs `inuse serve` with the admin credential from a
 // file, uses a token created with `inuse token`, and stops it.
 func TestServeCommand(t *testing.T) {
@@ -101,7 +92,7 @@ func TestServeCommand(t *testing.T) {
 
 	adminFile := filepath.Join(t.TempDir(), "admin")
 	require.NoError(t, os.WriteFile(adminFile, []byte("a-long-enough-admin-secret\n"), 0o600))
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
@@ -167,7 +158,7 @@ func TestServeFlags(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			args := append([]string{"serve", "--redis", srv.URL(), "--listen", freeAddr(t), "--cache-dir", t.TempDir()}, tc.args...)
+			args := append([]string{"serve", "--redis", srv.URL(), "--listen", testutil.FreeAddr(t), "--cache-dir", t.TempDir()}, tc.args...)
 			_, err := runInuse(t, args...)
 			require.ErrorContains(t, err, tc.want)
 		})
@@ -215,7 +206,7 @@ func TestServeInUseLatency(t *testing.T) {
 
 	const admin = "a-long-enough-admin-secret"
 	t.Setenv("INUSE_ADMIN_TOKEN", admin)
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -266,10 +265,7 @@ func inuse(t *testing.T, args ...string) string {
 // its base URL once it answers.
 func serve(t *testing.T, redisURL, cache, admin string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testutil.FreeAddr(t)
 	cmd := exec.Command(inuseBinary, "--log-level", "warn", "serve", "--redis", redisURL, "--listen", addr,
 		"--cache-dir", cache, "--poll-interval", "200ms", "--min-observed", "4s", "--stable-window", "3s")
 	cmd.Env = append(os.Environ(), "INUSE_ADMIN_TOKEN="+admin)

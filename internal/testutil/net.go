@@ -1,0 +1,34 @@
+package testutil
+
+import (
+	"net"
+	"regexp"
+	"strconv"
+	"testing"
+)
+
+// FreeAddr returns a loopback host:port that nobody listens on, for a
+// server the test starts as another process.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// MetricValue returns the value of one series of a Prometheus text
+// exposition (`name{labels}` exactly as exposed), or -1 when it is absent.
+func MetricValue(body, series string) float64 {
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
+	if m == nil {
+		return -1
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}
