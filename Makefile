@@ -28,7 +28,7 @@ build: ## build bin/inuse-agent and bin/inuse (static, no clang needed)
 test: deps ## run every test; as root this includes the privileged ones
 	$(PRIVILEGED) $(GO) test $(TEST_FLAGS) ./...
 
-demo: deps build ## profile a real command and show what it loaded
+demo: deps build ## Redis, agent, inuse serve and a Debian container on this machine: the In Use report (DEMO_KEEP=1 leaves them running)
 	@scripts/demo.sh
 
 bench: deps build ## run the benchmarks: Go benchmarks and the bench/ harness (root)
