@@ -127,7 +127,7 @@ func (s *Scanner) Cached(digest string) bool {
 func (s *Scanner) Catalog(ctx context.Context, spec SourceSpec) (string, error) {
 	digest, err := peekDigest(ctx, spec)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%s: %w", spec.userInput(), err)
 	}
 	if digest != "" && s.Cached(digest) {
 		s.log.Debug("sbom cached", "digest", digest)

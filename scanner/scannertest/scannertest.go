@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -60,38 +62,16 @@ func WriteOCIArchive(t testing.TB, root, archive string) string {
 // OCIArchive is WriteOCIArchive for programs (the benchmark harness).
 func OCIArchive(root, archive string) (string, error) {
 	dir := filepath.Dir(archive)
-	layerPath := filepath.Join(dir, "layer.tar")
-	if err := tarDir(root, layerPath, false); err != nil {
-		return "", err
-	}
-	defer os.Remove(layerPath)
-	layer, err := tarball.LayerFromFile(layerPath, tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(gzip.BestSpeed))
+	img, err := image(root, dir)
 	if err != nil {
 		return "", err
 	}
-	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layer)
-	if err != nil {
-		return "", err
-	}
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return "", err
-	}
-	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Cmd = []string{"/bin/bash"}
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		return "", err
-	}
+	defer os.Remove(filepath.Join(dir, "layer.tar"))
 	layoutDir := filepath.Join(dir, "layout")
-	lp, err := layout.Write(layoutDir, empty.Index)
-	if err != nil {
+	if err := writeLayout(img, layoutDir); err != nil {
 		return "", err
 	}
 	defer os.RemoveAll(layoutDir)
-	if err := lp.AppendImage(img); err != nil {
-		return "", err
-	}
 	if err := tarDir(layoutDir, archive, true); err != nil {
 		return "", err
 	}
@@ -100,6 +80,61 @@ func OCIArchive(root, archive string) (string, error) {
 		return "", err
 	}
 	return d.String(), nil
+}
+
+// WriteOCIDir packs root as an OCI image layout directory and returns the
+// manifest digest.
+func WriteOCIDir(t testing.TB, root, dir string) string {
+	t.Helper()
+	img, err := image(root, t.TempDir())
+	require.NoError(t, err)
+	require.NoError(t, writeLayout(img, dir))
+	d, err := img.Digest()
+	require.NoError(t, err)
+	return d.String()
+}
+
+// WriteDockerArchive packs root as a `docker save` tarball tagged ref.
+func WriteDockerArchive(t testing.TB, root, ref, archive string) {
+	t.Helper()
+	img, err := image(root, t.TempDir())
+	require.NoError(t, err)
+	tag, err := name.NewTag(ref)
+	require.NoError(t, err)
+	require.NoError(t, tarball.WriteToFile(archive, tag, img))
+}
+
+// image makes a one-layer OCI image of root; its layer is staged in dir.
+func image(root, dir string) (v1.Image, error) {
+	layerPath := filepath.Join(dir, "layer.tar")
+	if err := tarDir(root, layerPath, false); err != nil {
+		return nil, err
+	}
+	// tarball reads the staged file again each time the layer is written.
+	layer, err := tarball.LayerFromFile(layerPath, tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(gzip.BestSpeed))
+	if err != nil {
+		return nil, err
+	}
+	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layer)
+	if err != nil {
+		return nil, err
+	}
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Config.Cmd = []string{"/bin/bash"}
+	return mutate.ConfigFile(img, cf)
+}
+
+func writeLayout(img v1.Image, dir string) error {
+	lp, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		return err
+	}
+	return lp.AppendImage(img)
 }
 
 // tarDir writes dir's regular files, directories and symlinks into a tar.
