@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,11 +44,15 @@ func Build(dir, pkg string) (string, error) {
 
 // Agent is a running `inuse-agent run`.
 type Agent struct {
-	cmd  *exec.Cmd
-	logs chan string
+	cmd *exec.Cmd
+
+	mu     sync.Mutex
+	lines  []string // every line the agent logged
+	exited bool
+	seen   int // lines WaitLog has read
 }
 
-// StartAgent runs the agent binary bin the agent and waits until it says it runs.
+// StartAgent runs the agent binary bin and waits until it says it runs.
 func StartAgent(t *testing.T, bin string, env []string, args ...string) *Agent {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"--log-format", "json", "--log-level", "debug", "run"}, args...)...)
@@ -55,39 +60,55 @@ func StartAgent(t *testing.T, bin string, env []string, args ...string) *Agent {
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	a := &Agent{cmd: cmd, logs: make(chan string, 1024)}
+	a := &Agent{cmd: cmd}
 	go func() {
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
-			select {
-			case a.logs <- sc.Text():
-			default:
-			}
+			a.mu.Lock()
+			a.lines = append(a.lines, sc.Text())
+			a.mu.Unlock()
 		}
-		close(a.logs)
+		a.mu.Lock()
+		a.exited = true
+		a.mu.Unlock()
 	}()
-	t.Cleanup(func() { a.Kill() })
+	t.Cleanup(func() {
+		a.Kill()
+		if t.Failed() {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			t.Logf("agent log (last %d lines):\n%s", min(len(a.lines), 200), strings.Join(a.lines[max(0, len(a.lines)-200):], "\n"))
+		}
+	})
 	a.WaitLog(t, "agent running")
 	return a
 }
 
-// WaitLog waits for a log line whose message contains msg.
+// WaitLog waits for a log line, after those already waited for, whose
+// message contains msg.
 func (a *Agent) WaitLog(t *testing.T, msg string) {
 	t.Helper()
-	deadline := time.After(60 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
-		select {
-		case line, ok := <-a.logs:
-			if !ok {
-				t.Fatalf("agent exited before logging %q", msg)
-			}
+		a.mu.Lock()
+		exited := a.exited
+		for ; a.seen < len(a.lines); a.seen++ {
 			var l struct{ Msg string }
-			if json.Unmarshal([]byte(line), &l) == nil && strings.Contains(l.Msg, msg) {
+			if json.Unmarshal([]byte(a.lines[a.seen]), &l) == nil && strings.Contains(l.Msg, msg) {
+				a.seen++
+				a.mu.Unlock()
 				return
 			}
-		case <-deadline:
+		}
+		a.mu.Unlock()
+		switch {
+		case exited:
+			t.Fatalf("agent exited before logging %q", msg)
+		case time.Now().After(deadline):
 			t.Fatalf("agent never logged %q", msg)
 		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
