@@ -167,7 +167,7 @@ func (s *Scanner) Catalog(ctx context.Context, spec SourceSpec) (string, error) 
 		return "", fmt.Errorf("cataloguing %s: %w", spec.userInput(), err)
 	}
 	name := spec.displayName()
-	nameSource(sb, spec, name, digest)
+	nameSource(sb, spec, digest)
 	resolver, err := src.FileResolver(source.SquashedScope)
 	if err != nil {
 		return "", fmt.Errorf("reading image files: %w", err)
@@ -198,33 +198,37 @@ func (s *Scanner) catalogLock(digest string) *sync.Mutex {
 	return l
 }
 
-// nameSource records the image's name in the SBOM. Archives and layouts
-// carry no repo digest, and grype names the OpenVEX product of an image
-// after its repo digests: with name@digest there, `grype --vex` applies
-// our statements to the SBOM.
-func nameSource(sb *sbom.SBOM, spec SourceSpec, name, digest string) {
+// nameSource records the image's name in the SBOM. grype names the
+// OpenVEX product of an image after its repo digests, and archives,
+// layouts and images never pushed have none (or none with the digest the
+// profile is keyed by): with name@digest there, `grype --vex` applies our
+// statements to the SBOM.
+func nameSource(sb *sbom.SBOM, spec SourceSpec, digest string) {
+	name := spec.Name
+	if name == "" && (spec.Kind == Docker || spec.Kind == Containerd) {
+		name = spec.Ref
+	}
 	md, ok := sb.Source.Metadata.(source.ImageMetadata)
 	if !ok {
-		if spec.Name != "" {
-			sb.Source.Name = spec.Name
+		if name != "" {
+			sb.Source.Name = name
 		}
 		return
 	}
-	if spec.Name != "" {
-		sb.Source.Name = repoOf(spec.Name)
-		ref := repoOf(spec.Name) + "@" + digest
+	if name != "" {
+		sb.Source.Name = repoOf(name)
+		ref := repoOf(name) + "@" + digest
 		if !slices.Contains(md.RepoDigests, ref) {
 			md.RepoDigests = append(md.RepoDigests, ref)
 		}
-		if tag := spec.Name; strings.Contains(tag[strings.LastIndex(tag, "/")+1:], ":") && !slices.Contains(md.Tags, tag) {
-			md.Tags = append(md.Tags, tag)
+		if strings.Contains(name[strings.LastIndex(name, "/")+1:], ":") && !slices.Contains(md.Tags, name) {
+			md.Tags = append(md.Tags, name)
 		}
 	}
 	if md.ManifestDigest == "" {
 		md.ManifestDigest = digest
 	}
 	sb.Source.Metadata = md
-	_ = name
 }
 
 // repoOf strips the tag and digest of an image reference.

@@ -2,6 +2,7 @@ package scanner
 
 import (
 	"archive/tar"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,9 @@ import (
 
 	"github.com/anchore/syft/syft"
 	"github.com/anchore/syft/syft/source"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/defaults"
+	"github.com/distribution/reference"
 	dockerclient "github.com/docker/docker/client"
 
 	"github.com/inuse-dev/inuse/internal/lifecycle"
@@ -89,6 +93,8 @@ func peekDigest(ctx context.Context, s SourceSpec) (string, error) {
 		return lifecycle.RootfsDigest(s.Ref)
 	case Docker:
 		return dockerDigest(ctx, s.Ref)
+	case Containerd:
+		return containerdDigest(ctx, s)
 	}
 	return "", nil
 }
@@ -151,12 +157,34 @@ func dockerDigest(ctx context.Context, ref string) (string, error) {
 	return img.ID, nil
 }
 
+// containerdDigest asks containerd for the image's target digest in its
+// namespace: what NRI and `ctr images ls` report, so the agent's profile
+// key. stereoscope exports the image again, which changes its manifest
+// digest, so the opened source cannot tell it.
+func containerdDigest(ctx context.Context, s SourceSpec) (string, error) {
+	addr := cmp.Or(s.ContainerdSocket, defaults.DefaultAddress)
+	c, err := containerd.New(addr, containerd.WithDefaultNamespace(cmp.Or(s.ContainerdNamespace, DefaultContainerdNamespace)))
+	if err != nil {
+		return "", fmt.Errorf("connecting to containerd at %s: %w", addr, err)
+	}
+	defer c.Close()
+	ref := s.Ref
+	if named, err := reference.ParseNormalizedNamed(ref); err == nil {
+		ref = reference.TagNameOnly(named).String() // nginx -> docker.io/library/nginx:latest, as containerd names it
+	}
+	img, err := c.GetImage(ctx, ref)
+	if err != nil {
+		return "", fmt.Errorf("looking up image %s in containerd: %w", ref, err)
+	}
+	return img.Target().Digest.String(), nil
+}
+
 // openSource opens the image with syft's providers.
 func openSource(ctx context.Context, s SourceSpec) (source.Source, error) {
 	if s.Kind == Containerd {
 		// stereoscope's containerd provider reads its namespace and socket
 		// from the environment only.
-		if err := os.Setenv("CONTAINERD_NAMESPACE", cmpOr(s.ContainerdNamespace, DefaultContainerdNamespace)); err != nil {
+		if err := os.Setenv("CONTAINERD_NAMESPACE", cmp.Or(s.ContainerdNamespace, DefaultContainerdNamespace)); err != nil {
 			return nil, err
 		}
 		if s.ContainerdSocket != "" {
@@ -180,11 +208,4 @@ func openSource(ctx context.Context, s SourceSpec) (source.Source, error) {
 		return nil, fmt.Errorf("opening %s: %w", s.userInput(), err)
 	}
 	return src, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }

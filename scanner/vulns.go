@@ -2,6 +2,7 @@ package scanner
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -140,7 +141,7 @@ func matchSBOM(ctx context.Context, vp vulnerability.Provider, sbomJSON []byte) 
 			md, _ = vp.VulnerabilityMetadata(m.Vulnerability.Reference)
 		}
 		if md != nil {
-			v.Severity = cmpOr(md.Severity, "Unknown")
+			v.Severity = cmp.Or(md.Severity, "Unknown")
 			v.Description = md.Description
 			v.URLs = slices.Compact(append([]string{md.DataSource}, md.URLs...))
 			if v.URLs[0] == "" {

@@ -98,11 +98,21 @@ func TestEndToEnd(t *testing.T) {
 	db, err := vulndbtest.Write(filepath.Join(tmp, "build-db"), advisories)
 	require.NoError(t, err)
 	inuse(t, "db", "import", "--cache-dir", cache, db)
-	archive := filepath.Join(tmp, "oci", "debian.oci.tar")
-	require.NoError(t, os.MkdirAll(filepath.Dir(archive), 0o755))
-	scannertest.WriteOCIArchive(t, root, archive)
-	for digest, ref := range map[string]string{criDigest: criRef, dockerDigest: dockerRef} {
-		inuse(t, "scan", "--cache-dir", cache, "--oci-archive", archive, "--image-digest", digest, "--name", ref, "--format", "json")
+	// Each image is read from its own runtime, which names its digest.
+	for _, scan := range []struct{ image, digest string }{
+		{"containerd:" + criRef, criDigest},
+		{"docker:" + dockerRef, dockerDigest},
+	} {
+		cmd := exec.Command(inuseBinary, "--log-level", "warn", "scan", "--cache-dir", cache,
+			"--containerd-socket", c.Socket, "--format", "json", scan.image)
+		cmd.Env = append(os.Environ(), "DOCKER_HOST="+d.Host)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		require.NoError(t, err, "inuse scan %s: %s", scan.image, stderr.String())
+		var rep scanner.Report
+		require.NoError(t, json.Unmarshal(out, &rep))
+		require.Equal(t, scan.digest, rep.Digest, "%s is profiled and scanned under one digest", scan.image)
 	}
 	t.Logf("scanned (%s)", time.Since(start).Round(time.Second))
 
