@@ -451,6 +451,11 @@ func (s *Sensor) Poll(emit func(Event)) {
 		} else {
 			err = s.objs.InuseV1State.Lookup(t.slot, &cur)
 		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			// The cgroup was removed and its storage with it; the
+			// runtime's stop event untracks it.
+			continue
+		}
 		if err != nil {
 			s.log.Warn("reading cgroup state", logfields.CgroupID, id, logfields.Error, err)
 			continue
