@@ -8,6 +8,11 @@
 // Docker names the container only after it started. Such events are held
 // (bounded) until the container is known, then replayed; a cgroup that
 // stays unknown for the hold time is untracked and its events dropped.
+//
+// The other way round, a container that exits at once may be reported
+// stopped while its last events are still in the sensor's ring buffer: a
+// stopped container stays known for the hold time, so that they are still
+// attributed.
 package registry
 
 import (
@@ -50,9 +55,15 @@ type Registry struct {
 	cfg     Config
 	mu      sync.Mutex
 	known   map[uint64]lifecycle.Container
+	gone    map[uint64]stoppedContainer // stopped, still known for Hold
 	waiting map[uint64]*held
 	paths   map[string]uint64 // cgroup path -> id, of cgroups tracked at creation
 	stats   Stats
+}
+
+type stoppedContainer struct {
+	lifecycle.Container
+	at time.Time
 }
 
 type held struct {
@@ -71,7 +82,8 @@ func New(log *slog.Logger, sink collector.Sink, s Untracker, cfg Config) *Regist
 	}
 	return &Registry{
 		log: log.With(logfields.Component, "registry"), sink: sink, sensor: s, cfg: cfg,
-		known: map[uint64]lifecycle.Container{}, waiting: map[uint64]*held{}, paths: map[string]uint64{},
+		known: map[uint64]lifecycle.Container{}, gone: map[uint64]stoppedContainer{},
+		waiting: map[uint64]*held{}, paths: map[string]uint64{},
 	}
 }
 
@@ -120,6 +132,7 @@ func (r *Registry) started(c lifecycle.Container) {
 		return // a resync repeats what is known
 	}
 	r.known[c.CgroupID] = c
+	delete(r.gone, c.CgroupID)
 	r.sink.ContainerStarted(c)
 	if h := r.waiting[c.CgroupID]; h != nil {
 		for _, e := range h.events {
@@ -139,6 +152,9 @@ func (r *Registry) stopped(c lifecycle.Container) {
 	known, ok := r.known[c.CgroupID]
 	delete(r.known, c.CgroupID)
 	delete(r.waiting, c.CgroupID)
+	if ok {
+		r.gone[c.CgroupID] = stoppedContainer{known, time.Now()}
+	}
 	r.mu.Unlock()
 	if ok {
 		r.sink.ContainerStopped(known)
@@ -158,6 +174,10 @@ func (r *Registry) Observe(ev sensor.Event) {
 		r.sink.Observe(c, ev)
 		return
 	}
+	if c, ok := r.gone[id]; ok {
+		r.sink.Observe(c.Container, ev)
+		return
+	}
 	h := r.waiting[id]
 	if h == nil {
 		h = &held{since: time.Now()}
@@ -175,9 +195,15 @@ func (r *Registry) Observe(ev sensor.Event) {
 	h.events = append(h.events, ev)
 }
 
-// Expire untracks cgroups that stayed unknown for longer than Hold.
+// Expire untracks cgroups that stayed unknown for longer than Hold, and
+// forgets containers stopped longer ago.
 func (r *Registry) Expire(now time.Time) {
 	r.mu.Lock()
+	for id, c := range r.gone {
+		if now.Sub(c.at) >= r.cfg.Hold {
+			delete(r.gone, id)
+		}
+	}
 	var expired []uint64
 	for id, h := range r.waiting {
 		if now.Sub(h.since) >= r.cfg.Hold {

@@ -87,3 +87,19 @@ func TestNoDigestNoProfile(t *testing.T) {
 	require.EqualValues(t, 1, r.Stats().NoDigest)
 	require.Equal(t, []uint64{3}, rec.untracked)
 }
+
+// A container that exits at once can be reported stopped before the
+// sensor's reader delivered its last events: they are still attributed
+// for the hold time, and then the container is forgotten.
+func TestEventsAfterStopStillAttributed(t *testing.T) {
+	r, rec := newRegistry(Config{Hold: time.Minute})
+	c1 := lifecycle.Container{ID: "c1", CgroupID: 7, Image: img}
+	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: c1})
+	r.Handle(lifecycle.Event{Kind: lifecycle.Stopped, Container: c1})
+	r.Observe(file(7, "/bin/true"))
+	require.Equal(t, []string{"start c1", "stop c1", "c1 /bin/true"}, rec.calls)
+
+	r.Expire(time.Now().Add(2 * time.Minute))
+	r.Observe(file(7, "/late"))
+	require.Len(t, rec.calls, 3, "after the hold time the container is forgotten: events wait as for any unknown cgroup")
+}
