@@ -16,26 +16,34 @@ import (
 	"github.com/inuse-dev/inuse/scanner/scannertest"
 )
 
+// debianSetup is what the root-only CLI tests share: the debootstrapped
+// Debian root, a cache with the test database imported, the root's digest
+// (the one `inuse-agent exec --root` files its profile under) and a store.
+func debianSetup(t *testing.T) (root, cache, digest string, srv *redistest.Server, st *store.Store) {
+	t.Helper()
+	testutil.RequirePrivileged(t) // the Debian root is debootstrapped
+	root = scannertest.DebianRoot(t)
+	cache = t.TempDir()
+	_, err := runInuse(t, "db", "import", "--cache-dir", cache, testDB(t))
+	require.NoError(t, err)
+	digest, err = lifecycle.RootfsDigest(root)
+	require.NoError(t, err)
+	srv = redistest.Start(t)
+	st, err = store.Open(srv.URL())
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	return root, cache, digest, srv, st
+}
+
 // TestScanRootfs runs `inuse scan --rootfs` on the Debian root with a
 // profile that `inuse-agent exec --root` would have written (same
 // digest), in every format, then `inuse enrich` on a grype report.
 func TestScanRootfs(t *testing.T) {
-	testutil.RequirePrivileged(t) // the Debian root is debootstrapped
-	root := scannertest.DebianRoot(t)
-	cache := t.TempDir()
-	_, err := runInuse(t, "db", "import", "--cache-dir", cache, testDB(t))
-	require.NoError(t, err)
-
-	digest, err := lifecycle.RootfsDigest(root)
-	require.NoError(t, err)
-	srv := redistest.Start(t)
-	st, err := store.Open(srv.URL())
-	require.NoError(t, err)
-	defer st.Close()
+	root, cache, digest, srv, st := debianSetup(t)
 	d := store.NewDelta()
 	d.AddTo(store.Names, "bookworm-root")
 	d.Add(store.FilesRead, "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13", time.Now().UnixMilli())
-	_, err = st.Apply(t.Context(), map[string]*store.Delta{digest: d}, time.Now(), store.DefaultLearning)
+	_, err := st.Apply(t.Context(), map[string]*store.Delta{digest: d}, time.Now(), store.DefaultLearning)
 	require.NoError(t, err)
 	time.Sleep(5 * time.Millisecond)
 

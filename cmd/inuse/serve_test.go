@@ -17,11 +17,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/inuse-dev/inuse/internal/cliapp"
-	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/redistest"
 	"github.com/inuse-dev/inuse/internal/store"
 	"github.com/inuse-dev/inuse/internal/testutil"
-	"github.com/inuse-dev/inuse/scanner/scannertest"
 )
 
 func TestTokenCommands(t *testing.T) {
@@ -101,14 +99,7 @@ func TestServeCommand(t *testing.T) {
 		done <- err
 	}()
 	base := "http://" + addr
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(base + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 10*time.Second, 50*time.Millisecond)
+	testutil.WaitHealthy(t, base+"/healthz", 10*time.Second)
 
 	get := func(path, secret string) (int, string) {
 		req, _ := http.NewRequest("GET", base+path, nil)
@@ -180,20 +171,9 @@ func runInuseCtx(ctx context.Context, t *testing.T, args ...string) (string, err
 // the profile entry the agent writes when a container loads zlib, and
 // measures how long the API takes to show zlib's vulnerability In Use.
 func TestServeInUseLatency(t *testing.T) {
-	testutil.RequirePrivileged(t) // the Debian root is debootstrapped
-	root := scannertest.DebianRoot(t)
-	cache := t.TempDir()
-	_, err := runInuse(t, "db", "import", "--cache-dir", cache, testDB(t))
+	root, cache, digest, srv, st := debianSetup(t)
+	_, err := runInuse(t, "scan", "--rootfs", root, "--cache-dir", cache, "--format", "json")
 	require.NoError(t, err)
-	digest, err := lifecycle.RootfsDigest(root)
-	require.NoError(t, err)
-	_, err = runInuse(t, "scan", "--rootfs", root, "--cache-dir", cache, "--format", "json")
-	require.NoError(t, err)
-
-	srv := redistest.Start(t)
-	st, err := store.Open(srv.URL())
-	require.NoError(t, err)
-	defer st.Close()
 	apply := func(d *store.Delta) {
 		_, err := st.Apply(t.Context(), map[string]*store.Delta{digest: d}, time.Now(), store.DefaultLearning)
 		require.NoError(t, err)

@@ -2,9 +2,11 @@ package testutil
 
 import (
 	"net"
+	"net/http"
 	"regexp"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // FreeAddr returns a loopback host:port that nobody listens on, for a
@@ -31,4 +33,24 @@ func MetricValue(body, series string) float64 {
 		return -1
 	}
 	return v
+}
+
+// WaitHealthy waits until GET url answers 200, as a server started by the
+// test comes up.
+func WaitHealthy(tb testing.TB, url string, timeout time.Duration) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s never answered 200 (last error: %v)", url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -299,14 +299,7 @@ func serve(t *testing.T, redisURL, cache, admin string) string {
 		}
 	})
 	base := "http://" + addr
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(base + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 20*time.Second, 50*time.Millisecond, "inuse serve never answered")
+	testutil.WaitHealthy(t, base+"/healthz", 20*time.Second)
 	return base
 }
 
