@@ -49,7 +49,7 @@ type Agent struct {
 	mu     sync.Mutex
 	lines  []string // every line the agent logged
 	exited bool
-	seen   int // lines WaitLog has read
+	seen   int // lines up to the last WaitLog match
 }
 
 // StartAgent runs the agent binary bin and waits until it says it runs.
@@ -81,22 +81,33 @@ func StartAgent(t *testing.T, bin string, env []string, args ...string) *Agent {
 			t.Logf("agent log (last %d lines):\n%s", min(len(a.lines), 200), strings.Join(a.lines[max(0, len(a.lines)-200):], "\n"))
 		}
 	})
-	a.WaitLog(t, "agent running")
+	a.waitLog(t, "agent running", false)
 	return a
 }
 
-// WaitLog waits for a log line, after those already waited for, whose
-// message contains msg.
+// WaitLog waits for a log line, after those WaitLog already matched,
+// whose message contains msg.
 func (a *Agent) WaitLog(t *testing.T, msg string) {
+	t.Helper()
+	a.waitLog(t, msg, true)
+}
+
+// waitLog finds the next line with msg from the cursor; consume moves the
+// cursor past it. StartAgent's wait for "agent running" does not consume:
+// lines the agent logs before it (NRI connects concurrently) are still
+// there for WaitLog.
+func (a *Agent) waitLog(t *testing.T, msg string, consume bool) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		a.mu.Lock()
 		exited := a.exited
-		for ; a.seen < len(a.lines); a.seen++ {
+		for i := a.seen; i < len(a.lines); i++ {
 			var l struct{ Msg string }
-			if json.Unmarshal([]byte(a.lines[a.seen]), &l) == nil && strings.Contains(l.Msg, msg) {
-				a.seen++
+			if json.Unmarshal([]byte(a.lines[i]), &l) == nil && strings.Contains(l.Msg, msg) {
+				if consume {
+					a.seen = i + 1
+				}
 				a.mu.Unlock()
 				return
 			}
