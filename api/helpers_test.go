@@ -107,7 +107,7 @@ func (f *fixtureReports) Report(ctx context.Context, digest string, p *store.Pro
 		return nil, errUnreachable
 	}
 	loaded := map[string]bool{}
-	for _, sec := range []store.Section{store.FilesRead, store.Executed, store.Mapped} {
+	for _, sec := range []store.Section{store.FilesRead, store.Exec, store.Mapped} {
 		for _, e := range p.Sections[sec] {
 			loaded[e.Value] = true
 		}
@@ -251,7 +251,7 @@ func (e *env) seedFixtures() {
 	db.AddTo(store.Nodes, "node-b")
 	db.AddTo(store.Containers, "c-db-1")
 	db.AddTo(store.Workloads, store.Workload{Namespace: "data", Kind: "StatefulSet", Name: "pg", Container: "db"}.Member())
-	db.Add(store.Executed, "/usr/local/bin/db", old.UnixMilli())
+	db.Add(store.Exec, "/usr/local/bin/db", old.UnixMilli())
 	_, err := e.st.Apply(e.t.Context(), map[string]*store.Delta{digestDB: db}, old, store.DefaultLearning)
 	require.NoError(e.t, err)
 	// Seen again now with nothing new: observed for two hours, stable.
@@ -267,7 +267,7 @@ func (e *env) seedFixtures() {
 	app.Add(store.FilesRead, "/usr/lib/x86_64-linux-gnu/libc.so.6", now.UnixMilli())
 	app.Add(store.FilesRead, "/usr/lib/python3/dist-packages/requests/__init__.py", now.UnixMilli())
 	app.Add(store.FilesRead, "/etc/hosts", now.UnixMilli())
-	app.Add(store.Executed, "/usr/bin/python3.11", now.UnixMilli())
+	app.Add(store.Exec, "/usr/bin/python3.11", now.UnixMilli())
 	app.Add(store.TCPIn, "8080", now.UnixMilli())
 	// A millisecond later, so that the app sorts first in the index.
 	_, err = e.st.Apply(e.t.Context(), map[string]*store.Delta{digestApp: app}, now.Add(time.Millisecond), store.DefaultLearning)

@@ -292,12 +292,12 @@ func members(ev sensor.Event) []member {
 		if e.Access&(sensor.AccessWrite|sensor.AccessCreate) != 0 {
 			out = append(out, member{written, e.Path})
 		}
-		if e.Access&sensor.AccessMapExec != 0 {
+		if e.Access&sensor.AccessMapped != 0 {
 			out = append(out, member{store.Mapped, e.Path})
 		}
 		return out
 	case sensor.ExecEvent:
-		return []member{{store.Executed, e.Path}}
+		return []member{{store.Exec, e.Path}}
 	case sensor.NetEvent:
 		sec, ok := portSections[portUse{e.Protocol, e.Direction}]
 		if !ok {

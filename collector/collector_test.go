@@ -88,7 +88,7 @@ func workload(c *Collector, ctr lifecycle.Container) {
 		sensor.ExecEvent{Role: sensor.RoleBinary, Path: "/usr/bin/python3.11"},
 		sensor.ExecEvent{Role: sensor.RoleLoader, Path: "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"},
 		sensor.FileEvent{Path: "/usr/lib/x86_64-linux-gnu/libssl.so.3", Access: sensor.AccessRead},
-		sensor.FileEvent{Path: "/usr/lib/x86_64-linux-gnu/libssl.so.3", Access: sensor.AccessMapExec},
+		sensor.FileEvent{Path: "/usr/lib/x86_64-linux-gnu/libssl.so.3", Access: sensor.AccessMapped},
 		sensor.FileEvent{Path: "/var/log/app.log", Access: sensor.AccessWrite | sensor.AccessCreate},
 		sensor.FileEvent{Path: "/etc", Access: sensor.AccessRead, Dir: true},
 		sensor.FileEvent{Path: "/opath", Access: 0},
@@ -102,7 +102,7 @@ func workload(c *Collector, ctr lifecycle.Container) {
 
 // wantSections is what workload leaves in a profile.
 var wantSections = map[store.Section][]string{
-	store.Executed:     {"/usr/bin/python3.11", "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"},
+	store.Exec:         {"/usr/bin/python3.11", "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"},
 	store.FilesRead:    {"/usr/lib/x86_64-linux-gnu/libssl.so.3"},
 	store.Mapped:       {"/usr/lib/x86_64-linux-gnu/libssl.so.3"},
 	store.FilesWritten: {"/var/log/app.log"},

@@ -138,7 +138,7 @@ func (f *debianFixture) writeProfile(t *testing.T) *store.Store {
 	d.AddTo(store.Nodes, "node-a")
 	d.Add(store.FilesRead, libzPath, now.UnixMilli())
 	d.Add(store.Mapped, libcPath, now.UnixMilli())
-	d.Add(store.Executed, "/usr/bin/bash", now.UnixMilli())
+	d.Add(store.Exec, "/usr/bin/bash", now.UnixMilli())
 	d.Add(store.DirsRead, "/usr/lib/x86_64-linux-gnu", now.UnixMilli())
 	_, err = st.Apply(t.Context(), map[string]*store.Delta{f.digest: d}, now, store.DefaultLearning)
 	require.NoError(t, err)

@@ -269,7 +269,7 @@ func TestEcosystems(t *testing.T) {
 				goBinary(t, filepath.Join(root, "usr/local/bin/alpha"), "github.com/google/go-cmp/cmp", "cmp.Diff(1, 2)")
 				goBinary(t, filepath.Join(root, "usr/local/bin/beta"), "golang.org/x/sync/errgroup", "new(errgroup.Group).Wait()")
 			},
-			loads: []load{{store.Executed, "/usr/local/bin/alpha"}},
+			loads: []load{{store.Exec, "/usr/local/bin/alpha"}},
 			want: map[pkgRef]Verdict{
 				{pkg.GoModulePkg, "github.com/google/go-cmp"}: InUse,
 				{pkg.GoModulePkg, "golang.org/x/sync"}:        NotObserved,
@@ -282,7 +282,7 @@ func TestEcosystems(t *testing.T) {
 				rustBinary(t, filepath.Join(root, "usr/local/bin/alpha"), "alpha", "itoa", "1.0.11")
 				rustBinary(t, filepath.Join(root, "usr/local/bin/beta"), "beta", "ryu", "1.0.18")
 			},
-			loads: []load{{store.Executed, "/usr/local/bin/alpha"}},
+			loads: []load{{store.Exec, "/usr/local/bin/alpha"}},
 			want: map[pkgRef]Verdict{
 				{pkg.RustPkg, "itoa"}:  InUse,
 				{pkg.RustPkg, "alpha"}: InUse,

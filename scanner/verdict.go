@@ -22,7 +22,7 @@ var loadSections = []struct {
 	section store.Section
 	how     How
 }{
-	{store.Executed, Exec},
+	{store.Exec, Exec},
 	{store.Mapped, Map},
 	{store.FilesRead, Open},
 }

@@ -71,7 +71,7 @@ func TestVerdictStates(t *testing.T) {
 		},
 		{
 			name:    "done, binary executed",
-			profile: profile(store.Done, load{store.Executed, "/usr/bin/g"}, load{store.Mapped, "/usr/bin/g"}),
+			profile: profile(store.Done, load{store.Exec, "/usr/bin/g"}, load{store.Mapped, "/usr/bin/g"}),
 			want: map[string]PackageVerdict{
 				"lib": notObserved, "npm": notObserved, "logs": notObserved, "nomap": unknown,
 				"gomod": {Verdict: InUse, Evidence: []Evidence{{Path: "/usr/bin/g", How: Exec, FirstSeen: t0}, {Path: "/usr/bin/g", How: Map, FirstSeen: t0.Add(1e9)}}},
@@ -263,7 +263,7 @@ func BenchmarkVerdicts(b *testing.B) {
 		default:
 			p := fmt.Sprintf("/usr/local/bin/tool%d", i)
 			o.Binaries[p] = []int{i}
-			loads = append(loads, load{store.Executed, p}, load{store.Mapped, p})
+			loads = append(loads, load{store.Exec, p}, load{store.Mapped, p})
 		}
 	}
 	for i := 0; len(loads) < 20000; i++ {

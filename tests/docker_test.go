@@ -33,14 +33,14 @@ func TestDockerShortLivedContainer(t *testing.T) {
 	require.NoError(t, err)
 	defer st.Close()
 	p := waitProfile(t, st, imageID, func(p *store.Profile) bool {
-		return has(p, store.Executed, "/usr/bin/true") && has(p, store.Mapped, "/usr/lib/x86_64-linux-gnu/libc.so.6")
+		return has(p, store.Exec, "/usr/bin/true") && has(p, store.Mapped, "/usr/lib/x86_64-linux-gnu/libc.so.6")
 	})
-	require.True(t, has(p, store.Executed, loader), "ELF loader %s in %v", loader, p.Sections[store.Executed])
+	require.True(t, has(p, store.Exec, loader), "ELF loader %s in %v", loader, p.Sections[store.Exec])
 	require.True(t, has(p, store.FilesRead, "/usr/lib/x86_64-linux-gnu/libc.so.6"))
 	require.Equal(t, []string{id}, p.Containers)
 	require.Equal(t, []string{"inuse-test/true:1"}, p.Names)
 	require.Zero(t, p.Meta.PartialContainers)
-	for _, sec := range []store.Section{store.FilesRead, store.Executed, store.Mapped} {
+	for _, sec := range []store.Section{store.FilesRead, store.Exec, store.Mapped} {
 		for _, e := range p.Sections[sec] {
 			require.False(t, strings.Contains(e.Value, "/var/lib/") || strings.Contains(e.Value, "inuse-dockerd"), "host path %s", e.Value)
 		}

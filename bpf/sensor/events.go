@@ -35,16 +35,16 @@ type Access uint16
 
 // Access bits, as the kernel sets them.
 const (
-	AccessRead    Access = 1
-	AccessWrite   Access = 2
-	AccessCreate  Access = 4
-	AccessMapExec Access = 8
+	AccessRead   Access = 1
+	AccessWrite  Access = 2
+	AccessCreate Access = 4
+	AccessMapped Access = 8
 )
 
 var accessNames = []struct {
 	bit  Access
 	name string
-}{{AccessRead, "read"}, {AccessWrite, "write"}, {AccessCreate, "create"}, {AccessMapExec, "map_exec"}}
+}{{AccessRead, "read"}, {AccessWrite, "write"}, {AccessCreate, "create"}, {AccessMapped, "mapped"}}
 
 // Strings lists the access bits by name.
 func (a Access) Strings() []string {

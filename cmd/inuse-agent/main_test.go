@@ -170,7 +170,7 @@ func TestExecFoldsIntoStore(t *testing.T) {
 		read = append(read, e.Value)
 	}
 	require.Subset(t, read, []string{"/etc/a.conf", "/etc/b.conf"})
-	require.Equal(t, "/bin/busybox", p.Sections[store.Executed][0].Value)
+	require.Equal(t, "/bin/busybox", p.Sections[store.Exec][0].Value)
 	require.NotEmpty(t, p.Sections[store.Syscalls])
 }
 

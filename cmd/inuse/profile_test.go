@@ -37,7 +37,7 @@ func seed(t *testing.T, url string) {
 	d.AddTo(store.Nodes, "node-a")
 	d.AddTo(store.Containers, "c1")
 	d.Add(store.FilesRead, "/usr/lib/libz.so.1", time.Now().UnixMilli())
-	d.Add(store.Executed, "/usr/bin/app", time.Now().UnixMilli())
+	d.Add(store.Exec, "/usr/bin/app", time.Now().UnixMilli())
 	_, err = st.Apply(t.Context(), map[string]*store.Delta{digest: d}, time.Now(), store.DefaultLearning)
 	require.NoError(t, err)
 }

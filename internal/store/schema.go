@@ -27,7 +27,7 @@ const (
 	FilesWritten Section = "files:written" // regular files opened for writing or created
 	DirsRead     Section = "dirs:read"
 	DirsWritten  Section = "dirs:written"
-	Executed     Section = "exec"   // executed binaries, #! scripts, ELF loaders
+	Exec         Section = "exec"   // executed binaries, #! scripts, ELF loaders
 	Mapped       Section = "mapped" // files mapped executable (dlopen)
 	TCPIn        Section = "tcp:in" // ports listened on or accepted
 	TCPOut       Section = "tcp:out"
@@ -37,7 +37,7 @@ const (
 )
 
 // Sections lists every section, in the order the update script takes them.
-var Sections = []Section{FilesRead, FilesWritten, DirsRead, DirsWritten, Executed, Mapped, TCPIn, TCPOut, UDPIn, UDPOut, Syscalls}
+var Sections = []Section{FilesRead, FilesWritten, DirsRead, DirsWritten, Exec, Mapped, TCPIn, TCPOut, UDPIn, UDPOut, Syscalls}
 
 // Set is a plain set of a profile.
 type Set string

@@ -70,7 +70,7 @@ func TestImagesPageAndStamps(t *testing.T) {
 	// A new file bumps the revision; a file seen again does not.
 	delta := store.NewDelta()
 	delta.Add(store.FilesRead, "/f", base.UnixMilli())
-	delta.Add(store.Executed, "/bin/x", time.Now().UnixMilli())
+	delta.Add(store.Exec, "/bin/x", time.Now().UnixMilli())
 	_, err = st.Apply(t.Context(), map[string]*store.Delta{digests[0]: delta}, time.Now(), store.DefaultLearning)
 	require.NoError(t, err)
 	stamps, err = st.Stamps(t.Context(), time.Now(), store.DefaultLearning)
