@@ -2,4 +2,4 @@
 // of the sensor's hook, for benchmarks.
 package emptyprobe
 
-//go:generate go tool bpf2go -tags linux -target amd64 emptyprobe emptyprobe.bpf.c -- -I../include -Wall -O2 -g
+//go:generate go tool bpf2go -tags linux -target amd64,arm64 emptyprobe emptyprobe.bpf.c -- -I../include -Wall -O2 -g

@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"path"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Event is one decoded observation of a tracked cgroup.
@@ -33,12 +35,12 @@ func (h Header) Cgroup() uint64 { return h.CgroupID }
 // Access says how a file was used.
 type Access uint16
 
-// Access bits, as the kernel sets them.
+// Access bits of a file event (enum access in events.h).
 const (
-	AccessRead   Access = 1
-	AccessWrite  Access = 2
-	AccessCreate Access = 4
-	AccessMapped Access = 8
+	AccessRead   = Access(sensorAccessACCESS_READ)
+	AccessWrite  = Access(sensorAccessACCESS_WRITE)
+	AccessCreate = Access(sensorAccessACCESS_CREATE)
+	AccessMapped = Access(sensorAccessACCESS_MAPPED)
 )
 
 var accessNames = []struct {
@@ -86,27 +88,19 @@ func (e FileEvent) MarshalJSON() ([]byte, error) {
 // ExecRole says what an executed file was to the exec.
 type ExecRole uint8
 
-// Exec roles.
+// Exec roles (enum exec_role in events.h).
 const (
 	// RoleBinary is the file the kernel ran: the interpreter of a script.
-	RoleBinary ExecRole = 1
+	RoleBinary = ExecRole(sensorExecRoleEXEC_BINARY)
 	// RoleScript is a #! script.
-	RoleScript ExecRole = 2
+	RoleScript = ExecRole(sensorExecRoleEXEC_SCRIPT)
 	// RoleLoader is the ELF interpreter of the binary (PT_INTERP).
-	RoleLoader ExecRole = 3
+	RoleLoader = ExecRole(sensorExecRoleEXEC_LOADER)
 )
 
-func (r ExecRole) String() string {
-	switch r {
-	case RoleBinary:
-		return "binary"
-	case RoleScript:
-		return "script"
-	case RoleLoader:
-		return "loader"
-	}
-	return fmt.Sprintf("role(%d)", uint8(r))
-}
+var roleNames = map[ExecRole]string{RoleBinary: "binary", RoleScript: "script", RoleLoader: "loader"}
+
+func (r ExecRole) String() string { return nameOf(roleNames, r, "role") }
 
 // MarshalJSON writes the role's name.
 func (r ExecRole) MarshalJSON() ([]byte, error) { return json.Marshal(r.String()) }
@@ -139,19 +133,13 @@ type Protocol uint8
 
 // Protocols the sensor reports.
 const (
-	TCP Protocol = 6
-	UDP Protocol = 17
+	TCP Protocol = unix.IPPROTO_TCP
+	UDP Protocol = unix.IPPROTO_UDP
 )
 
-func (p Protocol) String() string {
-	switch p {
-	case TCP:
-		return "tcp"
-	case UDP:
-		return "udp"
-	}
-	return fmt.Sprintf("proto(%d)", uint8(p))
-}
+var protocolNames = map[Protocol]string{TCP: "tcp", UDP: "udp"}
+
+func (p Protocol) String() string { return nameOf(protocolNames, p, "proto") }
 
 // MarshalJSON writes the protocol's name.
 func (p Protocol) MarshalJSON() ([]byte, error) { return json.Marshal(p.String()) }
@@ -159,10 +147,10 @@ func (p Protocol) MarshalJSON() ([]byte, error) { return json.Marshal(p.String()
 // Direction is inbound (a port served) or outbound (a port reached).
 type Direction uint8
 
-// Directions.
+// Directions (enum net_direction in events.h).
 const (
-	Inbound  Direction = 1
-	Outbound Direction = 2
+	Inbound  = Direction(sensorNetDirectionDIR_IN)
+	Outbound = Direction(sensorNetDirectionDIR_OUT)
 )
 
 func (d Direction) String() string {
@@ -178,23 +166,18 @@ func (d Direction) MarshalJSON() ([]byte, error) { return json.Marshal(d.String(
 // NetOp is the socket call that revealed a port.
 type NetOp uint8
 
-// Socket calls.
+// Socket calls (enum net_op in events.h).
 const (
-	OpListen  NetOp = 1
-	OpAccept  NetOp = 2
-	OpConnect NetOp = 3
-	OpBind    NetOp = 4
-	OpSend    NetOp = 5
+	OpListen  = NetOp(sensorNetOpNET_LISTEN)
+	OpAccept  = NetOp(sensorNetOpNET_ACCEPT)
+	OpConnect = NetOp(sensorNetOpNET_CONNECT)
+	OpBind    = NetOp(sensorNetOpNET_BIND)
+	OpSend    = NetOp(sensorNetOpNET_SEND)
 )
 
 var netOpNames = map[NetOp]string{OpListen: "listen", OpAccept: "accept", OpConnect: "connect", OpBind: "bind", OpSend: "send"}
 
-func (o NetOp) String() string {
-	if n, ok := netOpNames[o]; ok {
-		return n
-	}
-	return fmt.Sprintf("op(%d)", uint8(o))
-}
+func (o NetOp) String() string { return nameOf(netOpNames, o, "op") }
 
 // MarshalJSON writes the operation's name.
 func (o NetOp) MarshalJSON() ([]byte, error) { return json.Marshal(o.String()) }
@@ -277,6 +260,14 @@ func (e CgroupEvent) MarshalJSON() ([]byte, error) {
 	return withKind(e.Kind(), plain(e))
 }
 
+// nameOf names a value of an enum; a value without a name shows its number.
+func nameOf[T ~uint8](names map[T]string, v T, kind string) string {
+	if n, ok := names[v]; ok {
+		return n
+	}
+	return fmt.Sprintf("%s(%d)", kind, uint8(v))
+}
+
 // withKind marshals v, a struct, with a leading "kind" member.
 func withKind(kind string, v any) ([]byte, error) {
 	body, err := json.Marshal(v)
@@ -295,14 +286,6 @@ func withKind(kind string, v any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Record kinds, as event_header.kind.
-const (
-	recordFile  = 1
-	recordExec  = 2
-	recordNet   = 3
-	recordMkdir = 4
-)
-
 // ErrMalformed is returned for a ring buffer record that cannot be decoded.
 var ErrMalformed = errors.New("sensor: malformed record")
 
@@ -315,15 +298,13 @@ var (
 	kindOffset = int(unsafe.Offsetof(sensorEventHeader{}.Kind))
 )
 
-const afInet6 = 10
-
 // Decode turns one ring buffer record into a typed event.
 func Decode(raw []byte) (Event, error) {
 	if len(raw) < headerSize {
 		return nil, fmt.Errorf("%w: %d bytes", ErrMalformed, len(raw))
 	}
-	switch raw[kindOffset] {
-	case recordFile:
+	switch sensorEventKind(raw[kindOffset]) {
+	case sensorEventKindEVENT_FILE:
 		var r sensorFileEvent
 		tail, err := decodeFixed(raw, fileSize, &r)
 		if err != nil {
@@ -338,7 +319,7 @@ func Decode(raw []byte) (Event, error) {
 			Header: header(r.Hdr), Path: string(p), Access: Access(r.Access), Mode: mode,
 			Dir: mode.IsDir(), Dev: r.Dev, Ino: r.Ino, Truncated: r.Truncated != 0,
 		}, nil
-	case recordExec:
+	case sensorEventKindEVENT_EXEC:
 		var r sensorExecEvent
 		tail, err := decodeFixed(raw, execSize, &r)
 		if err != nil {
@@ -359,16 +340,16 @@ func Decode(raw []byte) (Event, error) {
 			ev.Argv0 = string(aux)
 		}
 		return ev, nil
-	case recordNet:
+	case sensorEventKindEVENT_NET:
 		var r sensorNetEvent
 		if _, err := decodeFixed(raw, netSize, &r); err != nil {
 			return nil, err
 		}
 		return NetEvent{
 			Header: header(r.Hdr), Protocol: Protocol(r.Protocol), Direction: Direction(r.Direction),
-			Port: r.Port, IPv6: r.Family == afInet6, Op: NetOp(r.Op),
+			Port: r.Port, IPv6: r.Family == unix.AF_INET6, Op: NetOp(r.Op),
 		}, nil
-	case recordMkdir:
+	case sensorEventKindEVENT_MKDIR:
 		var r sensorCgroupEvent
 		tail, err := decodeFixed(raw, mkdirSize, &r)
 		if err != nil {
@@ -414,28 +395,19 @@ func scriptPath(cwd, filename string) string {
 
 // fileMode converts an inode's i_mode to an fs.FileMode (type bits only matter here).
 func fileMode(m uint32) fs.FileMode {
-	const (
-		sIFMT   = 0o170000
-		sIFDIR  = 0o040000
-		sIFLNK  = 0o120000
-		sIFSOCK = 0o140000
-		sIFIFO  = 0o010000
-		sIFCHR  = 0o020000
-		sIFBLK  = 0o060000
-	)
 	mode := fs.FileMode(m & 0o777)
-	switch m & sIFMT {
-	case sIFDIR:
+	switch m & unix.S_IFMT {
+	case unix.S_IFDIR:
 		mode |= fs.ModeDir
-	case sIFLNK:
+	case unix.S_IFLNK:
 		mode |= fs.ModeSymlink
-	case sIFSOCK:
+	case unix.S_IFSOCK:
 		mode |= fs.ModeSocket
-	case sIFIFO:
+	case unix.S_IFIFO:
 		mode |= fs.ModeNamedPipe
-	case sIFCHR:
+	case unix.S_IFCHR:
 		mode |= fs.ModeDevice | fs.ModeCharDevice
-	case sIFBLK:
+	case unix.S_IFBLK:
 		mode |= fs.ModeDevice
 	}
 	return mode
@@ -445,8 +417,8 @@ func fileMode(m uint32) fs.FileMode {
 // benchmarks and tests of the user-space path.
 func EncodeFileRecord(e FileEvent) []byte {
 	rec := sensorFileEvent{
-		Hdr: sensorEventHeader{CgroupId: e.CgroupID, TimestampNs: e.Monotonic, Pid: e.PID, Kind: recordFile},
-		Ino: e.Ino, Dev: e.Dev, Access: uint16(e.Access), PathLen: uint16(len(e.Path)),
+		Hdr: sensorEventHeader{CgroupId: e.CgroupID, TimestampNs: e.Monotonic, Pid: e.PID, Kind: sensorEventKindEVENT_FILE},
+		Ino: e.Ino, Dev: e.Dev, Access: sensorAccess(e.Access), PathLen: uint16(len(e.Path)),
 	}
 	b, _ := binary.Append(nil, binary.NativeEndian, rec)
 	return append(b, e.Path...)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 func record(t testing.TB, fixed any, tail ...string) []byte {
@@ -19,7 +20,7 @@ func record(t testing.TB, fixed any, tail ...string) []byte {
 	return b
 }
 
-func hdr(kind uint8) sensorEventHeader {
+func hdr(kind sensorEventKind) sensorEventHeader {
 	return sensorEventHeader{CgroupId: 42, TimestampNs: 7, Pid: 100, Kind: kind}
 }
 
@@ -32,32 +33,32 @@ func TestDecode(t *testing.T) {
 	}{
 		{
 			name: "file read",
-			raw:  record(t, sensorFileEvent{Hdr: hdr(recordFile), Ino: 9, Dev: 3, Mode: 0o100644, Access: uint16(AccessRead), PathLen: 10}, "/etc/hosts"),
+			raw:  record(t, sensorFileEvent{Hdr: hdr(sensorEventKindEVENT_FILE), Ino: 9, Dev: 3, Mode: 0o100644, Access: sensorAccess(AccessRead), PathLen: 10}, "/etc/hosts"),
 			want: FileEvent{Header: want, Path: "/etc/hosts", Access: AccessRead, Mode: 0o644, Dev: 3, Ino: 9},
 		},
 		{
 			name: "directory",
-			raw:  record(t, sensorFileEvent{Hdr: hdr(recordFile), Ino: 2, Mode: 0o40755, Access: uint16(AccessRead), PathLen: 4}, "/etc"),
+			raw:  record(t, sensorFileEvent{Hdr: hdr(sensorEventKindEVENT_FILE), Ino: 2, Mode: 0o40755, Access: sensorAccess(AccessRead), PathLen: 4}, "/etc"),
 			want: FileEvent{Header: want, Path: "/etc", Access: AccessRead, Mode: 0o755 | 1<<31, Dir: true, Ino: 2},
 		},
 		{
 			name: "exec binary with argv0",
-			raw:  record(t, sensorExecEvent{Hdr: hdr(recordExec), Ino: 5, Dev: 1, PathLen: 13, AuxLen: 2, Role: uint8(RoleBinary)}, "/usr/bin/dash", "sh"),
+			raw:  record(t, sensorExecEvent{Hdr: hdr(sensorEventKindEVENT_EXEC), Ino: 5, Dev: 1, PathLen: 13, AuxLen: 2, Role: sensorExecRole(RoleBinary)}, "/usr/bin/dash", "sh"),
 			want: ExecEvent{Header: want, Role: RoleBinary, Path: "/usr/bin/dash", Argv0: "sh", Dev: 1, Ino: 5},
 		},
 		{
 			name: "script relative to cwd",
-			raw:  record(t, sensorExecEvent{Hdr: hdr(recordExec), PathLen: 4, AuxLen: 11, Role: uint8(RoleScript)}, "/srv", "./run/go.sh"),
+			raw:  record(t, sensorExecEvent{Hdr: hdr(sensorEventKindEVENT_EXEC), PathLen: 4, AuxLen: 11, Role: sensorExecRole(RoleScript)}, "/srv", "./run/go.sh"),
 			want: ExecEvent{Header: want, Role: RoleScript, Path: "/srv/run/go.sh"},
 		},
 		{
 			name: "absolute script",
-			raw:  record(t, sensorExecEvent{Hdr: hdr(recordExec), AuxLen: 10, Role: uint8(RoleScript)}, "/opt/x.sh/"),
+			raw:  record(t, sensorExecEvent{Hdr: hdr(sensorEventKindEVENT_EXEC), AuxLen: 10, Role: sensorExecRole(RoleScript)}, "/opt/x.sh/"),
 			want: ExecEvent{Header: want, Role: RoleScript, Path: "/opt/x.sh"},
 		},
 		{
 			name: "udp send over ipv6",
-			raw:  record(t, sensorNetEvent{Hdr: hdr(recordNet), Port: 53, Family: afInet6, Protocol: uint8(UDP), Direction: uint8(Outbound), Op: uint8(OpSend)}),
+			raw:  record(t, sensorNetEvent{Hdr: hdr(sensorEventKindEVENT_NET), Port: 53, Family: unix.AF_INET6, Protocol: uint8(UDP), Direction: sensorNetDirection(Outbound), Op: sensorNetOp(OpSend)}),
 			want: NetEvent{Header: want, Protocol: UDP, Direction: Outbound, Port: 53, IPv6: true, Op: OpSend},
 		},
 	} {
@@ -79,10 +80,10 @@ func TestDecodeMalformed(t *testing.T) {
 		{"empty", nil},
 		{"shorter than a header", make([]byte, 10)},
 		{"unknown kind", record(t, hdr(9))},
-		{"file without its fixed part", record(t, hdr(recordFile))},
-		{"path longer than the record", record(t, sensorFileEvent{Hdr: hdr(recordFile), PathLen: 100}, "/short")},
-		{"argv0 longer than the record", record(t, sensorExecEvent{Hdr: hdr(recordExec), PathLen: 2, AuxLen: 50, Role: 1}, "/x", "a")},
-		{"net without its fixed part", record(t, hdr(recordNet))},
+		{"file without its fixed part", record(t, hdr(sensorEventKindEVENT_FILE))},
+		{"path longer than the record", record(t, sensorFileEvent{Hdr: hdr(sensorEventKindEVENT_FILE), PathLen: 100}, "/short")},
+		{"argv0 longer than the record", record(t, sensorExecEvent{Hdr: hdr(sensorEventKindEVENT_EXEC), PathLen: 2, AuxLen: 50, Role: 1}, "/x", "a")},
+		{"net without its fixed part", record(t, hdr(sensorEventKindEVENT_NET))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Decode(tc.raw)
@@ -131,7 +132,7 @@ func TestNewSyscalls(t *testing.T) {
 // BenchmarkDecode measures decoding of file records, the bulk of events.
 func BenchmarkDecode(b *testing.B) {
 	path := "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
-	raw := record(b, sensorFileEvent{Hdr: hdr(recordFile), Ino: 9, Dev: 3, Mode: 0o100644, Access: uint16(AccessRead), PathLen: uint16(len(path))}, path)
+	raw := record(b, sensorFileEvent{Hdr: hdr(sensorEventKindEVENT_FILE), Ino: 9, Dev: 3, Mode: 0o100644, Access: sensorAccess(AccessRead), PathLen: uint16(len(path))}, path)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := Decode(raw); err != nil {

@@ -1,10 +1,16 @@
 //go:build ignore
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
-// The inuse sensor: what tracked containers open, map, execute, which ports
-// they use and which syscalls they make. Every program first checks that the
-// current cgroup is tracked and returns at once otherwise, so host processes
-// pay one hash lookup per syscall.
+// The inuse sensor: what tracked containers open, map executable and
+// execute, which ports they serve and reach, and which syscalls they make.
+// Four tp_btf programs: sys_exit (syscall bitmap, opens, mmaps, socket
+// calls), sched_process_exec (binary, script, ELF loader),
+// sched_process_exit (exit and exit_group) and cgroup_mkdir (early
+// tracking). Each first asks tracked_state (cgroup.h) for the state of the
+// task's cgroup; an untracked task on cgroup2 costs a few loads, as the state
+// lives in the cgroup's own storage. What a cgroup reports is deduplicated
+// (a per-cgroup cache, then LRU maps), resolved to a path (path.h) and
+// written to the ring buffer as the records of events.h.
 
 #include "vmlinux.h"
 #include "bpf_helpers.h"
@@ -12,19 +18,15 @@
 #include "bpf_tracing.h"
 #include "bpf_endian.h"
 
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
+#include "events.h"
+#include "cgroup.h"
+#include "path.h"
+#include "syscall.h"
 
-#define PATH_MAX_LEN 4096
-#define NAME_MAX_LEN 255
-#define ARGV0_MAX_LEN 256
-#define MAX_PATH_DEPTH 256
-#define SYSCALL_WORDS 8 /* 512 syscall numbers */
-#define MAX_SYSCALL (SYSCALL_WORDS * 64)
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define AF_INET 2
 #define AF_INET6 10
-#define IPPROTO_TCP 6
-#define IPPROTO_UDP 17
 #define EINPROGRESS 115
 #define PROT_EXEC 0x4
 #define S_IFMT 00170000
@@ -36,136 +38,15 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AT_BASE 7
 #define AUXV_PAIRS 28
 
-/* Syscall numbers this sensor decodes, and the syscall arguments as they
- * are still found in pt_regs at sys_exit. */
-#if defined(__TARGET_ARCH_x86)
-#define NR_OPEN 2
-#define NR_OPENAT 257
-#define NR_OPENAT2 437
-#define NR_CREAT 85
-#define NR_MMAP 9
-#define NR_CONNECT 42
-#define NR_ACCEPT 43
-#define NR_ACCEPT4 288
-#define NR_SENDTO 44
-#define NR_SENDMSG 46
-#define NR_SENDMMSG 307
-#define NR_BIND 49
-#define NR_LISTEN 50
-#define NR_EXIT 60
-#define NR_EXIT_GROUP 231
-#define SYSCALL_NR(regs) ((regs)->orig_ax)
-#define SYSCALL_ARG1(regs) ((regs)->di)
-#define SYSCALL_ARG2(regs) ((regs)->si)
-#define SYSCALL_ARG3(regs) ((regs)->dx)
-#define SYSCALL_ARG5(regs) ((regs)->r8)
-#elif defined(__TARGET_ARCH_arm64)
-#define NR_OPENAT 56
-#define NR_OPENAT2 437
-#define NR_MMAP 222
-#define NR_CONNECT 203
-#define NR_ACCEPT 202
-#define NR_ACCEPT4 242
-#define NR_SENDTO 206
-#define NR_SENDMSG 211
-#define NR_SENDMMSG 269
-#define NR_BIND 200
-#define NR_LISTEN 201
-#define NR_EXIT 93
-#define NR_EXIT_GROUP 94
-#define SYSCALL_NR(regs) ((regs)->syscallno)
-#define SYSCALL_ARG1(regs) ((regs)->orig_x0)
-#define SYSCALL_ARG2(regs) ((regs)->regs[1])
-#define SYSCALL_ARG3(regs) ((regs)->regs[2])
-#define SYSCALL_ARG5(regs) ((regs)->regs[4])
-#endif
+/* FMODE_BACKING of this kernel (a macro, so no CO-RE): set by user space
+ * from the kernel version; 0 where overlayfs has no backing files. */
+const volatile __u32 fmode_backing = 0;
 
-enum event_kind {
-	EVENT_FILE = 1,
-	EVENT_EXEC = 2,
-	EVENT_NET = 3,
-	EVENT_MKDIR = 4,
-};
-
-/* Access bits of a file event; part of the dedup key. */
-enum access {
-	ACCESS_READ = 1,
-	ACCESS_WRITE = 2,
-	ACCESS_CREATE = 4,
-	ACCESS_MAP_EXEC = 8,
-	ACCESS_EXEC = 16,   /* executed (dedup key of exec binaries) */
-	ACCESS_LOADER = 32, /* mapped by the kernel as PT_INTERP */
-};
-
-enum exec_role {
-	EXEC_BINARY = 1, /* the file the kernel ran (the interpreter of a script) */
-	EXEC_SCRIPT = 2, /* a #! script: path is the cwd when argv filename is relative */
-	EXEC_LOADER = 3, /* the ELF interpreter named by PT_INTERP */
-};
-
-enum net_op {
-	NET_LISTEN = 1,
-	NET_ACCEPT = 2,
-	NET_CONNECT = 3,
-	NET_BIND = 4,
-	NET_SEND = 5,
-};
-
-enum net_direction {
-	DIR_IN = 1,
-	DIR_OUT = 2,
-};
-
-struct event_header {
-	__u64 cgroup_id;
-	__u64 timestamp_ns; /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
-	__u32 pid;
-	__u8 kind;
-	__u8 _pad[3];
-};
-
-/* Followed by path_len bytes of path (no NUL). */
-struct file_event {
-	struct event_header hdr;
-	__u64 ino;
-	__u32 dev;
-	__u32 mode;
-	__u16 access;
-	__u16 path_len;
-	__u8 truncated;
-	__u8 _pad[3];
-};
-
-/* Followed by path_len bytes of path, then aux_len bytes: argv[0] for the
- * binary, the argv filename for a script. */
-struct exec_event {
-	struct event_header hdr;
-	__u64 ino;
-	__u32 dev;
-	__u16 path_len;
-	__u16 aux_len;
-	__u8 role;
-	__u8 truncated;
-	__u8 _pad[6];
-};
-
-struct net_event {
-	struct event_header hdr;
-	__u16 port;
-	__u16 family;
-	__u8 protocol;
-	__u8 direction;
-	__u8 op;
-	__u8 _pad;
-};
-
-/* A cgroup tracked from its creation (cgroup_mkdir under an early prefix).
- * Followed by path_len bytes of its path in the cgroup2 hierarchy. */
-struct cgroup_event {
-	struct event_header hdr;
-	__u16 path_len;
-	__u8 _pad[6];
-};
+/* Never called, never loaded: its parameters put into BTF the enums that
+ * no record carries, for bpf2go (gen.go) and agreement_test.go. */
+void btf_anchor(enum syscall_nr nr, enum cgroup_limits limits)
+{
+}
 
 struct file_key {
 	__u64 cgroup_id;
@@ -182,88 +63,7 @@ struct net_key {
 	__u32 _pad;
 };
 
-struct syscall_bits {
-	__u64 words[SYSCALL_WORDS];
-};
-
-/* A file recently reported by a cgroup: a direct-mapped cache in front of
- * the LRU, so that a file opened in a loop costs one compare. */
-struct recent_file {
-	__u64 ino;
-	__u32 dev;
-	__u32 access;
-};
-
-#define RECENT_FILES 16
-
-/* What the sensor keeps per tracked cgroup. */
-struct cgroup_state {
-	__u64 cgroup_id;
-	__u64 losses; /* ring buffer reserves that failed */
-	struct syscall_bits syscalls;
-	struct recent_file recent[RECENT_FILES];
-};
-
-/* Per-CPU scratch: the path is built backwards in buf, then copied behind
- * the fixed part of the record that goes to the ring buffer. */
-struct scratch {
-	char buf[PATH_MAX_LEN + NAME_MAX_LEN + 1];
-	union {
-		struct {
-			struct file_event ev;
-			char path[PATH_MAX_LEN];
-		} file;
-		struct {
-			struct exec_event ev;
-			char data[PATH_MAX_LEN + ARGV0_MAX_LEN];
-		} exec;
-		struct net_event net;
-		struct {
-			struct cgroup_event ev;
-			char path[PATH_MAX_LEN];
-		} cgroup;
-	};
-};
-
-/* Set before load by user space: -1 keys containers by their cgroup v2 id,
- * otherwise by the id of their cgroup in this v1 controller hierarchy. */
-const volatile __s32 cgroup_v1_subsys = -1;
-
-/* cgroup2 path prefixes ("/docker/") under which a new cgroup is tracked
- * the moment it is created, before a runtime can name its container. */
-#define EARLY_PREFIXES 4
-#define EARLY_PREFIX_LEN 64
-const volatile char early_prefix[EARLY_PREFIXES][EARLY_PREFIX_LEN] = {};
-const volatile __u32 early_prefix_len[EARLY_PREFIXES] = {};
-
-/* FMODE_BACKING of this kernel (a macro, so no CO-RE): set by user space
- * from the kernel version; 0 where overlayfs has no backing files. */
-const volatile __u32 fmode_backing = 0;
-
-/* Tracked cgroups on cgroup2: the state hangs off the cgroup itself, so an
- * untracked task costs three loads and a NULL check. */
-struct {
-	__uint(type, BPF_MAP_TYPE_CGRP_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct cgroup_state);
-} inuse_cgstate SEC(".maps");
-
-/* Tracked cgroups on the v1 fallback: id -> slot -> state. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, __u32);
-} inuse_v1_tracked SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
-	__type(value, struct cgroup_state);
-} inuse_v1_state SEC(".maps");
-
+/* What each cgroup already reported, so that it is reported once. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -280,139 +80,15 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20);
+	__uint(max_entries, 8 << 20); /* the default; user space may resize it */
 } inuse_events SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct scratch);
-} inuse_scratch SEC(".maps");
-
-/* The state of the current task's cgroup, or NULL when it is not tracked. */
-static __always_inline struct cgroup_state *tracked_state(void)
-{
-	if (cgroup_v1_subsys < 0) {
-		struct task_struct *task = bpf_get_current_task_btf();
-		struct cgroup *cgrp = task->cgroups->dfl_cgrp;
-		/* No cgroup storage at all: untracked, without a helper call. */
-		if (!cgrp->bpf_cgrp_storage)
-			return NULL;
-		return bpf_cgrp_storage_get(&inuse_cgstate, cgrp, 0, 0);
-	}
-
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct css_set *cgroups = BPF_CORE_READ(task, cgroups);
-	struct cgroup_subsys_state *css = NULL;
-	bpf_probe_read_kernel(&css, sizeof(css), &cgroups->subsys[cgroup_v1_subsys & 15]);
-	__u64 id = BPF_CORE_READ(css, cgroup, kn, id);
-	__u32 *slot = bpf_map_lookup_elem(&inuse_v1_tracked, &id);
-	if (!slot)
-		return NULL;
-	return bpf_map_lookup_elem(&inuse_v1_state, slot);
-}
-
-static __always_inline void count_loss(struct cgroup_state *st)
-{
-	__sync_fetch_and_add(&st->losses, 1);
-}
-
-static __always_inline void fill_header(struct event_header *hdr, __u64 cgroup_id, __u8 kind)
+static __always_inline void fill_header(struct event_header *hdr, __u64 cgroup_id, enum event_kind kind)
 {
 	hdr->cgroup_id = cgroup_id;
 	hdr->timestamp_ns = bpf_ktime_get_ns();
 	hdr->pid = bpf_get_current_pid_tgid() >> 32;
 	hdr->kind = kind;
-}
-
-static __always_inline struct scratch *get_scratch(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&inuse_scratch, &zero);
-}
-
-/* State of a path walk from a dentry up to the task's root. */
-struct path_walk {
-	struct dentry *dentry;
-	struct vfsmount *vfsmnt;
-	struct mount *mnt;
-	struct dentry *root_dentry;
-	struct vfsmount *root_mnt;
-	__u32 off;
-	__u8 truncated;
-	__u8 _pad[3];
-};
-
-/* One step of the walk, as a bpf_loop callback so that the verifier checks
- * it once instead of once per component and call site. */
-static long path_walk_step(__u64 index, struct path_walk *w)
-{
-	/* Locals, not w->x, inside BPF_CORE_READ: path_walk is not a kernel type. */
-	struct dentry *dentry = w->dentry;
-	struct vfsmount *vfsmnt = w->vfsmnt;
-	struct mount *mnt = w->mnt;
-
-	if (dentry == w->root_dentry && vfsmnt == w->root_mnt) {
-		w->truncated = 0;
-		return 1;
-	}
-	struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
-	if (dentry == BPF_CORE_READ(vfsmnt, mnt_root) || dentry == parent) {
-		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
-		if (mnt == mnt_parent) {
-			/* the top of the mount tree: the file is outside the task's root */
-			w->truncated = 0;
-			return 1;
-		}
-		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
-		w->mnt = mnt_parent;
-		w->vfsmnt = (void *)mnt_parent + bpf_core_field_offset(struct mount, mnt);
-		return 0;
-	}
-	struct scratch *s = get_scratch();
-	if (!s)
-		return 1;
-	struct qstr name;
-	BPF_CORE_READ_INTO(&name, dentry, d_name);
-	__u32 len = name.len & NAME_MAX_LEN;
-	__u32 off = w->off;
-	if (len + 1 >= off)
-		return 1;
-	off -= len;
-	bpf_probe_read_kernel(&s->buf[off & (PATH_MAX_LEN - 1)], len, name.name);
-	off -= 1;
-	s->buf[off & (PATH_MAX_LEN - 1)] = '/';
-	w->off = off;
-	w->dentry = parent;
-	return 0;
-}
-
-/* Writes the path of (dentry, vfsmnt) as seen from the task's root into the
- * tail of s->buf and returns the offset where it starts (PATH_MAX_LEN - off
- * bytes long). Sets *truncated when the path was too deep or too long. */
-static __always_inline __u32 resolve_path(struct scratch *s, struct task_struct *task, struct dentry *dentry,
-					  struct vfsmount *vfsmnt, __u8 *truncated)
-{
-	struct path root;
-	BPF_CORE_READ_INTO(&root, task, fs, root);
-	struct path_walk w = {
-		.dentry = dentry,
-		.vfsmnt = vfsmnt,
-		.mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt),
-		.root_dentry = root.dentry,
-		.root_mnt = root.mnt,
-		.off = PATH_MAX_LEN,
-		.truncated = 1,
-	};
-	bpf_loop(MAX_PATH_DEPTH, path_walk_step, &w, 0);
-	*truncated = w.truncated;
-	__u32 off = w.off;
-	if (off >= PATH_MAX_LEN) {
-		off = PATH_MAX_LEN - 1;
-		s->buf[off] = '/';
-	}
-	return off;
 }
 
 /* Turns a pointer read with bpf_probe_read_kernel back into a BTF pointer,
@@ -436,7 +112,7 @@ static __always_inline struct file *fd_file(long fd)
 }
 
 /* Reports an opened or mapped file once per (cgroup, device, inode, access). */
-static __always_inline void report_file(struct cgroup_state *st, struct file *file, __u16 access)
+static __always_inline void report_file(struct cgroup_state *st, struct file *file, enum access access)
 {
 	struct inode *inode = file->f_inode;
 	struct file_key key = {
@@ -490,7 +166,7 @@ static __always_inline void handle_open(struct cgroup_state *st, long fd)
 	if (!file)
 		return;
 	__u32 fmode = file->f_mode;
-	__u16 access = 0;
+	enum access access = 0;
 	if (fmode & FMODE_READ)
 		access |= ACCESS_READ;
 	if (fmode & FMODE_WRITE)
@@ -500,8 +176,8 @@ static __always_inline void handle_open(struct cgroup_state *st, long fd)
 	report_file(st, file, access);
 }
 
-static __always_inline void report_port(struct cgroup_state *st, __u16 family, __u8 protocol, __u8 direction,
-					__u8 op, __u16 port)
+static __always_inline void report_port(struct cgroup_state *st, __u16 family, __u8 protocol,
+					enum net_direction direction, enum net_op op, __u16 port)
 {
 	if (port == 0)
 		return;
@@ -543,7 +219,7 @@ static __always_inline __u16 user_sockaddr_port(const void *addr)
 	return bpf_ntohs(sa[1]);
 }
 
-static __always_inline void handle_socket(struct cgroup_state *st, long fd, __u8 op, const void *user_addr)
+static __always_inline void handle_socket(struct cgroup_state *st, long fd, enum net_op op, const void *user_addr)
 {
 	struct file *file = fd_file(fd);
 	if (!file)
@@ -584,16 +260,6 @@ static __always_inline void handle_socket(struct cgroup_state *st, long fd, __u8
 	}
 }
 
-static __always_inline void mark_syscall(struct cgroup_state *st, long nr)
-{
-	if (nr < 0 || nr >= MAX_SYSCALL)
-		return;
-	__u64 bit = 1ULL << (nr & 63);
-	__u64 *word = &st->syscalls.words[(nr >> 6) & (SYSCALL_WORDS - 1)];
-	if (!(*word & bit))
-		__sync_fetch_and_or(word, bit);
-}
-
 /* One hook for every syscall of a tracked cgroup: the syscall bitmap, and
  * the results of opens, mmaps and socket calls (the returned fd or the fd
  * argument, which pt_regs still hold at exit). Only successful calls count. */
@@ -621,7 +287,7 @@ int BPF_PROG(inuse_sys_exit, struct pt_regs *regs, long ret)
 		if (ret >= 0 && (SYSCALL_ARG3(regs) & PROT_EXEC) && fd >= 0) {
 			struct file *file = fd_file(fd);
 			if (file)
-				report_file(st, file, ACCESS_MAP_EXEC);
+				report_file(st, file, ACCESS_MAPPED);
 		}
 		break;
 	}
@@ -685,7 +351,7 @@ static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, st
 /* Emits one exec record, once per (cgroup, file, role) when it names a file.
  * The path comes from the file, else from dir;
  * aux is a user string (argv[0]) or a kernel string (the argv filename). */
-static __always_inline void report_exec(struct cgroup_state *st, __u8 role, struct file *file, struct path *dir,
+static __always_inline void report_exec(struct cgroup_state *st, enum exec_role role, struct file *file, struct path *dir,
 					const char *aux, bool aux_user)
 {
 	struct scratch *s = get_scratch();
@@ -792,25 +458,6 @@ int BPF_PROG(inuse_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 			report_exec(st, EXEC_LOADER, loader.file, NULL, NULL, false);
 	}
 	return 0;
-}
-
-static __always_inline bool early_match(const char *path, long n)
-{
-	for (int i = 0; i < EARLY_PREFIXES; i++) {
-		__u32 len = early_prefix_len[i];
-		if (len == 0 || len > EARLY_PREFIX_LEN || len > n)
-			continue;
-		bool eq = true;
-		for (int j = 0; j < EARLY_PREFIX_LEN && j < len; j++) {
-			if (path[j] != early_prefix[i][j]) {
-				eq = false;
-				break;
-			}
-		}
-		if (eq)
-			return true;
-	}
-	return false;
 }
 
 /* New cgroup2 directories under an early prefix are tracked at once, so a

@@ -36,15 +36,18 @@ type Config struct {
 	// whose processes all sit in the cgroup2 root.
 	CgroupV1Controller string
 	// RingBufferBytes sizes the event ring buffer: a power of two and a
-	// multiple of the page size. Zero keeps the default (8 MiB).
+	// multiple of the page size. Zero keeps the size sensor.bpf.c gives
+	// inuse_events.
 	RingBufferBytes uint32
 	// MaxTracked bounds the number of cgroups tracked at once on the v1
-	// fallback. Zero keeps the default (4096). cgroup2 has no bound.
+	// fallback. Zero keeps the default, MAX_TRACKED_V1 in cgroup.h.
+	// cgroup2 has no bound.
 	MaxTracked uint32
 	// EarlyPrefixes are cgroup2 path prefixes ("/docker/") under which a
-	// new cgroup is tracked the moment it is created (at most 4, of 63
-	// bytes each). The sensor then emits a CgroupEvent for it, and the
-	// caller attributes or untracks it. cgroup2 only.
+	// new cgroup is tracked the moment it is created: at most
+	// EARLY_PREFIXES, each shorter than EARLY_PREFIX_LEN (cgroup.h). The
+	// sensor then emits a CgroupEvent for it, and the caller attributes or
+	// untracks it. cgroup2 only.
 	EarlyPrefixes []string
 	// PollInterval is how often syscall bitmaps and loss counters are read.
 	// Zero means one second.
@@ -102,8 +105,12 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading sensor spec: %w", err)
 	}
+	var specs sensorSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return nil, fmt.Errorf("reading sensor spec: %w", err)
+	}
 	if cfg.RingBufferBytes != 0 {
-		spec.Maps["inuse_events"].MaxEntries = cfg.RingBufferBytes
+		specs.InuseEvents.MaxEntries = cfg.RingBufferBytes
 	}
 	maxTracked := uint32(1) // the v1 maps stay unused on cgroup2
 	if cfg.CgroupV1Controller != "" {
@@ -111,10 +118,10 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := spec.Variables["cgroup_v1_subsys"].Set(idx); err != nil {
+		if err := specs.CgroupV1Subsys.Set(idx); err != nil {
 			return nil, fmt.Errorf("setting cgroup v1 controller: %w", err)
 		}
-		maxTracked = cmp.Or(cfg.MaxTracked, 4096)
+		maxTracked = cmp.Or(cfg.MaxTracked, uint32(sensorCgroupLimitsMAX_TRACKED_V1))
 	} else {
 		h, err := cgroups.Unified()
 		if err != nil {
@@ -124,13 +131,12 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 			return nil, fmt.Errorf("opening cgroup2 root: %w", err)
 		}
 	}
-	for _, m := range []string{"inuse_v1_tracked", "inuse_v1_state"} {
-		spec.Maps[m].MaxEntries = maxTracked
-	}
-	if err := setEarlyPrefixes(spec, cfg.EarlyPrefixes); err != nil {
+	specs.InuseV1Tracked.MaxEntries = maxTracked
+	specs.InuseV1State.MaxEntries = maxTracked
+	if err := setEarlyPrefixes(&specs, cfg.EarlyPrefixes); err != nil {
 		return nil, err
 	}
-	if err := spec.Variables["fmode_backing"].Set(fmodeBacking()); err != nil {
+	if err := specs.FmodeBacking.Set(fmodeBacking()); err != nil {
 		return nil, fmt.Errorf("setting FMODE_BACKING: %w", err)
 	}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
@@ -179,10 +185,10 @@ func checkKernel() error {
 }
 
 // setEarlyPrefixes hands the early-tracking prefixes to the programs.
-func setEarlyPrefixes(spec *ebpf.CollectionSpec, prefixes []string) error {
+func setEarlyPrefixes(specs *sensorSpecs, prefixes []string) error {
 	var (
-		text [4][64]byte
-		lens [4]uint32
+		text [sensorCgroupLimitsEARLY_PREFIXES][sensorCgroupLimitsEARLY_PREFIX_LEN]byte
+		lens [sensorCgroupLimitsEARLY_PREFIXES]uint32
 	)
 	if len(prefixes) > len(text) {
 		return fmt.Errorf("at most %d early-tracking prefixes, got %d", len(text), len(prefixes))
@@ -194,10 +200,10 @@ func setEarlyPrefixes(spec *ebpf.CollectionSpec, prefixes []string) error {
 		copy(text[i][:], p)
 		lens[i] = uint32(len(p))
 	}
-	if err := spec.Variables["early_prefix"].Set(text); err != nil {
+	if err := specs.EarlyPrefix.Set(text); err != nil {
 		return fmt.Errorf("setting early-tracking prefixes: %w", err)
 	}
-	if err := spec.Variables["early_prefix_len"].Set(lens); err != nil {
+	if err := specs.EarlyPrefixLen.Set(lens); err != nil {
 		return fmt.Errorf("setting early-tracking prefixes: %w", err)
 	}
 	return nil

@@ -13,12 +13,31 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type sensorAccess uint16
+
+const (
+	sensorAccessACCESS_READ   sensorAccess = 1
+	sensorAccessACCESS_WRITE  sensorAccess = 2
+	sensorAccessACCESS_CREATE sensorAccess = 4
+	sensorAccessACCESS_MAPPED sensorAccess = 8
+	sensorAccessACCESS_EXEC   sensorAccess = 16
+	sensorAccessACCESS_LOADER sensorAccess = 32
+)
+
 type sensorCgroupEvent struct {
 	_       structs.HostLayout
 	Hdr     sensorEventHeader
 	PathLen uint16
 	Pad     [6]uint8
 }
+
+type sensorCgroupLimits uint32
+
+const (
+	sensorCgroupLimitsEARLY_PREFIXES   sensorCgroupLimits = 4
+	sensorCgroupLimitsEARLY_PREFIX_LEN sensorCgroupLimits = 64
+	sensorCgroupLimitsMAX_TRACKED_V1   sensorCgroupLimits = 4096
+)
 
 type sensorCgroupState struct {
 	_        structs.HostLayout
@@ -38,9 +57,18 @@ type sensorEventHeader struct {
 	CgroupId    uint64
 	TimestampNs uint64
 	Pid         uint32
-	Kind        uint8
+	Kind        sensorEventKind
 	Pad         [3]uint8
 }
+
+type sensorEventKind uint8
+
+const (
+	sensorEventKindEVENT_FILE  sensorEventKind = 1
+	sensorEventKindEVENT_EXEC  sensorEventKind = 2
+	sensorEventKindEVENT_NET   sensorEventKind = 3
+	sensorEventKindEVENT_MKDIR sensorEventKind = 4
+)
 
 type sensorExecEvent struct {
 	_         structs.HostLayout
@@ -49,10 +77,18 @@ type sensorExecEvent struct {
 	Dev       uint32
 	PathLen   uint16
 	AuxLen    uint16
-	Role      uint8
+	Role      sensorExecRole
 	Truncated uint8
 	Pad       [6]uint8
 }
+
+type sensorExecRole uint8
+
+const (
+	sensorExecRoleEXEC_BINARY sensorExecRole = 1
+	sensorExecRoleEXEC_SCRIPT sensorExecRole = 2
+	sensorExecRoleEXEC_LOADER sensorExecRole = 3
+)
 
 type sensorFileEvent struct {
 	_         structs.HostLayout
@@ -60,7 +96,7 @@ type sensorFileEvent struct {
 	Ino       uint64
 	Dev       uint32
 	Mode      uint32
-	Access    uint16
+	Access    sensorAccess
 	PathLen   uint16
 	Truncated uint8
 	Pad       [3]uint8
@@ -74,14 +110,21 @@ type sensorFileKey struct {
 	Access   uint32
 }
 
+type sensorNetDirection uint8
+
+const (
+	sensorNetDirectionDIR_IN  sensorNetDirection = 1
+	sensorNetDirectionDIR_OUT sensorNetDirection = 2
+)
+
 type sensorNetEvent struct {
 	_         structs.HostLayout
 	Hdr       sensorEventHeader
 	Port      uint16
 	Family    uint16
 	Protocol  uint8
-	Direction uint8
-	Op        uint8
+	Direction sensorNetDirection
+	Op        sensorNetOp
 	Pad       uint8
 }
 
@@ -93,6 +136,16 @@ type sensorNetKey struct {
 	Direction uint8
 	Pad       uint32
 }
+
+type sensorNetOp uint8
+
+const (
+	sensorNetOpNET_LISTEN  sensorNetOp = 1
+	sensorNetOpNET_ACCEPT  sensorNetOp = 2
+	sensorNetOpNET_CONNECT sensorNetOp = 3
+	sensorNetOpNET_BIND    sensorNetOp = 4
+	sensorNetOpNET_SEND    sensorNetOp = 5
+)
 
 type sensorScratch struct {
 	_    structs.HostLayout

@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Tracked cgroups: what the sensor keeps per cgroup, where it keeps it
+ * (cgroup storage on cgroup2, a slot table on the v1 fallback), and the
+ * prefixes under which a new cgroup2 directory is tracked at creation.
+ * User space owns the set (Track, Untrack) except for early tracking.
+ */
+#pragma once
+
+#include "vmlinux.h"
+#include "bpf_helpers.h"
+#include "bpf_core_read.h"
+
+/* Sizes user space shares (bpf2go -type cgroup_limits). */
+enum cgroup_limits {
+	EARLY_PREFIXES = 4,	/* cgroup2 path prefixes tracked from mkdir */
+	EARLY_PREFIX_LEN = 64,	/* size of each, NUL included */
+	MAX_TRACKED_V1 = 4096,	/* default size of the v1 slot table */
+};
+
+#define SYSCALL_WORDS 8 /* 512 syscall numbers */
+#define MAX_SYSCALL (SYSCALL_WORDS * 64)
+
+struct syscall_bits {
+	__u64 words[SYSCALL_WORDS];
+};
+
+/* A file recently reported by a cgroup: a direct-mapped cache in front of
+ * the LRU, so that a file opened in a loop costs one compare. */
+struct recent_file {
+	__u64 ino;
+	__u32 dev;
+	__u32 access;
+};
+
+#define RECENT_FILES 16
+
+/* What the sensor keeps per tracked cgroup; user space polls syscalls and
+ * losses. */
+struct cgroup_state {
+	__u64 cgroup_id;
+	__u64 losses; /* ring buffer reserves that failed */
+	struct syscall_bits syscalls;
+	struct recent_file recent[RECENT_FILES];
+};
+
+/* Set before load by user space: -1 keys containers by their cgroup v2 id,
+ * otherwise by the id of their cgroup in this v1 controller hierarchy. */
+const volatile __s32 cgroup_v1_subsys = -1;
+
+/* cgroup2 path prefixes ("/docker/") under which a new cgroup is tracked
+ * the moment it is created, before a runtime can name its container. */
+const volatile char early_prefix[EARLY_PREFIXES][EARLY_PREFIX_LEN] = {};
+const volatile __u32 early_prefix_len[EARLY_PREFIXES] = {};
+
+/* Tracked cgroups on cgroup2: the state hangs off the cgroup itself, so an
+ * untracked task costs three loads and a NULL check. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGRP_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct cgroup_state);
+} inuse_cgstate SEC(".maps");
+
+/* Tracked cgroups on the v1 fallback: id -> slot -> state. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_TRACKED_V1);
+	__type(key, __u64);
+	__type(value, __u32);
+} inuse_v1_tracked SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_TRACKED_V1);
+	__type(key, __u32);
+	__type(value, struct cgroup_state);
+} inuse_v1_state SEC(".maps");
+
+/* The state of the current task's cgroup, or NULL when it is not tracked. */
+static __always_inline struct cgroup_state *tracked_state(void)
+{
+	if (cgroup_v1_subsys < 0) {
+		struct task_struct *task = bpf_get_current_task_btf();
+		struct cgroup *cgrp = task->cgroups->dfl_cgrp;
+		/* No cgroup storage at all: untracked, without a helper call. */
+		if (!cgrp->bpf_cgrp_storage)
+			return NULL;
+		return bpf_cgrp_storage_get(&inuse_cgstate, cgrp, 0, 0);
+	}
+
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct css_set *cgroups = BPF_CORE_READ(task, cgroups);
+	struct cgroup_subsys_state *css = NULL;
+	bpf_probe_read_kernel(&css, sizeof(css), &cgroups->subsys[cgroup_v1_subsys & 15]);
+	__u64 id = BPF_CORE_READ(css, cgroup, kn, id);
+	__u32 *slot = bpf_map_lookup_elem(&inuse_v1_tracked, &id);
+	if (!slot)
+		return NULL;
+	return bpf_map_lookup_elem(&inuse_v1_state, slot);
+}
+
+static __always_inline void count_loss(struct cgroup_state *st)
+{
+	__sync_fetch_and_add(&st->losses, 1);
+}
+
+static __always_inline void mark_syscall(struct cgroup_state *st, long nr)
+{
+	if (nr < 0 || nr >= MAX_SYSCALL)
+		return;
+	__u64 bit = 1ULL << (nr & 63);
+	__u64 *word = &st->syscalls.words[(nr >> 6) & (SYSCALL_WORDS - 1)];
+	if (!(*word & bit))
+		__sync_fetch_and_or(word, bit);
+}
+
+/* Whether the first n bytes of a cgroup2 path start with an early prefix. */
+static __always_inline bool early_match(const char *path, long n)
+{
+	for (int i = 0; i < EARLY_PREFIXES; i++) {
+		__u32 len = early_prefix_len[i];
+		if (len == 0 || len > EARLY_PREFIX_LEN || len > n)
+			continue;
+		bool eq = true;
+		for (int j = 0; j < EARLY_PREFIX_LEN && j < len; j++) {
+			if (path[j] != early_prefix[i][j]) {
+				eq = false;
+				break;
+			}
+		}
+		if (eq)
+			return true;
+	}
+	return false;
+}
