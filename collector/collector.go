@@ -1,3 +1,6 @@
+// Package collector folds what the sensor sees into per-image runtime
+// profiles in Redis: attributed events become per-image deltas in memory,
+// written every flush interval as one atomic script per image.
 package collector
 
 import (
@@ -11,6 +14,7 @@ import (
 	"github.com/inuse-dev/inuse/bpf/sensor"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/logfields"
+	"github.com/inuse-dev/inuse/internal/registry"
 	"github.com/inuse-dev/inuse/internal/store"
 )
 
@@ -48,7 +52,7 @@ type Stats struct {
 }
 
 // Collector folds observations of containers into per-image deltas and
-// flushes them to the store. Its Sink methods never block on Redis.
+// flushes them to the store. Its registry.Sink methods never block on Redis.
 type Collector struct {
 	log   *slog.Logger
 	store Writer
@@ -64,7 +68,7 @@ type Collector struct {
 	down    bool           // last flush failed
 }
 
-var _ Sink = (*Collector)(nil)
+var _ registry.Sink[sensor.Event] = (*Collector)(nil)
 
 // New returns a collector writing to w.
 func New(log *slog.Logger, w Writer, cfg Config) *Collector {
@@ -99,7 +103,7 @@ func (c *Collector) delta(digest string) *store.Delta {
 	return d
 }
 
-// ContainerStarted implements Sink.
+// ContainerStarted implements registry.Sink.
 func (c *Collector) ContainerStarted(ctr lifecycle.Container) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -120,7 +124,7 @@ func (c *Collector) ContainerStarted(ctr lifecycle.Container) {
 	c.running[ctr.Image.Digest]++
 }
 
-// ContainerStopped implements Sink.
+// ContainerStopped implements registry.Sink.
 func (c *Collector) ContainerStopped(ctr lifecycle.Container) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -129,7 +133,7 @@ func (c *Collector) ContainerStopped(ctr lifecycle.Container) {
 	}
 }
 
-// Observe implements Sink: it folds one sensor event into the image's delta.
+// Observe implements registry.Sink: it folds one sensor event into the image's delta.
 func (c *Collector) Observe(ctr lifecycle.Container, ev sensor.Event) {
 	if c.guard.paused() {
 		c.mu.Lock()

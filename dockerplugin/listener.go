@@ -1,6 +1,7 @@
-// Package dockerplugin follows dockerd: it lists the running containers,
-// then follows start, die and destroy events, and tells the agent which
-// image each container runs.
+// Package dockerplugin follows dockerd, a discovery source of the agent:
+// it lists the running containers, then follows start, die and destroy
+// events, and hands each container (cgroup, image, Compose service) to the
+// agent's lifecycle.Tracker.
 //
 // dockerd reports a start after the container's process runs, so a
 // container is observed from its first instruction by the sensor's early
@@ -11,6 +12,7 @@ package dockerplugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path"
@@ -33,11 +35,6 @@ import (
 // created, for the sensor's early tracking.
 var EarlyPrefixes = []string{"/docker/", "/system.slice/docker-"}
 
-// Tracker starts observing a cgroup.
-type Tracker interface {
-	Track(cgroupID uint64) error
-}
-
 // Stats count the listener's work.
 type Stats struct {
 	Started     atomic.Uint64
@@ -51,8 +48,7 @@ type Listener struct {
 	log     *slog.Logger
 	cli     *client.Client
 	h       cgroups.Hierarchy
-	tracker Tracker
-	out     chan<- lifecycle.Event
+	tracker lifecycle.Tracker
 	Stats   Stats
 
 	mu      sync.Mutex
@@ -61,12 +57,12 @@ type Listener struct {
 
 // New connects to dockerd the way the docker CLI does (DOCKER_HOST, else
 // the default socket), negotiating the API version.
-func New(log *slog.Logger, h cgroups.Hierarchy, t Tracker, out chan<- lifecycle.Event) (*Listener, error) {
+func New(log *slog.Logger, h cgroups.Hierarchy, t lifecycle.Tracker) (*Listener, error) {
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		return nil, fmt.Errorf("creating docker client: %w", err)
 	}
-	return &Listener{log: log.With(logfields.Component, "docker"), cli: cli, h: h, tracker: t, out: out,
+	return &Listener{log: log.With(logfields.Component, "docker"), cli: cli, h: h, tracker: t,
 		running: map[string]lifecycle.Container{}}, nil
 }
 
@@ -81,18 +77,7 @@ func (l *Listener) Ping(ctx context.Context) error {
 
 // Run follows dockerd until ctx ends, reconnecting when it goes away.
 func (l *Listener) Run(ctx context.Context) error {
-	for {
-		err := l.follow(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		l.log.Warn("docker events ended; reconnecting", logfields.Error, err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
+	return lifecycle.Reconnect(ctx, l.log, time.Second, l.follow)
 }
 
 func (l *Listener) follow(ctx context.Context) error {
@@ -131,11 +116,19 @@ func (l *Listener) started(ctx context.Context, id string, partial bool) {
 		return
 	}
 	c.Partial = partial
+	err = l.tracker.Started(c)
+	if err != nil && !errors.Is(err, lifecycle.ErrQueueFull) {
+		l.Stats.Failures.Add(1)
+		l.log.Warn("cannot track container", logfields.ContainerID, id, logfields.Error, err)
+		return
+	}
 	l.mu.Lock()
 	l.running[id] = c
 	l.mu.Unlock()
 	l.Stats.Started.Add(1)
-	l.send(lifecycle.Event{Kind: lifecycle.Started, Container: c})
+	if err != nil {
+		l.Stats.Dropped.Add(1)
+	}
 }
 
 func (l *Listener) stopped(id string) {
@@ -143,15 +136,7 @@ func (l *Listener) stopped(id string) {
 	c, ok := l.running[id]
 	delete(l.running, id)
 	l.mu.Unlock()
-	if ok {
-		l.send(lifecycle.Event{Kind: lifecycle.Stopped, Container: c})
-	}
-}
-
-func (l *Listener) send(ev lifecycle.Event) {
-	select {
-	case l.out <- ev:
-	default:
+	if ok && errors.Is(l.tracker.Stopped(c), lifecycle.ErrQueueFull) {
 		l.Stats.Dropped.Add(1)
 	}
 }
@@ -184,9 +169,6 @@ func (l *Listener) describe(ctx context.Context, id string) (lifecycle.Container
 	if dir := l.h.Path(c.CgroupPath); dir != "" {
 		if cid, err := cgroups.ID(dir); err == nil {
 			c.CgroupID = cid
-			if err := l.tracker.Track(cid); err != nil {
-				return lifecycle.Container{}, fmt.Errorf("tracking container: %w", err)
-			}
 		}
 	}
 	return c, nil

@@ -27,6 +27,7 @@ func runAgent(ctx context.Context, args ...string) error {
 	return app.RunContext(ctx, append([]string{"inuse-agent", "--log-level", "warn"}, args...))
 }
 
+// line is the event of one line of output (agent.Record).
 type line struct {
 	Kind  string   `json:"kind"`
 	Path  string   `json:"path"`
@@ -34,6 +35,8 @@ type line struct {
 	Names []string `json:"names"`
 }
 
+// readLines returns the events of the output, and checks that every line
+// is an event or a container's start or stop.
 func readLines(t *testing.T, file string) []line {
 	t.Helper()
 	f, err := os.Open(file)
@@ -42,10 +45,17 @@ func readLines(t *testing.T, file string) []line {
 	var out []line
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var l line
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &l), "line %q", sc.Text())
-		require.NotEmpty(t, l.Kind)
-		out = append(out, l)
+		var r struct {
+			Event     *line  `json:"event"`
+			Lifecycle string `json:"lifecycle"`
+		}
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &r), "line %q", sc.Text())
+		if r.Lifecycle != "" {
+			continue
+		}
+		require.NotNil(t, r.Event, "line %q", sc.Text())
+		require.NotEmpty(t, r.Event.Kind)
+		out = append(out, *r.Event)
 	}
 	require.NoError(t, sc.Err())
 	return out
@@ -154,7 +164,7 @@ func TestExecFoldsIntoStore(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(root, "etc/b.conf"), []byte("b"), 0o644))
 	const digest = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
 	for node, file := range map[string]string{"node-a": "/etc/a.conf", "node-b": "/etc/b.conf"} {
-		err := runAgent(t.Context(), "exec", "--redis", srv.URL(), "--image", "demo/busybox:1", "--image-digest", digest,
+		err := runAgent(t.Context(), "exec", "--redis", srv.URL(), "--image-name", "demo/busybox:1", "--image-digest", digest,
 			"--node-name", node, "--root", root, "--", "cat", file)
 		require.Equal(t, 0, exitCode(t, err))
 	}

@@ -1,6 +1,9 @@
-// Package registry attributes what the sensor sees to containers. Both
-// discovery sources (the NRI plugin and the Docker listener) feed it; it
-// hands attributed observations to the collector.
+// Package registry attributes what the sensor sees to containers. The
+// agent feeds it the lifecycle events of the discovery sources (the NRI
+// plugin, the Docker listener, inuse-agent exec) and the sensor's events;
+// it hands attributed observations to its Sink (the collector, or the
+// agent's JSON output). It knows events only by their cgroup, so that it
+// depends on nothing above it.
 //
 // A tracked cgroup may send events before its container is known: the NRI
 // plugin tracks a cgroup before it enqueues the container, and cgroups
@@ -20,11 +23,26 @@ import (
 	"sync"
 	"time"
 
-	"github.com/inuse-dev/inuse/bpf/sensor"
-	"github.com/inuse-dev/inuse/collector"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/logfields"
 )
+
+// Event is what the sensor reports, known here only by its cgroup.
+type Event interface {
+	Cgroup() uint64
+}
+
+// Sink receives attributed observations. Implementations must not block:
+// they are called on the event path.
+type Sink[E Event] interface {
+	// ContainerStarted is called once per container when it is tracked
+	// (c.Partial when it was already running).
+	ContainerStarted(c lifecycle.Container)
+	// Observe is called for each event of a tracked container.
+	Observe(c lifecycle.Container, ev E)
+	// ContainerStopped is called when the container is untracked.
+	ContainerStopped(c lifecycle.Container)
+}
 
 // Untracker stops the sensor observing a cgroup.
 type Untracker interface {
@@ -48,15 +66,15 @@ type Stats struct {
 }
 
 // Registry maps tracked cgroups to containers.
-type Registry struct {
+type Registry[E Event] struct {
 	log     *slog.Logger
-	sink    collector.Sink
+	sink    Sink[E]
 	sensor  Untracker
 	cfg     Config
 	mu      sync.Mutex
 	known   map[uint64]lifecycle.Container
 	gone    map[uint64]stoppedContainer // stopped, still known for Hold
-	waiting map[uint64]*held
+	waiting map[uint64]*held[E]
 	paths   map[string]uint64 // cgroup path -> id, of cgroups tracked at creation
 	stats   Stats
 }
@@ -66,29 +84,29 @@ type stoppedContainer struct {
 	at time.Time
 }
 
-type held struct {
+type held[E Event] struct {
 	since  time.Time
 	path   string // when tracked at creation
-	events []sensor.Event
+	events []E
 }
 
 // New returns a registry that feeds sink and untracks through s.
-func New(log *slog.Logger, sink collector.Sink, s Untracker, cfg Config) *Registry {
+func New[E Event](log *slog.Logger, sink Sink[E], s Untracker, cfg Config) *Registry[E] {
 	if cfg.Hold <= 0 {
 		cfg.Hold = time.Minute
 	}
 	if cfg.MaxHeld <= 0 {
 		cfg.MaxHeld = 10_000
 	}
-	return &Registry{
+	return &Registry[E]{
 		log: log.With(logfields.Component, "registry"), sink: sink, sensor: s, cfg: cfg,
 		known: map[uint64]lifecycle.Container{}, gone: map[uint64]stoppedContainer{},
-		waiting: map[uint64]*held{}, paths: map[string]uint64{},
+		waiting: map[uint64]*held[E]{}, paths: map[string]uint64{},
 	}
 }
 
 // Handle applies a lifecycle event from a discovery source.
-func (r *Registry) Handle(ev lifecycle.Event) {
+func (r *Registry[E]) Handle(ev lifecycle.Event) {
 	switch ev.Kind {
 	case lifecycle.Started:
 		r.started(ev.Container)
@@ -99,7 +117,7 @@ func (r *Registry) Handle(ev lifecycle.Event) {
 
 // resolve fills in the cgroup id of a container known only by its cgroup
 // path (it exited before its runtime described it); c.mu is held.
-func (r *Registry) resolve(c *lifecycle.Container) bool {
+func (r *Registry[E]) resolve(c *lifecycle.Container) bool {
 	if c.CgroupID != 0 {
 		return true
 	}
@@ -108,7 +126,7 @@ func (r *Registry) resolve(c *lifecycle.Container) bool {
 	return ok
 }
 
-func (r *Registry) started(c lifecycle.Container) {
+func (r *Registry[E]) started(c lifecycle.Container) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.resolve(&c) {
@@ -143,7 +161,7 @@ func (r *Registry) started(c lifecycle.Container) {
 	r.log.Debug("container attributed", logfields.ContainerID, c.ID, logfields.Image, c.Image.Name, logfields.CgroupID, c.CgroupID)
 }
 
-func (r *Registry) stopped(c lifecycle.Container) {
+func (r *Registry[E]) stopped(c lifecycle.Container) {
 	r.mu.Lock()
 	if !r.resolve(&c) {
 		r.mu.Unlock()
@@ -166,7 +184,7 @@ func (r *Registry) stopped(c lifecycle.Container) {
 
 // Observe attributes one sensor event, or holds it until its container is
 // known.
-func (r *Registry) Observe(ev sensor.Event) {
+func (r *Registry[E]) Observe(ev E) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	id := ev.Cgroup()
@@ -178,16 +196,7 @@ func (r *Registry) Observe(ev sensor.Event) {
 		r.sink.Observe(c.Container, ev)
 		return
 	}
-	h := r.waiting[id]
-	if h == nil {
-		h = &held{since: time.Now()}
-		r.waiting[id] = h
-	}
-	if mk, ok := ev.(sensor.CgroupEvent); ok {
-		h.path = mk.Path
-		r.paths[mk.Path] = id
-		return
-	}
+	h := r.hold(id)
 	if len(h.events) >= r.cfg.MaxHeld {
 		r.stats.Dropped++
 		return
@@ -195,9 +204,33 @@ func (r *Registry) Observe(ev sensor.Event) {
 	h.events = append(h.events, ev)
 }
 
+// CgroupCreated records the path of a cgroup that the kernel tracked at
+// creation (under an early prefix), so that a container described later
+// by that path only (it exited before its runtime described it) is found.
+func (r *Registry[E]) CgroupCreated(id uint64, path string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.known[id]; ok {
+		return
+	}
+	h := r.hold(id)
+	h.path = path
+	r.paths[path] = id
+}
+
+// hold returns the held events of an unknown cgroup; r.mu is held.
+func (r *Registry[E]) hold(id uint64) *held[E] {
+	h := r.waiting[id]
+	if h == nil {
+		h = &held[E]{since: time.Now()}
+		r.waiting[id] = h
+	}
+	return h
+}
+
 // Expire untracks cgroups that stayed unknown for longer than Hold, and
 // forgets containers stopped longer ago.
-func (r *Registry) Expire(now time.Time) {
+func (r *Registry[E]) Expire(now time.Time) {
 	r.mu.Lock()
 	for id, c := range r.gone {
 		if now.Sub(c.at) >= r.cfg.Hold {
@@ -223,7 +256,7 @@ func (r *Registry) Expire(now time.Time) {
 }
 
 // Container returns the container of a tracked cgroup.
-func (r *Registry) Container(cgroupID uint64) (lifecycle.Container, bool) {
+func (r *Registry[E]) Container(cgroupID uint64) (lifecycle.Container, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c, ok := r.known[cgroupID]
@@ -231,7 +264,7 @@ func (r *Registry) Container(cgroupID uint64) (lifecycle.Container, bool) {
 }
 
 // Stats returns the registry's counters.
-func (r *Registry) Stats() Stats {
+func (r *Registry[E]) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.stats

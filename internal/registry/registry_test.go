@@ -8,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/inuse-dev/inuse/bpf/sensor"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 )
 
@@ -20,18 +19,25 @@ type record struct {
 
 func (r *record) ContainerStarted(c lifecycle.Container) { r.calls = append(r.calls, "start "+c.ID) }
 func (r *record) ContainerStopped(c lifecycle.Container) { r.calls = append(r.calls, "stop "+c.ID) }
-func (r *record) Observe(c lifecycle.Container, ev sensor.Event) {
-	r.calls = append(r.calls, c.ID+" "+ev.(sensor.FileEvent).Path)
+func (r *record) Observe(c lifecycle.Container, ev fileEvent) {
+	r.calls = append(r.calls, c.ID+" "+ev.path)
 }
 func (r *record) Untrack(id uint64) error { r.untracked = append(r.untracked, id); return nil }
 
 var img = lifecycle.Image{Name: "app:1", Digest: "sha256:4444444444444444444444444444444444444444444444444444444444444444"}
 
-func file(cgroup uint64, path string) sensor.Event {
-	return sensor.FileEvent{Header: sensor.Header{CgroupID: cgroup}, Path: path}
+// fileEvent stands for the sensor's events: the registry knows them only
+// by their cgroup.
+type fileEvent struct {
+	cgroup uint64
+	path   string
 }
 
-func newRegistry(cfg Config) (*Registry, *record) {
+func (e fileEvent) Cgroup() uint64 { return e.cgroup }
+
+func file(cgroup uint64, path string) fileEvent { return fileEvent{cgroup, path} }
+
+func newRegistry(cfg Config) (*Registry[fileEvent], *record) {
 	rec := &record{}
 	return New(slog.New(slog.NewTextHandler(io.Discard, nil)), rec, rec, cfg), rec
 }
@@ -51,7 +57,7 @@ func TestHeldUntilKnownThenReplayed(t *testing.T) {
 
 func TestEarlyTrackedMatchedByPath(t *testing.T) {
 	r, rec := newRegistry(Config{})
-	r.Observe(sensor.CgroupEvent{Header: sensor.Header{CgroupID: 9}, Path: "/docker/abc"})
+	r.CgroupCreated(9, "/docker/abc")
 	r.Observe(file(9, "/entrypoint"))
 	// dockerd describes the container after it exited: path only.
 	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "abc", CgroupPath: "/docker/abc", Image: img}})

@@ -1,9 +1,10 @@
-// Package plugin is inuse's NRI plugin: it tracks each container's cgroup
-// in the sensor when containerd starts it, before its first instruction,
-// and tells the agent which image the container runs.
+// Package plugin is inuse's NRI plugin, a discovery source of the agent:
+// when containerd starts a container, before its first instruction, it
+// describes the container (cgroup, image, pod) and hands it to the agent's
+// lifecycle.Tracker, which tracks its cgroup at once.
 //
-// Handlers never block or fail a container: they resolve the cgroup, make
-// one map update, enqueue, and return; whatever fails is counted.
+// Handlers never block or fail a container: they resolve the cgroup, hand
+// it over, and return; whatever fails is counted.
 package plugin
 
 import (
@@ -36,11 +37,6 @@ const DefaultSocket = "/var/run/nri/nri.sock"
 // container before plugins that may change it.
 const DefaultIndex = "05"
 
-// Tracker starts observing a cgroup.
-type Tracker interface {
-	Track(cgroupID uint64) error
-}
-
 // Stats count what the handlers could not do.
 type Stats struct {
 	Started       atomic.Uint64 // containers tracked at StartContainer
@@ -58,19 +54,17 @@ type ImageDigests interface {
 // Plugin handles containerd's NRI events.
 type Plugin struct {
 	log     *slog.Logger
-	tracker Tracker
+	tracker lifecycle.Tracker
 	h       cgroups.Hierarchy
-	out     chan<- lifecycle.Event
 	// Images, when set, names the digest of images that the runtime's
 	// events do not carry.
 	Images ImageDigests
 	Stats  Stats
 }
 
-// New returns a plugin that tracks cgroups of h with t and sends lifecycle
-// events to out.
-func New(log *slog.Logger, t Tracker, h cgroups.Hierarchy, out chan<- lifecycle.Event) *Plugin {
-	return &Plugin{log: log.With(logfields.Component, "nri"), tracker: t, h: h, out: out}
+// New returns a plugin that hands the containers of cgroup hierarchy h to t.
+func New(log *slog.Logger, t lifecycle.Tracker, h cgroups.Hierarchy) *Plugin {
+	return &Plugin{log: log.With(logfields.Component, "nri"), tracker: t, h: h}
 }
 
 var (
@@ -124,31 +118,28 @@ func (p *Plugin) stop(pod *api.PodSandbox, c *api.Container) {
 	if err != nil {
 		return // its cgroup is gone; it was untracked with it
 	}
-	p.send(lifecycle.Event{Kind: lifecycle.Stopped, Container: ctr})
+	if errors.Is(p.tracker.Stopped(ctr), lifecycle.ErrQueueFull) {
+		p.Stats.Dropped.Add(1)
+	}
 }
 
-// track tracks the container's cgroup and enqueues it; false when it could not.
+// track hands the container to the tracker; false when it could not.
 func (p *Plugin) track(pod *api.PodSandbox, c *api.Container, partial bool) bool {
 	ctr, err := p.describe(pod, c)
 	if err == nil {
-		err = p.tracker.Track(ctr.CgroupID)
+		ctr.Partial = partial
+		err = p.tracker.Started(ctr)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, lifecycle.ErrQueueFull):
+		p.Stats.Dropped.Add(1) // tracked: its events wait for a later resync
+		return true
+	case err != nil:
 		p.Stats.TrackFailures.Add(1)
 		p.log.Warn("cannot track container", logfields.ContainerID, c.GetId(), logfields.Error, err)
 		return false
 	}
-	ctr.Partial = partial
-	p.send(lifecycle.Event{Kind: lifecycle.Started, Container: ctr})
 	return true
-}
-
-func (p *Plugin) send(ev lifecycle.Event) {
-	select {
-	case p.out <- ev:
-	default:
-		p.Stats.Dropped.Add(1)
-	}
 }
 
 // describe builds the container's identity and finds its cgroup.
@@ -283,26 +274,15 @@ type Options struct {
 // the runtime goes away (a containerd restart), it reconnects; the
 // runtime's Synchronize then resyncs the running containers.
 func (p *Plugin) Run(ctx context.Context, opts Options) error {
-	if opts.Retry <= 0 {
-		opts.Retry = time.Second
-	}
-	for {
-		err := p.serve(ctx, opts)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if LaunchedByRuntime() {
-			// On a socket of the runtime's: it launches the plugin again
-			// when it comes back.
+	if LaunchedByRuntime() {
+		// On a socket of the runtime's: it launches the plugin again when
+		// it comes back.
+		if err := p.serve(ctx, opts); ctx.Err() == nil {
 			return err
 		}
-		p.log.Warn("NRI connection ended; reconnecting", logfields.Error, err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(opts.Retry):
-		}
+		return nil
 	}
+	return lifecycle.Reconnect(ctx, p.log, cmp.Or(opts.Retry, time.Second), func(ctx context.Context) error { return p.serve(ctx, opts) })
 }
 
 func (p *Plugin) serve(ctx context.Context, opts Options) error {

@@ -22,18 +22,34 @@ import (
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 )
 
-// tracks records what the plugin tracked; the sensor itself is tested in
-// bpf/sensor and end to end in tests/.
+// tracks is the agent's tracker as the plugin sees it: it records the
+// cgroups tracked and queues the events on out, bounded like the agent's
+// queue. The sensor itself is tested in bpf/sensor, the agent's tracker in
+// agent, and both end to end in tests/.
 type tracks struct {
 	mu  sync.Mutex
 	ids []uint64
+	out chan lifecycle.Event
 }
 
-func (r *tracks) Track(id uint64) error {
+func (r *tracks) Started(c lifecycle.Container) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ids = append(r.ids, id)
-	return nil
+	r.ids = append(r.ids, c.CgroupID)
+	r.mu.Unlock()
+	return r.send(lifecycle.Event{Kind: lifecycle.Started, Container: c})
+}
+
+func (r *tracks) Stopped(c lifecycle.Container) error {
+	return r.send(lifecycle.Event{Kind: lifecycle.Stopped, Container: c})
+}
+
+func (r *tracks) send(ev lifecycle.Event) error {
+	select {
+	case r.out <- ev:
+		return nil
+	default:
+		return lifecycle.ErrQueueFull
+	}
 }
 
 const imageDigest = "sha256:3333333333333333333333333333333333333333333333333333333333333333"
@@ -123,9 +139,9 @@ func TestPluginAgainstNRIRuntime(t *testing.T) {
 	f := newFixture(t, "old", "new")
 	socket := filepath.Join(t.TempDir(), "nri.sock")
 	r := runtime(t, socket, f, "old")
-	tr := &tracks{}
 	events := make(chan lifecycle.Event, 16)
-	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), tr, f.h, events)
+	tr := &tracks{out: events}
+	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), tr, f.h)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, Options{Socket: socket, Retry: 50 * time.Millisecond}) }()
@@ -191,7 +207,7 @@ func TestPluginReconnectsAfterRuntimeRestart(t *testing.T) {
 	}
 	rt := startProcess("old")
 	events := make(chan lifecycle.Event, 16)
-	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), &tracks{}, f.h, events)
+	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), &tracks{out: events}, f.h)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, Options{Socket: socket, Retry: 50 * time.Millisecond}) }()
@@ -221,7 +237,7 @@ func TestPluginNeverFailsAContainer(t *testing.T) {
 	r := runtime(t, socket, f)
 	defer r.Stop()
 	// No room in the queue, and a container whose cgroup does not exist.
-	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), &tracks{}, f.h, make(chan lifecycle.Event))
+	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), &tracks{out: make(chan lifecycle.Event)}, f.h)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	go func() { _ = p.Run(ctx, Options{Socket: socket}) }()
@@ -266,7 +282,7 @@ func BenchmarkStartContainer(b *testing.B) {
 		for range events {
 		}
 	}()
-	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), &tracks{}, f.h, events)
+	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), &tracks{out: events}, f.h)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = p.Run(ctx, Options{Socket: socket}) }()
@@ -317,7 +333,7 @@ func TestPluginAsksForMissingDigests(t *testing.T) {
 	f := newFixture(t, "c1", "c2")
 	f.ctrs["c1"].Image = &api.Image{Name: "docker.io/shop/old:1"} // NRI before containerd 2.4
 	f.ctrs["c2"].Image = &api.Image{Name: "docker.io/shop/gone:1"}
-	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), &tracks{}, f.h, make(chan lifecycle.Event, 4))
+	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), &tracks{out: make(chan lifecycle.Event, 4)}, f.h)
 	p.Images = digestsByName{"docker.io/shop/old:1": imageDigest}
 	c1, err := p.describe(f.pod, f.ctrs["c1"])
 	require.NoError(t, err)

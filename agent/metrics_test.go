@@ -1,4 +1,4 @@
-package metrics
+package agent
 
 import (
 	"io"
@@ -18,6 +18,7 @@ import (
 	"github.com/inuse-dev/inuse/bpf/sensor"
 	"github.com/inuse-dev/inuse/collector"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
+	"github.com/inuse-dev/inuse/internal/metrics"
 	"github.com/inuse-dev/inuse/internal/redistest"
 	"github.com/inuse-dev/inuse/internal/store"
 	"github.com/inuse-dev/inuse/nri-plugin/plugin"
@@ -81,18 +82,16 @@ func TestAgentMetricsFromCollector(t *testing.T) {
 	t.Cleanup(func() { _ = st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	src := Sources{Sensor: &SensorCounts{}, NRI: &plugin.Stats{}}
-	src.Flush = NewFlushTimer(st)
-	col := collector.New(log, src.Flush, collector.Config{Node: "n1", FlushInterval: time.Hour})
-	src.Collector = col
-	h, err := Handler(src)
+	m := &agentMetrics{nri: &plugin.Stats{}, flush: newFlushTimer(st)}
+	col := collector.New(log, m.flush, collector.Config{Node: "n1", FlushInterval: time.Hour})
+	h, err := metrics.Handler(m.collector(col, nil))
 	require.NoError(t, err)
 
 	ctr := lifecycle.Container{ID: "c1", Image: lifecycle.Image{Name: "demo:1", Digest: "sha256:aa"}, CgroupID: 7}
 	col.ContainerStarted(ctr)
-	src.NRI.Started.Add(1)
-	src.NRI.Connections.Add(1)
-	emit := src.Sensor.Wrap(func(ev sensor.Event) { col.Observe(ctr, ev) })
+	m.nri.Started.Add(1)
+	m.nri.Connections.Add(1)
+	emit := func(ev sensor.Event) { m.sensor.count(ev); col.Observe(ctr, ev) }
 	for _, ev := range []sensor.Event{
 		sensor.FileEvent{Header: sensor.Header{CgroupID: 7}, Path: "/etc/passwd", Access: sensor.AccessRead},
 		sensor.FileEvent{Header: sensor.Header{CgroupID: 7}, Path: "/etc/hosts", Access: sensor.AccessRead},
@@ -150,7 +149,7 @@ func TestAgentMetricsFromCollector(t *testing.T) {
 // Parts the agent does not run (no --redis, no dockerd) export nothing,
 // rather than zeros that would look like a healthy idle part.
 func TestAgentMetricsOnlyForRunningParts(t *testing.T) {
-	h, err := Handler(Sources{Sensor: &SensorCounts{}})
+	h, err := metrics.Handler((&agentMetrics{}).collector(nil, nil))
 	require.NoError(t, err)
 	var got []string
 	for name := range scrape(t, h) {
@@ -162,19 +161,19 @@ func TestAgentMetricsOnlyForRunningParts(t *testing.T) {
 	require.ElementsMatch(t, want, got, cmp.Diff(want, got))
 }
 
-// The type switch of Wrap and the Kinds labels agree.
-func TestSensorCountsKinds(t *testing.T) {
-	s := &SensorCounts{}
-	emit := s.Wrap(func(sensor.Event) {})
+// The type switch of count and the kinds labels agree.
+func TestSensorCountskinds(t *testing.T) {
+	s := &sensorCounts{}
+	emit := s.count
 	for _, ev := range []sensor.Event{
 		sensor.FileEvent{}, sensor.ExecEvent{}, sensor.NetEvent{}, sensor.SyscallEvent{}, sensor.LossEvent{Lost: 3}, sensor.CgroupEvent{},
 	} {
 		t.Run(ev.Kind(), func(t *testing.T) {
-			before := s.byKind[slices.Index(Kinds, ev.Kind())].Load()
+			before := s.byKind[slices.Index(kinds, ev.Kind())].Load()
 			emit(ev)
-			require.Equal(t, before+1, s.byKind[slices.Index(Kinds, ev.Kind())].Load())
+			require.Equal(t, before+1, s.byKind[slices.Index(kinds, ev.Kind())].Load())
 		})
 	}
 	require.Equal(t, uint64(3), s.lost.Load())
-	require.Zero(t, s.byKind[len(Kinds)].Load(), "no known kind counted as other")
+	require.Zero(t, s.byKind[len(kinds)].Load(), "no known kind counted as other")
 }

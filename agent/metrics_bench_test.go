@@ -1,4 +1,4 @@
-package metrics
+package agent
 
 import (
 	"io"
@@ -9,13 +9,14 @@ import (
 	"github.com/inuse-dev/inuse/bpf/sensor"
 	"github.com/inuse-dev/inuse/collector"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
+	"github.com/inuse-dev/inuse/internal/metrics"
 	"github.com/inuse-dev/inuse/internal/redistest"
 	"github.com/inuse-dev/inuse/internal/store"
 	"github.com/inuse-dev/inuse/nri-plugin/plugin"
 )
 
 // What counting events by kind adds to the event path: the same fold,
-// direct and through SensorCounts.Wrap, in one run; and the counting alone
+// direct and counted first, in one run; and the counting alone
 // (around an emit that does nothing). The event repeats, so the fold is its
 // cheapest (a member already pending) and the counter's share the largest.
 func BenchmarkEventPath(b *testing.B) {
@@ -33,7 +34,8 @@ func BenchmarkEventPath(b *testing.B) {
 				emit = func(ev sensor.Event) { col.Observe(ctr, ev) }
 			}
 			if tc.wrap {
-				emit = (&SensorCounts{}).Wrap(emit)
+				counts, next := &sensorCounts{}, emit
+				emit = func(ev sensor.Event) { counts.count(ev); next(ev) }
 			}
 			for b.Loop() {
 				emit(ev)
@@ -51,9 +53,8 @@ func BenchmarkScrape(b *testing.B) {
 	}
 	defer st.Close()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	src := Sources{Sensor: &SensorCounts{}, NRI: &plugin.Stats{}, Flush: NewFlushTimer(st)}
-	src.Collector = collector.New(log, src.Flush, collector.Config{Node: "n"})
-	h, err := Handler(src)
+	m := &agentMetrics{nri: &plugin.Stats{}, flush: newFlushTimer(st)}
+	h, err := metrics.Handler(m.collector(collector.New(log, m.flush, collector.Config{Node: "n"}), nil))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,0 +1,328 @@
+// Package agent is the node agent's pipeline, in the order data flows:
+//
+//	sensor (bpf/sensor)          what tracked cgroups open, execute, map, connect, call
+//	  -> tracker (tracker.go)    the one place where cgroups are tracked and untracked
+//	  -> registry                attributes each event to its container
+//	  -> sink                    the collector (profiles in Redis) or JSON lines
+//
+// Discovery sources (the NRI plugin, the Docker listener, inuse-agent
+// exec) only describe containers and hand them to the tracker. The agent
+// owns every part it opens and closes them in reverse order; on shutdown
+// the sensor drains what the kernel already wrote, the lifecycle queue is
+// emptied, and only then does the collector write its final flush.
+package agent
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/inuse-dev/inuse/bpf/sensor"
+	"github.com/inuse-dev/inuse/collector"
+	"github.com/inuse-dev/inuse/dockerplugin"
+	"github.com/inuse-dev/inuse/internal/cgroups"
+	"github.com/inuse-dev/inuse/internal/logfields"
+	"github.com/inuse-dev/inuse/internal/metrics"
+	"github.com/inuse-dev/inuse/internal/registry"
+	"github.com/inuse-dev/inuse/internal/store"
+	"github.com/inuse-dev/inuse/nri-plugin/plugin"
+)
+
+// Config is everything the agent is told; the commands fill it from flags.
+type Config struct {
+	// CgroupV1Controller keys containers by their cgroup in this v1
+	// hierarchy; empty: cgroup2 when mounted.
+	CgroupV1Controller string
+	// RingBufferBytes sizes the sensor's ring buffer (0: its default).
+	RingBufferBytes uint32
+	// EarlyPrefixes are cgroup2 paths under which new cgroups are tracked
+	// by the kernel at creation; empty with Docker: Docker's.
+	EarlyPrefixes []string
+	// Hold is how long events of an unnamed cgroup wait for its container.
+	Hold time.Duration
+
+	// Redis names the profile store; empty: no store, JSON lines only.
+	Redis string
+	// Collector tunes the folding into profiles (with Redis).
+	Collector collector.Config
+	// Output is where JSON lines go: a file, "-" for stdout, or empty
+	// for none.
+	Output string
+
+	// NRI follows containerd.
+	NRI NRIConfig
+	// Docker follows dockerd when it answers.
+	Docker bool
+	// MetricsListen serves Prometheus metrics at this address; empty: off.
+	MetricsListen string
+}
+
+// NRIConfig is how the agent reaches containerd.
+type NRIConfig struct {
+	// Socket is containerd's NRI socket; empty: no NRI.
+	Socket string
+	// Required connects (and retries) even when Socket does not exist
+	// yet: it was named explicitly, or the runtime launched the agent.
+	Required bool
+	// Index orders the plugin among NRI plugins.
+	Index string
+	// ContainerdAddress is containerd's socket, for image digests that
+	// NRI does not carry (containerd before 2.4); empty: none.
+	ContainerdAddress string
+}
+
+// Agent is one node agent: its sensor, tracker, registry and sink.
+type Agent struct {
+	log       *slog.Logger
+	cfg       Config
+	hierarchy cgroups.Hierarchy
+	sensor    *sensor.Sensor
+	tracker   *tracker
+	registry  *registry.Registry[sensor.Event]
+	store     *store.Store         // nil without Redis
+	collector *collector.Collector // nil without Redis
+	output    *jsonLines           // nil without Output
+	metrics   *agentMetrics
+	metricsLn net.Listener // nil without MetricsListen
+	closers   []func() error
+}
+
+// Open loads the sensor and connects to the store; nothing is tracked yet.
+// The caller has lifted the memlock limit (the binary does, once).
+func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err error) {
+	a := &Agent{log: log, cfg: cfg, metrics: &agentMetrics{}}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, a.Close())
+		}
+	}()
+	if a.cfg.MetricsListen != "" {
+		// Listen first: a busy port fails the start, not a scrape later.
+		if a.metricsLn, err = net.Listen("tcp", a.cfg.MetricsListen); err != nil {
+			return nil, fmt.Errorf("listening for metrics: %w", err)
+		}
+		a.closers = append(a.closers, a.metricsLn.Close)
+	}
+	if a.hierarchy, err = hierarchy(cfg.CgroupV1Controller); err != nil {
+		return nil, err
+	}
+	log.Debug("keying cgroups", "hierarchy", a.hierarchy.String())
+	if len(a.cfg.EarlyPrefixes) == 0 && cfg.Docker {
+		a.cfg.EarlyPrefixes = dockerplugin.EarlyPrefixes
+	}
+	if a.sensor, err = sensor.Open(log, sensor.Config{
+		CgroupV1Controller: a.hierarchy.Controller, RingBufferBytes: cfg.RingBufferBytes, EarlyPrefixes: a.cfg.EarlyPrefixes,
+	}); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, a.sensor.Close)
+
+	if cfg.Redis != "" {
+		if a.store, err = connect(ctx, cfg.Redis); err != nil {
+			return nil, err
+		}
+		a.closers = append(a.closers, a.store.Close)
+		ccfg := cfg.Collector
+		if ccfg.Node == "" {
+			if ccfg.Node, err = os.Hostname(); err != nil {
+				return nil, fmt.Errorf("naming this node: %w", err)
+			}
+		}
+		a.metrics.flush = newFlushTimer(a.store)
+		a.collector = collector.New(log, a.metrics.flush, ccfg)
+	}
+	a.tracker = newTracker(log, a.sensor)
+	return a, nil
+}
+
+// attribute opens the output and sets up the registry, which hands what
+// it attributes to the collector, the output, or both.
+func (a *Agent) attribute() error {
+	var sinks []registry.Sink[sensor.Event]
+	if a.collector != nil {
+		sinks = append(sinks, a.collector)
+	}
+	if a.cfg.Output != "" {
+		out, err := openOutput(a.cfg.Output)
+		if err != nil {
+			return err
+		}
+		a.closers = append(a.closers, out.Close)
+		a.output = newJSONLines(out)
+		sinks = append(sinks, a.output)
+	}
+	a.registry = registry.New(a.log, fanOut(sinks), a.tracker, registry.Config{Hold: a.cfg.Hold})
+	return nil
+}
+
+// Close closes what Open opened, in reverse order.
+func (a *Agent) Close() error {
+	var errs []error
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		errs = append(errs, a.closers[i]())
+	}
+	a.closers = nil
+	return errors.Join(errs...)
+}
+
+// Run is the node daemon: it follows the runtimes and profiles their
+// containers until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.attribute(); err != nil {
+		return err
+	}
+	var sources []func(context.Context) error
+	if nri := a.cfg.NRI; nri.Socket != "" {
+		if _, err := os.Stat(nri.Socket); err == nil || nri.Required {
+			p := plugin.New(a.log, a.tracker, a.hierarchy)
+			a.metrics.nri = &p.Stats
+			if nri.ContainerdAddress != "" {
+				images, err := plugin.NewCRIImages(nri.ContainerdAddress)
+				if err != nil {
+					return err
+				}
+				defer images.Close()
+				p.Images = images
+			}
+			sources = append(sources, func(ctx context.Context) error {
+				return p.Run(ctx, plugin.Options{Socket: nri.Socket, Index: nri.Index})
+			})
+		} else {
+			a.log.Info("no NRI socket: not following containerd", "socket", nri.Socket)
+		}
+	}
+	if a.cfg.Docker {
+		if d, err := dockerplugin.New(a.log, a.hierarchy, a.tracker); err != nil {
+			a.log.Warn("not following docker", logfields.Error, err)
+		} else if err := d.Ping(ctx); err != nil {
+			a.log.Info("dockerd does not answer: not following docker", logfields.Error, err)
+			d.Close()
+		} else {
+			defer d.Close()
+			a.metrics.docker = &d.Stats
+			sources = append(sources, d.Run)
+		}
+	}
+	if a.metricsLn != nil {
+		h, err := metrics.Handler(a.metrics.collector(a.collector, a.registry))
+		if err != nil {
+			return err
+		}
+		sources = append(sources, func(ctx context.Context) error { return metrics.Serve(ctx, a.log, a.metricsLn, h) })
+	}
+	a.log.Info("agent running", "early_prefixes", a.cfg.EarlyPrefixes)
+	return a.pipeline(ctx, sources, nil)
+}
+
+// pipeline runs the sensor, the lifecycle pump, the expiry of unnamed
+// cgroups, the collector and the given sources until ctx ends, then shuts
+// down in order: the sensor drains what the kernel wrote (and polls the
+// syscalls of the cgroups still tracked), drained runs, the pump empties
+// the lifecycle queue, and the collector's final flush writes it all.
+func (a *Agent) pipeline(ctx context.Context, sources []func(context.Context) error, drained func()) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, run := range sources {
+		g.Go(func() error { return run(ctx) })
+	}
+	sensorDone, pumpDone := make(chan struct{}), make(chan struct{})
+	g.Go(func() error {
+		defer close(pumpDone)
+		a.tracker.pump(ctx, a.registry.Handle)
+		<-sensorDone // what is still queued is applied after the last events
+		if drained != nil {
+			drained()
+		}
+		a.tracker.drain(a.registry.Handle)
+		return nil
+	})
+	g.Go(func() error {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case now := <-t.C:
+				a.registry.Expire(now)
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	})
+	g.Go(func() error {
+		defer close(sensorDone)
+		err := a.sensor.Run(ctx, a.observe)
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	})
+	if a.collector != nil {
+		g.Go(func() error { return a.collector.Run(ctx) })
+		g.Go(func() error {
+			<-pumpDone
+			return a.collector.Flush(context.WithoutCancel(ctx))
+		})
+	}
+	err := g.Wait()
+	if a.output != nil {
+		err = cmp.Or(err, a.output.err())
+	}
+	return err
+}
+
+// observe is the sensor's emit function: every event passes here once.
+func (a *Agent) observe(ev sensor.Event) {
+	a.metrics.sensor.count(ev)
+	if c, ok := ev.(sensor.CgroupEvent); ok {
+		// Tracked by the kernel at creation: the tracker adopts it, and
+		// the registry waits for a runtime to name it.
+		a.tracker.adopt(c.CgroupID)
+		a.registry.CgroupCreated(c.CgroupID, c.Path)
+		return
+	}
+	a.registry.Observe(ev)
+}
+
+func hierarchy(v1Controller string) (cgroups.Hierarchy, error) {
+	if v1Controller != "" {
+		return cgroups.V1Controller(v1Controller)
+	}
+	return cgroups.Detect()
+}
+
+// connect opens the store and checks that it answers.
+func connect(ctx context.Context, url string) (*store.Store, error) {
+	st, err := store.Open(url)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := st.Ping(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("connecting to redis: %w", err)
+	}
+	return st, nil
+}
+
+func openOutput(name string) (io.WriteCloser, error) {
+	if name == "-" {
+		return nopCloser{os.Stdout}, nil
+	}
+	f, err := os.Create(name)
+	if err != nil {
+		return nil, fmt.Errorf("opening output: %w", err)
+	}
+	return f, nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"slices"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/inuse-dev/inuse/agent"
+	"github.com/inuse-dev/inuse/collector"
+	"github.com/inuse-dev/inuse/internal/cliapp"
+)
+
+// sensorFlags configure the sensor in every command that loads it.
+var sensorFlags = []cli.Flag{
+	&cli.StringFlag{
+		Name: "cgroup-v1-controller", EnvVars: []string{"INUSE_CGROUP_V1_CONTROLLER"},
+		Usage: "key containers by their cgroup in this v1 controller hierarchy (hosts without cgroup2); default: cgroup2 when mounted",
+	},
+	&cli.UintFlag{Name: "ring-buffer-bytes", EnvVars: []string{"INUSE_RING_BUFFER_BYTES"}, Usage: "size of the event ring buffer (power of two; default 8 MiB)"},
+}
+
+// outputFlag names where events are written.
+var outputFlag = &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "-", EnvVars: []string{"INUSE_OUTPUT"}, Usage: "write events as JSON lines to this file (- for stdout; with --redis only when set)"}
+
+// storeFlags configure where and how profiles are written.
+var storeFlags = slices.Concat([]cli.Flag{
+	cliapp.RedisFlag,
+	&cli.StringFlag{Name: "node-name", EnvVars: []string{"INUSE_NODE_NAME"}, Usage: "name of this node in the profiles (default: the host name)"},
+	&cli.DurationFlag{Name: "flush-interval", Value: time.Second, EnvVars: []string{"INUSE_FLUSH_INTERVAL"}, Usage: "how often profile updates are written"},
+	&cli.IntFlag{Name: "max-pending", Value: 1_000_000, EnvVars: []string{"INUSE_MAX_PENDING"}, Usage: "profile members kept in memory while Redis is away; more are counted as lost"},
+	&cli.Float64Flag{Name: "max-cpu", EnvVars: []string{"INUSE_MAX_CPU"}, Usage: "pause profiling while the agent uses more than this share of a core (0: no limit)"},
+	&cli.Uint64Flag{Name: "max-rss-bytes", EnvVars: []string{"INUSE_MAX_RSS_BYTES"}, Usage: "pause profiling while the agent's resident memory is above this (0: no limit)"},
+	&cli.DurationFlag{Name: "guard-cool-down", Value: 30 * time.Second, EnvVars: []string{"INUSE_GUARD_COOL_DOWN"}, Usage: "least time a resource-guard pause lasts"},
+}, cliapp.LearningFlags)
+
+// agentConfig reads the flags that every command loading the sensor
+// shares: sensorFlags, and storeFlags and outputFlag where the command has
+// them. JSON lines go to --output without --redis, and with it only when
+// --output is set.
+func agentConfig(c *cli.Context) agent.Config {
+	cfg := agent.Config{
+		CgroupV1Controller: c.String("cgroup-v1-controller"),
+		RingBufferBytes:    uint32(c.Uint("ring-buffer-bytes")),
+		Redis:              c.String(cliapp.RedisFlag.Name),
+		Output:             c.String("output"),
+		Collector: collector.Config{
+			Node:          c.String("node-name"),
+			FlushInterval: c.Duration("flush-interval"),
+			MaxPending:    c.Int("max-pending"),
+			Learning:      cliapp.Learning(c),
+			Guard:         collector.GuardConfig{MaxCPU: c.Float64("max-cpu"), MaxRSSBytes: c.Uint64("max-rss-bytes"), CoolDown: c.Duration("guard-cool-down")},
+		},
+	}
+	if cfg.Redis != "" && !c.IsSet("output") {
+		cfg.Output = ""
+	}
+	return cfg
+}
