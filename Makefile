@@ -37,6 +37,5 @@ bench: deps build ## run the benchmarks: Go benchmarks and the bench/ harness (r
 	$(GO) run ./bench/openclose
 	$(GO) run ./bench/agentrss
 
-lint: ## gofmt and go vet
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
-	$(GO) vet ./...
+lint: ## golangci-lint (.golangci.yml: vet, staticcheck, import rules, slog, formatting) and go vet on arm64
+	@scripts/lint.sh

@@ -47,7 +47,7 @@ type Config struct {
 	// new cgroup is tracked the moment it is created: at most
 	// EARLY_PREFIXES, each shorter than EARLY_PREFIX_LEN (cgroup.h). The
 	// sensor then emits a CgroupEvent for it, and the caller attributes or
-	// untracks it. cgroup2 only.
+	// adopts it (Track), then attributes or untracks it. cgroup2 only.
 	EarlyPrefixes []string
 	// PollInterval is how often syscall bitmaps and loss counters are read.
 	// Zero means one second.
@@ -413,13 +413,6 @@ func (s *Sensor) Run(ctx context.Context, emit func(Event)) error {
 			if derr != nil {
 				s.log.Debug("dropping malformed record", logfields.Error, derr)
 				continue
-			}
-			if mk, ok := ev.(CgroupEvent); ok {
-				// Tracked by the kernel already: hold it so that it can
-				// be polled and untracked like any other.
-				if err := s.Track(mk.CgroupID); err != nil {
-					s.log.Warn("adopting an early-tracked cgroup", logfields.CgroupID, mk.CgroupID, logfields.Error, err)
-				}
 			}
 			emit(ev)
 			continue

@@ -628,6 +628,10 @@ func TestSensorEarlyTracking(t *testing.T) {
 	require.Equal(t, []string{prefix + "c1"}, []string{mkdirs[0].Path})
 	require.Equal(t, id, mkdirs[0].CgroupID)
 	require.Len(t, filesByPath(events, id)[filepath.Join(dir, "read.txt")], 1)
-	require.True(t, s.Tracked(id), "the sensor adopted the cgroup")
+	// Adopting it, so that it is polled and untracked like any other, is
+	// its owner's decision: the agent's tracker.
+	require.False(t, s.Tracked(id))
+	require.NoError(t, s.Track(id))
+	require.True(t, s.Tracked(id))
 	require.NoError(t, s.Untrack(id))
 }

@@ -116,14 +116,23 @@ func (r *Registry[E]) Handle(ev lifecycle.Event) {
 }
 
 // resolve fills in the cgroup id of a container known only by its cgroup
-// path (it exited before its runtime described it); c.mu is held.
+// path (it exited before its runtime described it): from the cgroups
+// tracked at creation, or, once it is known, by its id; r.mu is held.
 func (r *Registry[E]) resolve(c *lifecycle.Container) bool {
 	if c.CgroupID != 0 {
 		return true
 	}
-	id, ok := r.paths[c.CgroupPath]
-	c.CgroupID = id
-	return ok
+	if id, ok := r.paths[c.CgroupPath]; ok {
+		c.CgroupID = id
+		return true
+	}
+	for id, k := range r.known {
+		if k.ID == c.ID {
+			c.CgroupID = id
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Registry[E]) started(c lifecycle.Container) {

@@ -68,6 +68,11 @@ func TestEarlyTrackedMatchedByPath(t *testing.T) {
 
 	r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "lost", CgroupPath: "/docker/lost", Image: img}})
 	require.EqualValues(t, 1, r.Stats().Unresolved)
+
+	// Its stop carries the path only too: found by the container's id.
+	r.Handle(lifecycle.Event{Kind: lifecycle.Stopped, Container: lifecycle.Container{ID: "abc", CgroupPath: "/docker/abc", Image: img}})
+	require.Equal(t, []string{"start abc", "abc /entrypoint", "stop abc"}, rec.calls)
+	require.Equal(t, []uint64{9}, rec.untracked)
 }
 
 func TestUnknownCgroupsExpire(t *testing.T) {
