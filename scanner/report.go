@@ -1,40 +1,13 @@
-// Package scanner joins an image's runtime profile with its SBOM (syft)
-// and vulnerabilities (grype) and says, for every package and every
-// vulnerability, whether it is in use, with the evidence.
 package scanner
 
-import "time"
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
 
-// Verdict says whether a package is used at runtime.
-type Verdict string
-
-// Verdicts.
-const (
-	// InUse: a file the package owns was executed, opened or mapped.
-	InUse Verdict = "in_use"
-	// NotObserved: the profile is done and nothing of the package loaded.
-	NotObserved Verdict = "not_observed"
-	// Unknown: nothing of it loaded yet while the profile still learns, or
-	// no reliable file mapping for this kind of package.
-	Unknown Verdict = "unknown"
+	"github.com/inuse-dev/inuse/internal/store"
 )
-
-// How a file was loaded.
-type How string
-
-// Ways a file is loaded.
-const (
-	Exec How = "exec"
-	Open How = "open"
-	Map  How = "map"
-)
-
-// Evidence is one loaded file that puts a package in use.
-type Evidence struct {
-	Path      string    `json:"path"`
-	How       How       `json:"how"`
-	FirstSeen time.Time `json:"first_seen"`
-}
 
 // Package is one package of the SBOM with its verdict.
 type Package struct {
@@ -118,4 +91,87 @@ type Report struct {
 	Vulnerabilities []Vulnerability `json:"vulnerabilities"`
 	Summary         Summary         `json:"summary"`
 	GeneratedAt     time.Time       `json:"generated_at"`
+}
+
+// Report joins the cached SBOM and matches of digest with profile (nil:
+// no profile yet). Only the verdicts are computed per call: call it
+// whenever the profile's revision changes.
+func (s *Scanner) Report(ctx context.Context, digest string, profile *store.Profile) (*Report, error) {
+	im, err := s.load(digest)
+	if err != nil {
+		return nil, err
+	}
+	vulns, err := s.matches(ctx, digest, im)
+	if err != nil {
+		return nil, err
+	}
+	verdicts := im.owners.Verdicts(profile)
+	rep := &Report{
+		Name: im.meta.Name, Digest: digest, Distro: im.distro, GeneratedAt: time.Now().UTC(),
+		Packages: make([]Package, len(im.pkgs)), Vulnerabilities: make([]Vulnerability, len(vulns)),
+	}
+	if profile != nil {
+		rep.Profile = ProfileState{
+			Found: true, State: string(profile.State), Confidence: string(profile.Confidence),
+			Revision: profile.Meta.Revision, FirstSeen: profile.Meta.FirstSeen, LastSeen: profile.Meta.LastSeen,
+		}
+	}
+	verdictOf := func(id string) PackageVerdict {
+		if v, ok := verdicts[id]; ok && v.Verdict != "" {
+			return v
+		}
+		return PackageVerdict{Verdict: Unknown}
+	}
+	for i, p := range im.pkgs {
+		v := verdictOf(p.ID)
+		p.Verdict, p.Evidence = v.Verdict, v.Evidence
+		rep.Packages[i] = p
+	}
+	for i, v := range vulns {
+		v.Verdict = verdictOf(v.PackageID).Verdict
+		rep.Vulnerabilities[i] = v
+	}
+	sortVulnerabilities(rep.Vulnerabilities)
+	rep.Summary = summarize(rep.Vulnerabilities)
+	return rep, nil
+}
+
+// sortVulnerabilities orders by severity, then in use first, then id and
+// package, so that the report is stable.
+func sortVulnerabilities(vs []Vulnerability) {
+	slices.SortStableFunc(vs, func(a, b Vulnerability) int {
+		if d := SeverityRank(a.Severity) - SeverityRank(b.Severity); d != 0 {
+			return d
+		}
+		if d := VerdictRank(a.Verdict) - VerdictRank(b.Verdict); d != 0 {
+			return d
+		}
+		if c := strings.Compare(a.ID, b.ID); c != 0 {
+			return c
+		}
+		return strings.Compare(a.PackageName, b.PackageName)
+	})
+}
+
+func summarize(vs []Vulnerability) Summary {
+	sum := Summary{Total: len(vs), BySeverity: map[string]SeverityCount{}}
+	for _, v := range vs {
+		sc := sum.BySeverity[v.Severity]
+		sc.Total++
+		switch v.Verdict {
+		case InUse:
+			sum.InUse++
+			sc.InUse++
+		case NotObserved:
+			sum.NotObserved++
+		default:
+			sum.Unknown++
+		}
+		sum.BySeverity[v.Severity] = sc
+	}
+	if sum.Total > 0 {
+		// only what is known not to be used reduces the work
+		sum.Reduction = float64(sum.NotObserved) * 100 / float64(sum.Total)
+	}
+	return sum
 }

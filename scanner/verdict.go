@@ -4,9 +4,52 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/inuse-dev/inuse/internal/store"
 )
+
+// Verdict says whether a package is used at runtime.
+type Verdict string
+
+// Verdicts.
+const (
+	// InUse: a file the package owns was executed, opened or mapped.
+	InUse Verdict = "in_use"
+	// NotObserved: the profile is done and nothing of the package loaded.
+	NotObserved Verdict = "not_observed"
+	// Unknown: nothing of it loaded yet while the profile still learns, or
+	// no reliable file mapping for this kind of package.
+	Unknown Verdict = "unknown"
+)
+
+// VerdictRank puts in-use findings first within a severity.
+func VerdictRank(v Verdict) int {
+	switch v {
+	case InUse:
+		return 0
+	case Unknown:
+		return 1
+	}
+	return 2
+}
+
+// How a file was loaded.
+type How string
+
+// Ways a file is loaded.
+const (
+	Exec How = "exec"
+	Open How = "open"
+	Map  How = "map"
+)
+
+// Evidence is one loaded file that puts a package in use.
+type Evidence struct {
+	Path      string    `json:"path"`
+	How       How       `json:"how"`
+	FirstSeen time.Time `json:"first_seen"`
+}
 
 // PackageVerdict is the verdict of one package and the loaded files that
 // support it.
@@ -114,21 +157,6 @@ func (o *Owners) dirIndex() map[string]bool {
 		}
 	}
 	return idx
-}
-
-// pycSource maps a compiled module to the source the package owns:
-// pkg/__pycache__/mod.cpython-311.pyc (and .opt-1.pyc) -> pkg/mod.py, and
-// Python 2's mod.pyc beside mod.py.
-func pycSource(p string) (string, bool) {
-	if !strings.HasSuffix(p, ".pyc") {
-		return "", false
-	}
-	dir, base := path.Split(p)
-	if strings.HasSuffix(dir, "/__pycache__/") {
-		mod, _, _ := strings.Cut(base, ".")
-		return dir[:len(dir)-len("__pycache__/")] + mod + ".py", true
-	}
-	return strings.TrimSuffix(p, "c"), true
 }
 
 // tidy sorts evidence by first sight and drops repeats of the same file

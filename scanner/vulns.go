@@ -163,14 +163,3 @@ func SeverityRank(s string) int {
 	}
 	return len(Severities) - 1
 }
-
-// VerdictRank puts in-use findings first within a severity.
-func VerdictRank(v Verdict) int {
-	switch v {
-	case InUse:
-		return 0
-	case Unknown:
-		return 1
-	}
-	return 2
-}

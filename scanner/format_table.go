@@ -1,0 +1,45 @@
+package scanner
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// verdictLabels are what the table shows in its In Use column.
+var verdictLabels = map[Verdict]string{InUse: "yes", NotObserved: "no", Unknown: "?"}
+
+// WriteTable writes the vulnerabilities with an In Use column, then the
+// summary.
+func WriteTable(w io.Writer, rep *Report) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEVERITY\tVULNERABILITY\tPACKAGE\tVERSION\tFIXED IN\tIN USE")
+	for _, v := range rep.Vulnerabilities {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Severity, v.ID, v.PackageName, v.PackageVersion,
+			strings.Join(v.FixedIn, ","), verdictLabels[v.Verdict])
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	s := rep.Summary
+	fmt.Fprintln(w)
+	profile := "no profile (every package unknown)"
+	if rep.Profile.Found {
+		profile = fmt.Sprintf("%s, confidence %s, revision %d", rep.Profile.State, rep.Profile.Confidence, rep.Profile.Revision)
+	}
+	fmt.Fprintf(w, "image:      %s %s\nprofile:    %s\n", rep.Name, rep.Digest, profile)
+	fmt.Fprintf(w, "total:      %d vulnerabilities, %d in use, %d not observed, %d unknown\n", s.Total, s.InUse, s.NotObserved, s.Unknown)
+	fmt.Fprintf(w, "reduction:  %.1f%%\n", s.Reduction)
+	sevs := make([]string, 0, len(s.BySeverity))
+	for sev := range s.BySeverity {
+		sevs = append(sevs, sev)
+	}
+	slices.SortFunc(sevs, func(a, b string) int { return SeverityRank(a) - SeverityRank(b) })
+	for _, sev := range sevs {
+		c := s.BySeverity[sev]
+		fmt.Fprintf(w, "  %-10s %d total, %d in use\n", sev+":", c.Total, c.InUse)
+	}
+	return nil
+}
