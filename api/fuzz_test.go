@@ -9,6 +9,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/inuse-dev/inuse/internal/store"
 	"github.com/inuse-dev/inuse/scanner"
 )
 
@@ -121,7 +122,7 @@ func FuzzTokenBody(f *testing.F) {
 		rec := e.serve(t, "POST", "/api/v1/tokens", adminKey, body)
 		if rec.Code == http.StatusCreated {
 			var tok CreatedToken
-			if err := json.Unmarshal(rec.Body.Bytes(), &tok); err != nil || !ValidTokenName(tok.Name) || !utf8.ValidString(tok.Name) {
+			if err := json.Unmarshal(rec.Body.Bytes(), &tok); err != nil || !store.ValidTokenName(tok.Name) || !utf8.ValidString(tok.Name) {
 				t.Fatalf("created a token from %q: %s", body, rec.Body)
 			}
 			e.serve(t, "DELETE", "/api/v1/tokens/"+tok.ID, adminKey, "")

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/inuse-dev/inuse/internal/redistest"
@@ -115,7 +116,7 @@ func (f *fixtureReports) Report(ctx context.Context, digest string, p *store.Pro
 	rep := &scanner.Report{
 		Name: fx.name, Digest: digest, Distro: fx.distro, GeneratedAt: time.Now().UTC(),
 		Profile: scanner.ProfileState{Found: true, State: string(p.State), Confidence: string(p.Confidence), Revision: p.Meta.Revision},
-		Summary: scanner.Summary{BySeverity: map[string]scanner.SeverityCount{}},
+		Summary: scanner.VulnerabilityCounts{BySeverity: map[string]scanner.SeverityCount{}},
 	}
 	for _, fp := range fx.packages {
 		pk := fp.Package
@@ -126,7 +127,7 @@ func (f *fixtureReports) Report(ctx context.Context, digest string, p *store.Pro
 		for _, f := range fp.files {
 			if loaded[f] {
 				pk.Verdict = scanner.InUse
-				pk.Evidence = append(pk.Evidence, scanner.Evidence{Path: f, How: scanner.Open})
+				pk.Evidence = append(pk.Evidence, scanner.Evidence{Path: f, How: scanner.HowRead})
 			}
 		}
 		rep.Packages = append(rep.Packages, pk)
@@ -184,6 +185,7 @@ type env struct {
 	t       testing.TB
 	redis   *redistest.Server
 	st      *store.Store
+	rdb     *redis.Client // for what a test changes behind the store's back
 	srv     *Server
 	ts      *httptest.Server
 	reports *fixtureReports
@@ -216,6 +218,8 @@ func newEnv(t testing.TB, tune func(*Config)) *env {
 	e.st, err = store.Open(e.redis.URL())
 	require.NoError(t, err)
 	t.Cleanup(func() { e.st.Close() })
+	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr()})
+	t.Cleanup(func() { e.rdb.Close() })
 	e.srv = e.startServer(tune)
 	e.ts = httptest.NewServer(e.srv.Handler())
 	t.Cleanup(e.ts.Close)

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,8 +42,8 @@ func TestInUseLatency(t *testing.T) {
 		// Each round loads zlib (or, to reset, nothing of it): start from
 		// a profile where zlib is not loaded.
 		if i > 0 {
-			require.NoError(t, e.st.Client().ZRem(t.Context(), store.Keys(digestApp).Section(store.FilesRead), libs[0]).Err())
-			require.NoError(t, e.st.Client().HIncrBy(t.Context(), store.Keys(digestApp).Meta(), store.FieldRevision, 1).Err())
+			require.NoError(t, e.rdb.ZRem(t.Context(), store.Keys(digestApp).Section(store.FilesRead), libs[0]).Err())
+			require.NoError(t, e.rdb.HIncrBy(t.Context(), store.Keys(digestApp).Meta(), store.FieldRevision, 1).Err())
 			require.Eventually(t, func() bool { return !inUse() }, 15*time.Second, 20*time.Millisecond)
 		}
 		require.False(t, inUse())
@@ -64,4 +66,31 @@ func TestInUseLatency(t *testing.T) {
 	}
 	t.Logf("load -> In Use: mean %s, worst %s over %d rounds (poll interval 1 s)", (total / rounds).Round(time.Millisecond), worst.Round(time.Millisecond), rounds)
 	require.LessOrEqual(t, worst, 10*time.Second)
+}
+
+// BenchmarkReportRoutes measures the report routes of an image whose
+// profile is large (as a long-running service's is): what a route costs
+// beyond the report it answers from, which the background scanner keeps.
+func BenchmarkReportRoutes(b *testing.B) {
+	e := newEnv(b, nil)
+	e.seedFixtures()
+	d := store.NewDelta()
+	now := time.Now().UnixMilli()
+	for i := range 20000 {
+		d.Add(store.FilesRead, fmt.Sprintf("/srv/app/static/%05d.js", i), now)
+	}
+	for i := range 2000 {
+		d.Add(store.Mapped, fmt.Sprintf("/usr/lib/x86_64-linux-gnu/lib%04d.so", i), now)
+	}
+	_, err := e.st.Apply(b.Context(), map[string]*store.Delta{digestApp: d}, time.Now(), store.DefaultLearning)
+	require.NoError(b, err)
+	e.waitReports(e.srv, digestApp)
+	for _, path := range []string{"packages", "vulnerabilities?in_use=false", "openvex", "cyclonedx"} {
+		b.Run(strings.SplitN(path, "?", 2)[0], func(b *testing.B) {
+			for b.Loop() {
+				code, body := e.get("/api/v1/images/"+digestApp+"/"+path, adminKey)
+				require.Equal(b, http.StatusOK, code, "%s", body)
+			}
+		})
+	}
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/inuse-dev/inuse/api"
 	"github.com/inuse-dev/inuse/internal/cliapp"
-	"github.com/inuse-dev/inuse/internal/store"
 	"github.com/inuse-dev/inuse/scanner"
 )
 
@@ -31,7 +28,9 @@ var serveCommand = &cli.Command{
 		&cli.StringFlag{Name: "cluster-name", EnvVars: []string{"INUSE_CLUSTER_NAME"}, Usage: "answer runtimeimages only for this clusterName (default: any)"},
 		&cli.StringFlag{Name: "catalog-from", EnvVars: []string{"INUSE_CATALOG_FROM"}, Usage: "catalog images missing from the SBOM cache from docker or containerd (default: only images `inuse scan` cached)"},
 		&cli.StringFlag{Name: "containerd-namespace", Value: scanner.DefaultContainerdNamespace, EnvVars: []string{"INUSE_CONTAINERD_NAMESPACE"}},
-		&cli.StringFlag{Name: "containerd-socket", EnvVars: []string{"INUSE_CONTAINERD_SOCKET"}},
+		// --containerd-socket and INUSE_CONTAINERD_SOCKET are the deprecated
+		// spellings, kept for existing scripts.
+		&cli.StringFlag{Name: "containerd-address", Aliases: []string{"containerd-socket"}, EnvVars: []string{"INUSE_CONTAINERD_ADDRESS", "INUSE_CONTAINERD_SOCKET"}, Usage: "containerd's socket, for --catalog-from containerd (default: containerd's own default)"},
 		&cli.DurationFlag{Name: "poll-interval", Value: time.Second, EnvVars: []string{"INUSE_POLL_INTERVAL"}, Usage: "how often the background scanner reads the image index"},
 		&cli.Float64Flag{Name: "rate-limit", Value: 20, EnvVars: []string{"INUSE_RATE_LIMIT"}, Usage: "requests per second per token"},
 		&cli.IntFlag{Name: "rate-burst", Value: 100, EnvVars: []string{"INUSE_RATE_BURST"}, Usage: "burst per token"},
@@ -71,9 +70,12 @@ func runServe(c *cli.Context) error {
 	if secret == "" {
 		log.Warn("no admin credential (--admin-token-file or INUSE_ADMIN_TOKEN): tokens are managed with `inuse token` only, and the web page cannot log in")
 	}
-	from := scanner.SourceKind(c.String("catalog-from"))
-	if from != "" && from != scanner.Docker && from != scanner.Containerd {
-		return cli.Exit("--catalog-from must be docker or containerd", 2)
+	catalog := api.CatalogFallback{
+		From:                scanner.SourceKind(c.String("catalog-from")),
+		ContainerdNamespace: c.String("containerd-namespace"), ContainerdAddress: c.String("containerd-address"),
+	}
+	if err := catalog.Validate(); err != nil {
+		return cli.Exit(fmt.Sprintf("--catalog-from: %v", err), 2)
 	}
 	st, err := cliapp.OpenStore(c)
 	if err != nil {
@@ -96,7 +98,7 @@ func runServe(c *cli.Context) error {
 	}
 	srv := api.New(api.Config{
 		Store: st, Learning: cliapp.Learning(c), AdminSecret: secret, ClusterName: c.String("cluster-name"), Log: log,
-		Reports: &scannerReports{sc: sc, from: from, namespace: c.String("containerd-namespace"), socket: c.String("containerd-socket")},
+		Reports: api.ScannerReports(sc, catalog),
 		Formats: api.Formats{
 			OpenVEX:   func(w io.Writer, rep *scanner.Report) error { return scanner.Write(w, rep, "openvex") },
 			CycloneDX: func(w io.Writer, rep *scanner.Report) error { return scanner.Write(w, rep, "cyclonedx") },
@@ -110,38 +112,4 @@ func runServe(c *cli.Context) error {
 	}
 	log.Info("serving", "address", scheme+"://"+ln.Addr().String())
 	return srv.Serve(c.Context, ln, c.String("tls-cert"), c.String("tls-key"))
-}
-
-// scannerReports computes reports with the scanner. An image missing from
-// the SBOM cache is catalogued from the local runtime when --catalog-from
-// names one; otherwise it waits until `inuse scan` caches it.
-type scannerReports struct {
-	sc                *scanner.Scanner
-	from              scanner.SourceKind
-	namespace, socket string
-}
-
-func (r *scannerReports) Report(ctx context.Context, digest string, p *store.Profile) (*scanner.Report, error) {
-	if !r.sc.Cached(digest) {
-		if r.from == "" {
-			return nil, fmt.Errorf("%s is not in the SBOM cache: run `inuse scan` on it, or serve with --catalog-from", digest)
-		}
-		var errs []error
-		for _, name := range p.Names {
-			ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-			_, err := r.sc.Catalog(ctx, scanner.SourceSpec{
-				Kind: r.from, Ref: name, Digest: digest, Name: name,
-				ContainerdNamespace: r.namespace, ContainerdSocket: r.socket,
-			})
-			cancel()
-			if err == nil {
-				break
-			}
-			errs = append(errs, fmt.Errorf("cataloguing %s: %w", name, err))
-		}
-		if !r.sc.Cached(digest) {
-			return nil, errors.Join(append(errs, fmt.Errorf("%s could not be catalogued from %s", digest, r.from))...)
-		}
-	}
-	return r.sc.Report(ctx, digest, p)
 }

@@ -9,20 +9,20 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/inuse-dev/inuse/api"
 	"github.com/inuse-dev/inuse/internal/cliapp"
+	"github.com/inuse-dev/inuse/internal/store"
 )
 
-var expiresFlag = &cli.StringFlag{Name: "expires", Value: "3mo", Usage: "lifetime: " + strings.Join(api.Expiries, ", ")}
+var expiresFlag = &cli.StringFlag{Name: "expires", Value: "3mo", Usage: "lifetime: " + strings.Join(store.Expiries, ", ")}
 
 // withTokens opens the store and runs f over its tokens.
-func withTokens(c *cli.Context, f func(*api.Tokens) error) error {
+func withTokens(c *cli.Context, f func(*store.Tokens) error) error {
 	st, err := cliapp.OpenStore(c)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	return f(api.NewTokens(st.Client()))
+	return f(store.NewTokens(st))
 }
 
 var tokenCommand = &cli.Command{
@@ -34,13 +34,13 @@ var tokenCommand = &cli.Command{
 			Usage: "create a token and print its secret (shown only this once)",
 			Flags: []cli.Flag{cliapp.RedisFlag, &cli.StringFlag{Name: "name", Required: true, Usage: "what the token is for"}, expiresFlag},
 			Action: func(c *cli.Context) error {
-				if _, err := api.ExpiryAfter(time.Now(), c.String("expires")); err != nil {
+				if _, err := store.ExpiryAfter(time.Now(), c.String("expires")); err != nil {
 					return cli.Exit(fmt.Sprintf("--expires: %v", err), 2)
 				}
-				if !api.ValidTokenName(c.String("name")) {
-					return cli.Exit(fmt.Sprintf("--name must be 1 to %d printable characters", api.MaxTokenName), 2)
+				if !store.ValidTokenName(c.String("name")) {
+					return cli.Exit(fmt.Sprintf("--name must be 1 to %d printable characters", store.MaxTokenName), 2)
 				}
-				return withTokens(c, func(t *api.Tokens) error {
+				return withTokens(c, func(t *store.Tokens) error {
 					tok, secret, err := t.Create(c.Context, c.String("name"), c.String("expires"))
 					if err != nil {
 						return err
@@ -58,7 +58,7 @@ var tokenCommand = &cli.Command{
 			Usage: "list the tokens: id, name, created, expires, last used (never the secrets)",
 			Flags: []cli.Flag{cliapp.RedisFlag, formatFlag},
 			Action: func(c *cli.Context) error {
-				return withTokens(c, func(t *api.Tokens) error {
+				return withTokens(c, func(t *store.Tokens) error {
 					toks, err := t.List(c.Context)
 					if err != nil {
 						return err
@@ -92,10 +92,10 @@ var tokenCommand = &cli.Command{
 				if c.NArg() != 1 {
 					return cli.Exit("token renew needs one ID", 2)
 				}
-				if _, err := api.ExpiryAfter(time.Now(), c.String("expires")); err != nil {
+				if _, err := store.ExpiryAfter(time.Now(), c.String("expires")); err != nil {
 					return cli.Exit(fmt.Sprintf("--expires: %v", err), 2)
 				}
-				return withTokens(c, func(t *api.Tokens) error {
+				return withTokens(c, func(t *store.Tokens) error {
 					tok, err := t.Renew(c.Context, c.Args().First(), c.String("expires"))
 					if err != nil {
 						return err
@@ -114,7 +114,7 @@ var tokenCommand = &cli.Command{
 				if c.NArg() != 1 {
 					return cli.Exit("token delete needs one ID", 2)
 				}
-				return withTokens(c, func(t *api.Tokens) error {
+				return withTokens(c, func(t *store.Tokens) error {
 					if err := t.Delete(c.Context, c.Args().First()); err != nil {
 						return err
 					}

@@ -151,8 +151,9 @@ type Profile struct {
 	Sections   map[Section][]Entry `json:"sections"`
 }
 
-// Summary is one line of the image index.
-type Summary struct {
+// ProfileStats is one line of the image index: what a profile is (its
+// names, state and confidence) and how much it holds, without its members.
+type ProfileStats struct {
 	Digest     string     `json:"digest"`
 	Names      []string   `json:"names"`
 	LastSeen   time.Time  `json:"last_seen"`

@@ -7,6 +7,9 @@
 // Writes are unions (sets, and sorted sets whose score is the earliest
 // time a member was seen), so that agents on many nodes merge without
 // coordination.
+//
+// Beside the profiles it keeps the integration tokens that let other tools
+// read the API (tokens.go).
 package store
 
 import (
@@ -74,6 +77,18 @@ const (
 	ImagesKey = Prefix + "images"
 	// NamesKey maps image names to the digest they last pointed to.
 	NamesKey = Prefix + "names"
+)
+
+// Keys of the integration tokens. They share the hash tag {tokens}, so that
+// the records and the hash index live in one Redis Cluster slot and change
+// in one MULTI.
+const (
+	// TokensKey maps a token id to its record (JSON, with the secret's hash).
+	TokensKey = Prefix + "{tokens}:records"
+	// TokenHashesKey maps the hex SHA-256 of a secret to its token id.
+	TokenHashesKey = Prefix + "{tokens}:hashes"
+	// TokenLastUsedKey maps a token id to when it was last used (unix ms).
+	TokenLastUsedKey = Prefix + "{tokens}:last_used"
 )
 
 // ImageKeys names the keys of one image.

@@ -259,26 +259,62 @@ func (s *Store) Profile(ctx context.Context, digest string, now time.Time, lc Le
 	p.State = p.Meta.State(now, lc)
 	p.Confidence = p.Meta.Confidence(now, lc)
 	for _, sec := range Sections {
-		entries := []Entry{}
-		for _, z := range sections[sec].Val() {
-			v, _ := z.Member.(string)
-			entries = append(entries, Entry{Value: v, FirstSeen: time.UnixMilli(int64(z.Score))})
-		}
-		slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.Value, b.Value) })
-		p.Sections[sec] = entries
+		p.Sections[sec] = entries(sections[sec].Val())
 	}
 	return p, nil
 }
 
+// entries are the members of a section, by value.
+func entries(zs []redis.Z) []Entry {
+	out := make([]Entry, 0, len(zs))
+	for _, z := range zs {
+		v, _ := z.Member.(string)
+		out = append(out, Entry{Value: v, FirstSeen: time.UnixMilli(int64(z.Score))})
+	}
+	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Value, b.Value) })
+	return out
+}
+
+// Exists reports whether the image with this digest has a profile,
+// without reading it.
+func (s *Store) Exists(ctx context.Context, digest string) (bool, error) {
+	n, err := s.rdb.Exists(ctx, Keys(digest).Meta()).Result()
+	if err != nil {
+		return false, fmt.Errorf("reading profile %s: %w", digest, err)
+	}
+	return n > 0, nil
+}
+
+// Entries reads one section of one image's profile, by value.
+func (s *Store) Entries(ctx context.Context, digest string, sec Section) ([]Entry, error) {
+	keys := Keys(digest)
+	var (
+		exists  *redis.IntCmd
+		members *redis.ZSliceCmd
+	)
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		exists = p.Exists(ctx, keys.Meta())
+		members = p.ZRangeWithScores(ctx, keys.Section(sec), 0, -1)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading profile %s: %w", digest, err)
+	}
+	if exists.Val() == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, digest)
+	}
+	return entries(members.Val()), nil
+}
+
 // Images lists the profiled images, most recently seen first.
-func (s *Store) Images(ctx context.Context, now time.Time, lc LearningConfig) ([]Summary, error) {
+func (s *Store) Images(ctx context.Context, now time.Time, lc LearningConfig) ([]ProfileStats, error) {
 	out, _, err := s.ImagesPage(ctx, 0, -1, now, lc)
 	return out, err
 }
 
 // ImagesPage lists at most limit images (all with limit < 0) from offset
 // on, most recently seen first, and the number of images in the index.
-func (s *Store) ImagesPage(ctx context.Context, offset, limit int64, now time.Time, lc LearningConfig) ([]Summary, int64, error) {
+func (s *Store) ImagesPage(ctx context.Context, offset, limit int64, now time.Time, lc LearningConfig) ([]ProfileStats, int64, error) {
 	var (
 		total *redis.IntCmd
 		page  *redis.StringSliceCmd
@@ -305,8 +341,8 @@ func (s *Store) ImagesPage(ctx context.Context, offset, limit int64, now time.Ti
 	return out, total.Val(), err
 }
 
-func (s *Store) summaries(ctx context.Context, digests []string, now time.Time, lc LearningConfig) ([]Summary, error) {
-	out := make([]Summary, 0, len(digests))
+func (s *Store) summaries(ctx context.Context, digests []string, now time.Time, lc LearningConfig) ([]ProfileStats, error) {
+	out := make([]ProfileStats, 0, len(digests))
 	for _, d := range digests {
 		keys := Keys(d)
 		var (
@@ -326,7 +362,7 @@ func (s *Store) summaries(ctx context.Context, digests []string, now time.Time, 
 			return nil, fmt.Errorf("reading image %s: %w", d, err)
 		}
 		m := parseMeta(meta.Val(), containers.Val(), nodes.Val())
-		out = append(out, Summary{
+		out = append(out, ProfileStats{
 			Digest: d, Names: slices.Sorted(slices.Values(names.Val())), LastSeen: m.LastSeen,
 			State: m.State(now, lc), Confidence: m.Confidence(now, lc), Revision: m.Revision, Files: nfs.Val(),
 		})
@@ -381,7 +417,3 @@ func (s *Store) Stamps(ctx context.Context, now time.Time, lc LearningConfig) ([
 	}
 	return out, nil
 }
-
-// Client is the Redis client of the store, for the keys that live beside
-// the profiles (integration tokens).
-func (s *Store) Client() redis.UniversalClient { return s.rdb }
