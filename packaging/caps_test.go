@@ -54,7 +54,7 @@ func TestAgentRunsWithChartCapabilities(t *testing.T) {
 	require.NoError(t, err, "setpriv (util-linux) sets the capability bounding set")
 	h, err := cgroups.Unified()
 	require.NoError(t, err, "early tracking needs cgroup2")
-	bin := agentBinary(t)
+	bin := binary(t, "inuse-agent")
 	srv := redistest.Start(t)
 	chartCaps := documentedCapabilities(t)
 

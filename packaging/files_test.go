@@ -17,48 +17,60 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
+// buildDir holds the binaries the package's tests build, each once.
+var buildDir string
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
+	var err error
+	if buildDir, err = os.MkdirTemp("", "inuse-packaging-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
+	code := m.Run()
+	os.RemoveAll(buildDir)
 	os.Exit(code)
 }
 
-// agentBinary builds inuse-agent once for the package's tests.
-func agentBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("", "inuse-packaging-"); buildErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", buildDir, "./cmd/inuse-agent")
-		cmd.Dir = ".."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building inuse-agent: %w\n%s", err, out)
-		}
-	})
-	require.NoError(t, buildErr)
-	return filepath.Join(buildDir, "inuse-agent")
+// builds are the commands of cmd/ the tests run, built on first use.
+var builds = map[string]*build{"inuse-agent": {}, "inuse": {}}
+
+type build struct {
+	once sync.Once
+	err  error
 }
 
-// runHelp is `inuse-agent --help` and `inuse-agent run --help`: they name
-// every flag of run, the global ones included, and their variables.
-func runHelp(t *testing.T) string {
+// binary builds cmd/<name> once for the package's tests and returns its
+// path. inuse links the scanner and takes longest: only the tests that
+// run it build it.
+func binary(t *testing.T, name string) string {
 	t.Helper()
-	var help string
-	for _, args := range [][]string{{"--help"}, {"run", "--help"}} {
-		out, err := exec.Command(agentBinary(t), args...).CombinedOutput()
-		require.NoError(t, err, "%s", out)
-		help += string(out)
-	}
-	return help
+	b, ok := builds[name]
+	require.True(t, ok, "no command %s in cmd/", name)
+	b.once.Do(func() {
+		cmd := exec.Command("go", "build", "-o", buildDir, "./cmd/"+name)
+		cmd.Dir = ".."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("building %s: %w\n%s", name, err, out)
+		}
+	})
+	require.NoError(t, b.err)
+	return filepath.Join(buildDir, name)
+}
+
+// helpOf is what `<name> [args...] --help` prints.
+func helpOf(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(binary(t, name), append(slices.Clip(args), "--help")...).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return string(out)
+}
+
+// commandHelp is the help of a binary and of one of its commands: together
+// they name every flag of the command, the global ones included, and their
+// variables.
+func commandHelp(t *testing.T, name, command string) string {
+	t.Helper()
+	return helpOf(t, name) + helpOf(t, name, command)
 }
 
 // unitDirectives returns the Key=Value lines of a systemd unit by key.
@@ -157,7 +169,7 @@ func envVars(t *testing.T, path string) []string {
 // configuration, is a real setting of `inuse-agent run`: a typo there
 // would be ignored silently by the agent.
 func TestAgentSettingsExist(t *testing.T) {
-	help := runHelp(t)
+	help := commandHelp(t, "inuse-agent", "run")
 	for _, v := range envVars(t, "systemd/agent.env") {
 		require.Contains(t, help, "$"+v, "agent.env sets %s, which `inuse-agent run` does not read", v)
 	}
@@ -181,12 +193,15 @@ func TestAgentSettingsExist(t *testing.T) {
 }
 
 // The serve env file names only the settings the unit and the brief of
-// `inuse serve` use; `inuse serve` itself is built elsewhere (it links the
-// scanner), so its flags are not checked here.
+// `inuse serve` use, each one that `inuse serve` really reads.
 func TestServeEnvFile(t *testing.T) {
 	got := envVars(t, "systemd/serve.env")
 	require.Subset(t, []string{"INUSE_REDIS_URL", "INUSE_LISTEN", "INUSE_TLS_CERT", "INUSE_TLS_KEY", "INUSE_LOG_LEVEL"}, got)
 	require.NotContains(t, got, "INUSE_ADMIN_TOKEN", "the admin credential is a systemd credential, not a variable")
+	serve := commandHelp(t, "inuse", "serve")
+	for _, v := range got {
+		require.Contains(t, serve, "$"+v, "serve.env sets %s, which `inuse serve` does not read", v)
+	}
 }
 
 // The containerd snippet enables NRI on the socket the agent dials.
@@ -199,7 +214,7 @@ func TestContainerdSnippet(t *testing.T) {
 	require.Regexp(t, `(?m)^\s*socket_path = "/var/run/nri/nri.sock"$`, s)
 	require.Regexp(t, `(?m)^\s*plugin_path = "/opt/nri/plugins"$`, s)
 	require.Regexp(t, `(?m)^\s*plugin_config_path = "/etc/nri/conf.d"$`, s)
-	require.Contains(t, runHelp(t), "/var/run/nri/nri.sock", "the agent's default NRI socket")
+	require.Contains(t, commandHelp(t, "inuse-agent", "run"), "/var/run/nri/nri.sock", "the agent's default NRI socket")
 }
 
 // dockerfile is the instructions of a Dockerfile, continuation lines

@@ -418,14 +418,14 @@ func TestChartAgentEnvIsRead(t *testing.T) {
 	out, err := helm(t, "template", "inuse-test", chart, "--set", "agent.metricsListen=:9090")
 	require.NoError(t, err)
 	agent := parse(t, out).objects["DaemonSet/inuse-test-agent"].Spec.Template.Spec.Containers[0]
-	help := runHelp(t)
+	help := commandHelp(t, "inuse-agent", "run")
 	require.NotEmpty(t, agent.Env)
 	for _, e := range agent.Env {
 		require.Contains(t, help, "[$"+e.Name+"]", "the chart sets %s on the agent, which it does not read", e.Name)
 	}
 	// And the values parse: with the chart's variables the agent gets as
 	// far as dialling Redis (here a closed port), past every flag.
-	cmd := exec.Command(agentBinary(t), "run")
+	cmd := exec.Command(binary(t, "inuse-agent"), "run")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for _, e := range agent.Env {
 		if e.Name != "INUSE_REDIS_URL" && e.Value != "" {
