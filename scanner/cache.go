@@ -160,7 +160,7 @@ func (s *Scanner) SBOM(digest string) ([]byte, error) {
 	return im.raw, nil
 }
 
-// Matches returns the vulnerabilities of digest in the current database,
+// matches returns the vulnerabilities of digest in the current database,
 // matching once per database build and caching the result on disk.
 func (s *Scanner) matches(ctx context.Context, digest string, im *image) ([]Vulnerability, error) {
 	vp, built, err := s.db.provider()

@@ -20,7 +20,7 @@ var enrichReport = &scanner.Report{
 	Packages: []scanner.Package{
 		{ID: "a9b1b3e7c3b3a1d2", Name: "zlib1g", Version: "1:1.2.13.dfsg-1", Type: "deb",
 			PURL: "pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?arch=amd64&upstream=zlib&distro=debian-12", Verdict: scanner.InUse,
-			Evidence: []scanner.Evidence{{Path: "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13", How: scanner.Open}}},
+			Evidence: []scanner.Evidence{{Path: "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13", How: scanner.HowRead}}},
 		{ID: "c4d5e6f7a8b9c0d1", Name: "libbz2-1.0", Version: "1.0.8-5+b1", Type: "deb",
 			PURL: "pkg:deb/debian/libbz2-1.0@1.0.8-5%2Bb1?arch=amd64&upstream=bzip2%401.0.8-5&distro=debian-12", Verdict: scanner.NotObserved},
 		{ID: "d0d0d0d0d0d0d0d0", Name: "libc6", Version: "2.36-9+deb12u14", Type: "deb",

@@ -1,6 +1,7 @@
 package scanner
 
 import (
+	"encoding/json"
 	"errors"
 	"path"
 	"slices"
@@ -40,10 +41,26 @@ type OwnedPackage struct {
 	ID string `json:"id"`
 	// Type is syft's package type.
 	Type string `json:"type"`
-	// Mapped is false when no path of the package could be found: its
+	// HasFiles is false when no path of the package could be found: its
 	// verdict is then unknown whatever the profile says, since "nothing of
 	// it loaded" would only mean "we could not tell".
-	Mapped bool `json:"mapped"`
+	HasFiles bool `json:"has_files"`
+}
+
+// UnmarshalJSON also reads owners.json cached before HasFiles was named:
+// without it, every package of an image catalogued then would be unknown.
+func (p *OwnedPackage) UnmarshalJSON(b []byte) error {
+	type plain OwnedPackage // without this method
+	var v struct {
+		plain
+		Mapped bool `json:"mapped"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*p = OwnedPackage(v.plain)
+	p.HasFiles = p.HasFiles || v.Mapped
+	return nil
 }
 
 // ownerKind is the table a path goes into.
@@ -217,7 +234,7 @@ func (b *builder) put(kind ownerKind, p string, i int) {
 	if !slices.Contains(m[p], i) {
 		m[p] = append(m[p], i)
 	}
-	b.o.Packages[i].Mapped = true
+	b.o.Packages[i].HasFiles = true
 }
 
 // locationPaths are the in-image paths syft found the package by.

@@ -1,6 +1,7 @@
 package scanner
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -364,3 +365,21 @@ func TestEcosystems(t *testing.T) {
 }
 
 var _ = cmp.Diff
+
+// TestOwnedPackageJSON: owners.json cached before has_files was named
+// ("mapped") still gives its packages their files.
+func TestOwnedPackageJSON(t *testing.T) {
+	for _, tc := range []struct{ name, in string }{
+		{"current", `{"id":"a","type":"deb","has_files":true}`},
+		{"cached before has_files", `{"id":"a","type":"deb","mapped":true}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got OwnedPackage
+			require.NoError(t, json.Unmarshal([]byte(tc.in), &got))
+			require.Equal(t, OwnedPackage{ID: "a", Type: "deb", HasFiles: true}, got)
+		})
+	}
+	b, err := json.Marshal(OwnedPackage{ID: "a", Type: "deb", HasFiles: true})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"id":"a","type":"deb","has_files":true}`, string(b))
+}

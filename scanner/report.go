@@ -61,8 +61,9 @@ type ProfileState struct {
 	LastSeen   time.Time `json:"last_seen,omitzero"`
 }
 
-// Summary counts the vulnerabilities of a report.
-type Summary struct {
+// VulnerabilityCounts counts the vulnerabilities of a report by verdict
+// and severity.
+type VulnerabilityCounts struct {
 	Total       int `json:"total"`
 	InUse       int `json:"in_use"`
 	NotObserved int `json:"not_observed"`
@@ -73,7 +74,7 @@ type Summary struct {
 	BySeverity map[string]SeverityCount `json:"by_severity"`
 }
 
-// SeverityCount is one severity's line of a summary.
+// SeverityCount is one severity's line of VulnerabilityCounts.
 type SeverityCount struct {
 	Total int `json:"total"`
 	InUse int `json:"in_use"`
@@ -84,13 +85,13 @@ type Report struct {
 	// Name is the image name (repo:tag) the report was asked for.
 	Name string `json:"name"`
 	// Digest is the image's manifest digest: the profile key.
-	Digest          string          `json:"digest"`
-	Distro          Distro          `json:"distro"`
-	Profile         ProfileState    `json:"profile"`
-	Packages        []Package       `json:"packages"`
-	Vulnerabilities []Vulnerability `json:"vulnerabilities"`
-	Summary         Summary         `json:"summary"`
-	GeneratedAt     time.Time       `json:"generated_at"`
+	Digest          string              `json:"digest"`
+	Distro          Distro              `json:"distro"`
+	Profile         ProfileState        `json:"profile"`
+	Packages        []Package           `json:"packages"`
+	Vulnerabilities []Vulnerability     `json:"vulnerabilities"`
+	Summary         VulnerabilityCounts `json:"summary"`
+	GeneratedAt     time.Time           `json:"generated_at"`
 }
 
 // Report joins the cached SBOM and matches of digest with profile (nil:
@@ -132,7 +133,7 @@ func (s *Scanner) Report(ctx context.Context, digest string, profile *store.Prof
 		rep.Vulnerabilities[i] = v
 	}
 	sortVulnerabilities(rep.Vulnerabilities)
-	rep.Summary = summarize(rep.Vulnerabilities)
+	rep.Summary = countVulnerabilities(rep.Vulnerabilities)
 	return rep, nil
 }
 
@@ -153,8 +154,8 @@ func sortVulnerabilities(vs []Vulnerability) {
 	})
 }
 
-func summarize(vs []Vulnerability) Summary {
-	sum := Summary{Total: len(vs), BySeverity: map[string]SeverityCount{}}
+func countVulnerabilities(vs []Vulnerability) VulnerabilityCounts {
+	sum := VulnerabilityCounts{Total: len(vs), BySeverity: map[string]SeverityCount{}}
 	for _, v := range vs {
 		sc := sum.BySeverity[v.Severity]
 		sc.Total++

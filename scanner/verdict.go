@@ -37,11 +37,14 @@ func VerdictRank(v Verdict) int {
 // How a file was loaded.
 type How string
 
-// Ways a file is loaded.
+// Ways a file is loaded, named as the profile sections they come from.
 const (
-	Exec How = "exec"
-	Open How = "open"
-	Map  How = "map"
+	// HowExec: executed (a binary, a #! script, the ELF loader).
+	HowExec How = "exec"
+	// HowRead: a regular file opened for reading.
+	HowRead How = "read"
+	// HowMapped: mapped executable (a shared library, dlopen).
+	HowMapped How = "mapped"
 )
 
 // Evidence is one loaded file that puts a package in use.
@@ -65,9 +68,9 @@ var loadSections = []struct {
 	section store.Section
 	how     How
 }{
-	{store.Exec, Exec},
-	{store.Mapped, Map},
-	{store.FilesRead, Open},
+	{store.Exec, HowExec},
+	{store.Mapped, HowMapped},
+	{store.FilesRead, HowRead},
 }
 
 // Verdicts gives every package id of the SBOM its verdict and evidence
@@ -89,7 +92,7 @@ func (o *Owners) Verdicts(p *store.Profile) map[string]PackageVerdict {
 		switch {
 		case len(evidence[i]) > 0:
 			out[op.ID] = PackageVerdict{Verdict: InUse, Evidence: tidy(evidence[i])}
-		case p != nil && p.State == store.Done && op.Mapped:
+		case p != nil && p.State == store.Done && op.HasFiles:
 			out[op.ID] = PackageVerdict{Verdict: NotObserved}
 		default:
 			// Still learning, events lost, no profile, or no file mapping
@@ -113,7 +116,7 @@ func (o *Owners) match(e store.Entry, how How, dirs map[string]bool, hit func(i 
 			hit(i, p)
 		}
 	}
-	if how != Open {
+	if how != HowRead {
 		for _, i := range o.Binaries[p] {
 			hit(i, p)
 		}

@@ -23,10 +23,10 @@ import (
 func TestVerdictStates(t *testing.T) {
 	o := &Owners{
 		Packages: []OwnedPackage{
-			{ID: "lib", Type: "deb", Mapped: true},
-			{ID: "npm", Type: "npm", Mapped: true},
-			{ID: "gomod", Type: "go-module", Mapped: true},
-			{ID: "logs", Type: "deb", Mapped: true},
+			{ID: "lib", Type: "deb", HasFiles: true},
+			{ID: "npm", Type: "npm", HasFiles: true},
+			{ID: "gomod", Type: "go-module", HasFiles: true},
+			{ID: "logs", Type: "deb", HasFiles: true},
 			{ID: "nomap", Type: "conan"},
 		},
 		Files:    map[string][]int{"/usr/lib/liba.so.1": {0}, "/var/log/app.log": {3}},
@@ -41,7 +41,7 @@ func TestVerdictStates(t *testing.T) {
 		{store.FilesWritten, "/var/log/app.log"},
 		{store.FilesRead, "/usr/bin/g"}, // sha256sum of a binary runs none of it
 	}
-	libInUse := PackageVerdict{Verdict: InUse, Evidence: []Evidence{{Path: "/usr/lib/liba.so.1", How: Map, FirstSeen: t0}}}
+	libInUse := PackageVerdict{Verdict: InUse, Evidence: []Evidence{{Path: "/usr/lib/liba.so.1", How: HowMapped, FirstSeen: t0}}}
 	unknown := PackageVerdict{Verdict: Unknown}
 	notObserved := PackageVerdict{Verdict: NotObserved}
 	cases := []struct {
@@ -74,7 +74,7 @@ func TestVerdictStates(t *testing.T) {
 			profile: profile(store.Done, load{store.Exec, "/usr/bin/g"}, load{store.Mapped, "/usr/bin/g"}),
 			want: map[string]PackageVerdict{
 				"lib": notObserved, "npm": notObserved, "logs": notObserved, "nomap": unknown,
-				"gomod": {Verdict: InUse, Evidence: []Evidence{{Path: "/usr/bin/g", How: Exec, FirstSeen: t0}, {Path: "/usr/bin/g", How: Map, FirstSeen: t0.Add(1e9)}}},
+				"gomod": {Verdict: InUse, Evidence: []Evidence{{Path: "/usr/bin/g", How: HowExec, FirstSeen: t0}, {Path: "/usr/bin/g", How: HowMapped, FirstSeen: t0.Add(1e9)}}},
 			},
 		},
 		{
@@ -82,7 +82,7 @@ func TestVerdictStates(t *testing.T) {
 			profile: profile(store.Done, load{store.FilesRead, "/app/node_modules/b/lib/index.js"}),
 			want: map[string]PackageVerdict{
 				"lib": notObserved, "gomod": notObserved, "logs": notObserved, "nomap": unknown,
-				"npm": {Verdict: InUse, Evidence: []Evidence{{Path: "/app/node_modules/b/lib/index.js", How: Open, FirstSeen: t0}}},
+				"npm": {Verdict: InUse, Evidence: []Evidence{{Path: "/app/node_modules/b/lib/index.js", How: HowRead, FirstSeen: t0}}},
 			},
 		},
 	}
@@ -100,7 +100,7 @@ func TestVerdictStates(t *testing.T) {
 // modules, and evidence folded per file and way of loading.
 func TestOwnerLookups(t *testing.T) {
 	o := &Owners{
-		Packages: []OwnedPackage{{ID: "a", Mapped: true}, {ID: "b", Mapped: true}, {ID: "six", Mapped: true}, {ID: "py2", Mapped: true}},
+		Packages: []OwnedPackage{{ID: "a", HasFiles: true}, {ID: "b", HasFiles: true}, {ID: "six", HasFiles: true}, {ID: "py2", HasFiles: true}},
 		Files:    map[string][]int{"/site/six.py": {2}, "/opt/py2/mod.py": {3}},
 		Dirs:     map[string][]int{"/app/node_modules/a": {0}, "/app/node_modules/a/node_modules/b": {1}},
 	}
@@ -134,8 +134,8 @@ func TestOwnerLookups(t *testing.T) {
 			load{store.FilesRead, "/site/six.py"}, load{store.FilesRead, "/site/__pycache__/six.cpython-311.pyc"})
 		p.Sections[store.FilesRead] = append(p.Sections[store.FilesRead], store.Entry{Value: "/site/six.py", FirstSeen: t0.Add(-1e9)})
 		want := []Evidence{
-			{Path: "/site/six.py", How: Open, FirstSeen: t0.Add(-1e9)},
-			{Path: "/site/__pycache__/six.cpython-311.pyc", How: Open, FirstSeen: t0.Add(1e9)},
+			{Path: "/site/six.py", How: HowRead, FirstSeen: t0.Add(-1e9)},
+			{Path: "/site/__pycache__/six.cpython-311.pyc", How: HowRead, FirstSeen: t0.Add(1e9)},
 		}
 		if diff := cmp.Diff(want, o.Verdicts(p)["six"].Evidence); diff != "" {
 			t.Errorf("evidence (-want +got):\n%s", diff)
@@ -244,7 +244,7 @@ func BenchmarkVerdicts(b *testing.B) {
 	o := &Owners{Files: map[string][]int{}, Dirs: map[string][]int{}, Binaries: map[string][]int{}}
 	var loads []load
 	for i := range 500 {
-		o.Packages = append(o.Packages, OwnedPackage{ID: fmt.Sprintf("pkg-%d", i), Mapped: true})
+		o.Packages = append(o.Packages, OwnedPackage{ID: fmt.Sprintf("pkg-%d", i), HasFiles: true})
 		switch {
 		case i < 400:
 			for f := range 60 {
