@@ -29,6 +29,7 @@ import (
 	"github.com/inuse-dev/inuse/collector"
 	"github.com/inuse-dev/inuse/dockerplugin"
 	"github.com/inuse-dev/inuse/internal/cgroups"
+	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/logfields"
 	"github.com/inuse-dev/inuse/internal/metrics"
 	"github.com/inuse-dev/inuse/internal/registry"
@@ -326,3 +327,8 @@ func openOutput(name string) (io.WriteCloser, error) {
 type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
+
+// Tracker is where a discovery source hands its containers; Run gives it
+// to the NRI plugin and the Docker listener, and a caller that discovers
+// containers itself (a benchmark, a test) uses it while Run runs.
+func (a *Agent) Tracker() lifecycle.Tracker { return a.tracker }

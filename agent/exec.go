@@ -68,7 +68,6 @@ func (a *Agent) Exec(ctx context.Context, cmd *exec.Cmd, cgroupParent string, im
 	return waitErr, nil
 }
 
-
 // Command prepares args as a command, chrooted into root when given, with
 // /proc mounted there. The returned cleanup unmounts what was mounted.
 func Command(root string, args []string) (*exec.Cmd, func(), error) {

@@ -195,4 +195,3 @@ func (a *agentCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(handlerEvents, float64(d.Connections.Load()), "docker", "connections")
 	}
 }
-

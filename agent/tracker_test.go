@@ -36,7 +36,9 @@ func (f *fakeSensor) Untrack(id uint64) error {
 // recordSink remembers what the registry attributed.
 type recordSink struct{ calls []string }
 
-func (r *recordSink) ContainerStarted(c lifecycle.Container) { r.calls = append(r.calls, "start "+c.ID) }
+func (r *recordSink) ContainerStarted(c lifecycle.Container) {
+	r.calls = append(r.calls, "start "+c.ID)
+}
 func (r *recordSink) ContainerStopped(c lifecycle.Container) { r.calls = append(r.calls, "stop "+c.ID) }
 func (r *recordSink) Observe(c lifecycle.Container, ev sensor.Event) {
 	r.calls = append(r.calls, c.ID+" "+ev.Kind())

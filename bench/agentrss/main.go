@@ -1,5 +1,5 @@
-// Command agentrss measures the resident memory of the agent's pipeline
-// (sensor, 100 tracked cgroups, collector writing to a real redis-server)
+// Command agentrss measures the resident memory of the agent (sensor,
+// 100 tracked cgroups, collector writing to a real redis-server)
 // after a workload ran in every cgroup, against the same process before
 // the sensor was loaded.
 //
@@ -11,7 +11,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -23,7 +22,7 @@ import (
 
 	"github.com/cilium/ebpf/rlimit"
 
-	"github.com/inuse-dev/inuse/bpf/sensor"
+	"github.com/inuse-dev/inuse/agent"
 	"github.com/inuse-dev/inuse/collector"
 	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
@@ -67,26 +66,20 @@ func run(n int) error {
 		return err
 	}
 	defer stopRedis()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := agent.Open(ctx, slog.New(slog.DiscardHandler), agent.Config{Redis: redisURL, Collector: collector.Config{Node: "bench"}})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	runDone := make(chan error, 1)
+	go func() { runDone <- a.Run(ctx) }()
+
 	h, err := cgroups.Detect()
 	if err != nil {
 		return err
 	}
-	s, err := sensor.Open(log, sensor.Config{CgroupV1Controller: h.Controller})
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	st, err := store.Open(redisURL)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	col := collector.New(log, st, collector.Config{Node: "bench"})
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	byCgroup := map[uint64]lifecycle.Container{}
 	parent := fmt.Sprintf("inuse-bench-rss-%d", os.Getpid())
 	var dirs []string
 	defer func() {
@@ -101,22 +94,14 @@ func run(n int) error {
 			return err
 		}
 		dirs = append(dirs, dir)
-		if err := s.Track(id); err != nil {
-			return err
-		}
-		// Ten images, ten containers each.
+		// Ten images, ten containers each, handed over as a discovery
+		// source does.
 		ctr := lifecycle.Container{ID: fmt.Sprintf("c%03d", i), Runtime: lifecycle.RuntimeExec, CgroupID: id,
 			Image: lifecycle.Image{Name: fmt.Sprintf("bench/img%d", i%10), Digest: fmt.Sprintf("sha256:%064d", i%10)}}
-		byCgroup[id] = ctr
-		col.ContainerStarted(ctr)
+		if err := a.Tracker().Started(ctr); err != nil {
+			return err
+		}
 	}
-	runDone := make(chan error, 1)
-	go func() {
-		runDone <- s.Run(ctx, func(e sensor.Event) { col.Observe(byCgroup[e.Cgroup()], e) })
-	}()
-	colDone := make(chan error, 1)
-	go func() { colDone <- col.Run(ctx) }()
-
 	for _, dir := range dirs {
 		cmd := exec.Command("sh", "-c", "ls -l /usr/lib/x86_64-linux-gnu >/dev/null; cat /etc/os-release >/dev/null")
 		if err := h.Start(cmd, dir); err != nil {
@@ -130,15 +115,35 @@ func run(n int) error {
 	runtime.GC()
 	after := rssMiB()
 	cancel()
-	<-runDone
-	if err := <-colDone; err != nil {
+	if err := <-runDone; err != nil {
 		return err
 	}
-	stats := col.Stats()
-	fmt.Printf("agent pipeline with %d tracked cgroups, %d events folded into 10 image profiles\n", n, stats.Events)
+	events, err := foldedEvents(redisURL, 10)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("agent with %d tracked cgroups, %d events folded into 10 image profiles\n", n, events)
 	fmt.Printf("RSS before loading the sensor: %6.1f MiB\n", before)
-	fmt.Printf("RSS with sensor and collector: %6.1f MiB (+%.1f MiB, %.2fx)\n", after, after-before, after/before)
+	fmt.Printf("RSS with the agent running:    %6.1f MiB (+%.1f MiB, %.2fx)\n", after, after-before, after/before)
 	return nil
+}
+
+// foldedEvents adds up the events of the bench's image profiles.
+func foldedEvents(url string, images int) (int64, error) {
+	st, err := store.Open(url)
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	var n int64
+	for i := range images {
+		p, err := st.Profile(context.Background(), fmt.Sprintf("sha256:%064d", i), time.Now(), store.DefaultLearning)
+		if err != nil {
+			return 0, err
+		}
+		n += p.Meta.Events
+	}
+	return n, nil
 }
 
 // startRedis runs a redis-server on a free loopback port.
