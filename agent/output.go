@@ -19,7 +19,7 @@ type Record struct {
 	// cgroup.
 	Container *lifecycle.Container `json:"container,omitempty"`
 	// Event is what the sensor saw, on event lines.
-	Event sensor.Event `json:"event,omitempty"`
+	Event sensor.JSON `json:"event,omitzero"`
 	// Lifecycle is "started" or "stopped", on a container's start and stop.
 	Lifecycle lifecycle.Kind `json:"lifecycle,omitempty"`
 }
@@ -57,7 +57,7 @@ func (j *jsonLines) ContainerStarted(c lifecycle.Container) {
 
 // Observe implements registry.Sink.
 func (j *jsonLines) Observe(c lifecycle.Container, ev sensor.Event) {
-	j.write(Record{Container: &c, Event: ev})
+	j.write(Record{Container: &c, Event: sensor.JSON{Event: ev}})
 }
 
 // ContainerStopped implements registry.Sink.

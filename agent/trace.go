@@ -30,7 +30,7 @@ func (a *Agent) Trace(ctx context.Context, cgroup string) error {
 	a.closers = append(a.closers, out.Close)
 	lines := newJSONLines(out)
 	a.log.Info("tracing", logfields.CgroupPath, dir, logfields.CgroupID, id)
-	err = a.sensor.Run(ctx, func(ev sensor.Event) { lines.write(Record{Event: ev}) })
+	err = a.sensor.Run(ctx, func(ev sensor.Event) { lines.write(Record{Event: sensor.JSON{Event: ev}}) })
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}

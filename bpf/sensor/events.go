@@ -79,12 +79,6 @@ type FileEvent struct {
 // Kind implements Event.
 func (FileEvent) Kind() string { return "file" }
 
-// MarshalJSON adds the kind.
-func (e FileEvent) MarshalJSON() ([]byte, error) {
-	type plain FileEvent
-	return withKind(e.Kind(), plain(e))
-}
-
 // ExecRole says what an executed file was to the exec.
 type ExecRole uint8
 
@@ -121,12 +115,6 @@ type ExecEvent struct {
 
 // Kind implements Event.
 func (ExecEvent) Kind() string { return "exec" }
-
-// MarshalJSON adds the kind.
-func (e ExecEvent) MarshalJSON() ([]byte, error) {
-	type plain ExecEvent
-	return withKind(e.Kind(), plain(e))
-}
 
 // Protocol is a transport protocol.
 type Protocol uint8
@@ -195,12 +183,6 @@ type NetEvent struct {
 // Kind implements Event.
 func (NetEvent) Kind() string { return "net" }
 
-// MarshalJSON adds the kind.
-func (e NetEvent) MarshalJSON() ([]byte, error) {
-	type plain NetEvent
-	return withKind(e.Kind(), plain(e))
-}
-
 // SyscallEvent lists syscalls a cgroup made for the first time since the
 // last read of its bitmap.
 type SyscallEvent struct {
@@ -215,12 +197,6 @@ func (e SyscallEvent) Cgroup() uint64 { return e.CgroupID }
 
 // Kind implements Event.
 func (SyscallEvent) Kind() string { return "syscalls" }
-
-// MarshalJSON adds the kind.
-func (e SyscallEvent) MarshalJSON() ([]byte, error) {
-	type plain SyscallEvent
-	return withKind(e.Kind(), plain(e))
-}
 
 // LossEvent says that events of a cgroup were dropped because the ring
 // buffer was full.
@@ -237,12 +213,6 @@ func (e LossEvent) Cgroup() uint64 { return e.CgroupID }
 // Kind implements Event.
 func (LossEvent) Kind() string { return "loss" }
 
-// MarshalJSON adds the kind.
-func (e LossEvent) MarshalJSON() ([]byte, error) {
-	type plain LossEvent
-	return withKind(e.Kind(), plain(e))
-}
-
 // CgroupEvent says that a new cgroup under an early prefix was tracked
 // the moment it was created, before any runtime named its container.
 type CgroupEvent struct {
@@ -254,12 +224,6 @@ type CgroupEvent struct {
 // Kind implements Event.
 func (CgroupEvent) Kind() string { return "cgroup" }
 
-// MarshalJSON adds the kind.
-func (e CgroupEvent) MarshalJSON() ([]byte, error) {
-	type plain CgroupEvent
-	return withKind(e.Kind(), plain(e))
-}
-
 // nameOf names a value of an enum; a value without a name shows its number.
 func nameOf[T ~uint8](names map[T]string, v T, kind string) string {
 	if n, ok := names[v]; ok {
@@ -268,17 +232,21 @@ func nameOf[T ~uint8](names map[T]string, v T, kind string) string {
 	return fmt.Sprintf("%s(%d)", kind, uint8(v))
 }
 
-// withKind marshals v, a struct, with a leading "kind" member.
-func withKind(kind string, v any) ([]byte, error) {
-	body, err := json.Marshal(v)
+// JSON is an event as the agent writes it: its fields after a leading
+// "kind" member, the one place that names events in JSON.
+type JSON struct{ Event }
+
+// MarshalJSON implements json.Marshaler.
+func (j JSON) MarshalJSON() ([]byte, error) {
+	body, err := json.Marshal(j.Event)
 	if err != nil {
 		return nil, err
 	}
+	kind, _ := json.Marshal(j.Kind())
 	var buf bytes.Buffer
-	buf.Grow(len(body) + len(kind) + 12)
+	buf.Grow(len(body) + len(kind) + 10)
 	buf.WriteString(`{"kind":`)
-	k, _ := json.Marshal(kind)
-	buf.Write(k)
+	buf.Write(kind)
 	if len(body) > 2 {
 		buf.WriteByte(',')
 	}

@@ -109,7 +109,7 @@ func TestEventJSON(t *testing.T) {
 		{"loss", LossEvent{CgroupID: 1, Lost: 2, Total: 3}, `{"kind":"loss","cgroup_id":1,"lost":2,"total":3}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := json.Marshal(tc.ev)
+			got, err := json.Marshal(JSON{tc.ev})
 			require.NoError(t, err)
 			require.JSONEq(t, tc.want, string(got))
 			require.Equal(t, tc.name, tc.ev.Kind())
