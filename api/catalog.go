@@ -63,7 +63,7 @@ func (r *scannerReports) catalog(ctx context.Context, digest string, names []str
 		ctx, cancel := context.WithTimeout(ctx, catalogTimeout)
 		_, err := r.sc.Catalog(ctx, scanner.SourceSpec{
 			Kind: from, Ref: name, Digest: digest, Name: name,
-			ContainerdNamespace: r.fallback.ContainerdNamespace, ContainerdSocket: r.fallback.ContainerdAddress,
+			ContainerdNamespace: r.fallback.ContainerdNamespace, ContainerdAddress: r.fallback.ContainerdAddress,
 		})
 		cancel()
 		if err == nil {

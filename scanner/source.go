@@ -46,10 +46,10 @@ type SourceSpec struct {
 	// Name is the image name (repo:tag) to report, and to record in the
 	// SBOM for sources that carry none (archives, layouts, directories).
 	Name string
-	// ContainerdNamespace and ContainerdSocket select the containerd
+	// ContainerdNamespace and ContainerdAddress select the containerd
 	// images; empty means k8s.io and containerd's default socket.
 	ContainerdNamespace string
-	ContainerdSocket    string
+	ContainerdAddress   string
 }
 
 // DefaultContainerdNamespace is the namespace Kubernetes images live in.
@@ -162,7 +162,7 @@ func dockerDigest(ctx context.Context, ref string) (string, error) {
 // key. stereoscope exports the image again, which changes its manifest
 // digest, so the opened source cannot tell it.
 func containerdDigest(ctx context.Context, s SourceSpec) (string, error) {
-	addr := cmp.Or(s.ContainerdSocket, defaults.DefaultAddress)
+	addr := cmp.Or(s.ContainerdAddress, defaults.DefaultAddress)
 	c, err := containerd.New(addr, containerd.WithDefaultNamespace(cmp.Or(s.ContainerdNamespace, DefaultContainerdNamespace)))
 	if err != nil {
 		return "", fmt.Errorf("connecting to containerd at %s: %w", addr, err)
@@ -187,8 +187,8 @@ func openSource(ctx context.Context, s SourceSpec) (source.Source, error) {
 		if err := os.Setenv("CONTAINERD_NAMESPACE", cmp.Or(s.ContainerdNamespace, DefaultContainerdNamespace)); err != nil {
 			return nil, err
 		}
-		if s.ContainerdSocket != "" {
-			if err := os.Setenv("CONTAINERD_ADDRESS", s.ContainerdSocket); err != nil {
+		if s.ContainerdAddress != "" {
+			if err := os.Setenv("CONTAINERD_ADDRESS", s.ContainerdAddress); err != nil {
 				return nil, err
 			}
 		}

@@ -21,19 +21,17 @@ var enrichCommand = &cli.Command{
 	Usage:     "annotate a grype, Trivy or CycloneDX JSON report with whether each finding is in use",
 	ArgsUsage: "REPORT (a file, or - for stdin)",
 	Flags: slices.Concat([]cli.Flag{
-		&cli.StringFlag{Name: "image", Required: true, Usage: "the scanned image: as for scan (docker:NAME, containerd:NAME), or rootfs:DIR, oci-archive:FILE, oci-dir:DIR, docker-archive:FILE"},
+		// --image is the deprecated spelling, kept for existing scripts: it
+		// is a SOURCE here, a NAME elsewhere.
+		&cli.StringFlag{Name: "source", Aliases: []string{"image"}, Required: true, Usage: "the scanned image: as for scan (docker:NAME, containerd:NAME), or rootfs:DIR, oci-archive:FILE, oci-dir:DIR, docker-archive:FILE (--image is deprecated)"},
 		&cli.StringFlag{Name: "image-digest", EnvVars: []string{"INUSE_IMAGE_DIGEST"}, Usage: "the image's manifest digest (default: read from the image)"},
-		&cli.StringFlag{Name: "containerd-namespace", Value: scanner.DefaultContainerdNamespace, EnvVars: []string{"INUSE_CONTAINERD_NAMESPACE"}},
-		&cli.StringFlag{Name: "containerd-socket", EnvVars: []string{"INUSE_CONTAINERD_SOCKET"}},
 		cliapp.RedisFlag,
-	}, scannerFlags, cliapp.LearningFlags),
+	}, containerdFlags, scannerFlags, cliapp.LearningFlags),
 	Action: func(c *cli.Context) error {
 		if c.NArg() != 1 {
 			return cli.Exit("enrich needs one REPORT", 2)
 		}
-		spec := imageSpec(c.String("image"))
-		spec.Digest = c.String("image-digest")
-		spec.ContainerdNamespace, spec.ContainerdSocket = c.String("containerd-namespace"), c.String("containerd-socket")
+		spec := enrichSource(c)
 		var in io.Reader = os.Stdin
 		if name := c.Args().First(); name != "-" {
 			f, err := os.Open(name)
@@ -56,8 +54,17 @@ var enrichCommand = &cli.Command{
 	},
 }
 
-// imageSpec reads an image given as KIND:REF; a bare name is a dockerd image.
-func imageSpec(ref string) scanner.SourceSpec {
+// enrichSource reads which image the report was made of from the flags.
+func enrichSource(c *cli.Context) scanner.SourceSpec {
+	spec := sourceOf(c.String("source"))
+	spec.Digest = c.String("image-digest")
+	containerdSource(c, &spec)
+	return spec
+}
+
+// sourceOf reads an image source given as KIND:REF; a bare name is a
+// dockerd image.
+func sourceOf(ref string) scanner.SourceSpec {
 	kinds := map[string]scanner.SourceKind{
 		"docker": scanner.Docker, "containerd": scanner.Containerd, "rootfs": scanner.Rootfs, "dir": scanner.Rootfs,
 		"oci-archive": scanner.OCIArchive, "oci-dir": scanner.OCIDir, "docker-archive": scanner.DockerArchive,

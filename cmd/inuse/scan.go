@@ -24,6 +24,19 @@ var scannerFlags = []cli.Flag{
 	&cli.DurationFlag{Name: "db-max-age", EnvVars: []string{"INUSE_DB_MAX_AGE"}, Usage: "refuse a vulnerability database built longer ago (0: any age)"},
 }
 
+// containerdFlags select the images of containerd: sources.
+var containerdFlags = []cli.Flag{
+	&cli.StringFlag{Name: "containerd-namespace", Value: scanner.DefaultContainerdNamespace, EnvVars: []string{"INUSE_CONTAINERD_NAMESPACE"}, Usage: "namespace of containerd: images"},
+	// --containerd-socket and INUSE_CONTAINERD_SOCKET are the deprecated
+	// spellings, kept for existing scripts.
+	&cli.StringFlag{Name: "containerd-address", Aliases: []string{"containerd-socket"}, EnvVars: []string{"INUSE_CONTAINERD_ADDRESS", "INUSE_CONTAINERD_SOCKET"}, Usage: "containerd's socket (default: containerd's own default; --containerd-socket is deprecated)"},
+}
+
+// containerdSource sets where spec's containerd images are read from.
+func containerdSource(c *cli.Context, spec *scanner.SourceSpec) {
+	spec.ContainerdNamespace, spec.ContainerdAddress = c.String("containerd-namespace"), c.String("containerd-address")
+}
+
 func cacheDir(c *cli.Context) (string, error) {
 	if d := c.String("cache-dir"); d != "" {
 		return d, nil
@@ -61,21 +74,18 @@ var scanCommand = &cli.Command{
 		&cli.StringFlag{Name: "oci-dir", Usage: "scan an OCI image layout directory"},
 		&cli.StringFlag{Name: "docker-archive", Usage: "scan a `docker save` tarball"},
 		&cli.StringFlag{Name: "image-digest", EnvVars: []string{"INUSE_IMAGE_DIGEST"}, Usage: "the image's manifest digest, the profile key (default: read from the image)"},
-		&cli.StringFlag{Name: "name", Usage: "the image's name (repo:tag), recorded in the SBOM of archives and layouts"},
-		&cli.StringFlag{Name: "containerd-namespace", Value: scanner.DefaultContainerdNamespace, EnvVars: []string{"INUSE_CONTAINERD_NAMESPACE"}, Usage: "namespace of containerd: images"},
-		&cli.StringFlag{Name: "containerd-socket", EnvVars: []string{"INUSE_CONTAINERD_SOCKET"}, Usage: "containerd's socket (default: containerd's own default)"},
+		// --name is the deprecated spelling, kept for existing scripts.
+		&cli.StringFlag{Name: "image-name", Aliases: []string{"name"}, Usage: "the image's name (repo:tag), recorded in the SBOM of archives and layouts (--name is deprecated)"},
 		&cli.StringFlag{Name: "format", Value: "table", EnvVars: []string{"INUSE_FORMAT"}, Usage: "table, json, openvex or cyclonedx"},
 		cliapp.RedisFlag,
-	}, scannerFlags, cliapp.LearningFlags),
+	}, containerdFlags, scannerFlags, cliapp.LearningFlags),
 	Action: runScan,
 }
 
 // sourceSpec reads which image to scan from the arguments and flags.
 func sourceSpec(c *cli.Context) (scanner.SourceSpec, error) {
-	spec := scanner.SourceSpec{
-		Digest: c.String("image-digest"), Name: c.String("name"),
-		ContainerdNamespace: c.String("containerd-namespace"), ContainerdSocket: c.String("containerd-socket"),
-	}
+	spec := scanner.SourceSpec{Digest: c.String("image-digest"), Name: c.String("image-name")}
+	containerdSource(c, &spec)
 	var kinds []string
 	for flag, kind := range map[string]scanner.SourceKind{
 		"rootfs": scanner.Rootfs, "oci-archive": scanner.OCIArchive, "oci-dir": scanner.OCIDir, "docker-archive": scanner.DockerArchive,

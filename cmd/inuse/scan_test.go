@@ -2,17 +2,20 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/urfave/cli/v2"
 
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/redistest"
 	"github.com/inuse-dev/inuse/internal/store"
 	"github.com/inuse-dev/inuse/internal/testutil"
+	"github.com/inuse-dev/inuse/scanner"
 	"github.com/inuse-dev/inuse/scanner/scannertest"
 )
 
@@ -100,7 +103,7 @@ func TestScanRootfs(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join("..", "..", "scanner", "testdata", "enrich", "grype.json"))
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(report, b, 0o644))
-		out, err := runInuse(t, append(append([]string{"enrich", "--image", "rootfs:" + root, "--cache-dir", cache}, withProfile...), report)...)
+		out, err := runInuse(t, append(append([]string{"enrich", "--source", "rootfs:" + root, "--cache-dir", cache}, withProfile...), report)...)
 		require.NoError(t, err)
 		var doc struct {
 			Matches []struct {
@@ -117,7 +120,66 @@ func TestScanRootfs(t *testing.T) {
 
 		garbage := filepath.Join(t.TempDir(), "garbage.json")
 		require.NoError(t, os.WriteFile(garbage, []byte(`{"hello": "world"}`), 0o644))
-		_, err = runInuse(t, "enrich", "--image", "rootfs:"+root, "--cache-dir", cache, garbage)
+		_, err = runInuse(t, "enrich", "--source", "rootfs:"+root, "--cache-dir", cache, garbage)
 		require.ErrorContains(t, err, "not a grype JSON, Trivy JSON or CycloneDX JSON report")
 	})
+}
+
+// TestSourceFlags: scan and enrich read the image source from the flags
+// under their names and under the deprecated ones, and from both
+// environment variables of the containerd address.
+func TestSourceFlags(t *testing.T) {
+	const ns = scanner.DefaultContainerdNamespace
+	rootfs := scanner.SourceSpec{Kind: scanner.Rootfs, Ref: "/srv/root", Name: "shop/api:1", ContainerdNamespace: ns}
+	nginx := scanner.SourceSpec{Kind: scanner.Containerd, Ref: "nginx", ContainerdNamespace: ns, ContainerdAddress: "/run/c.sock"}
+	archive := scanner.SourceSpec{Kind: scanner.OCIArchive, Ref: "/tmp/api.tar", ContainerdNamespace: ns}
+	for _, tc := range []struct {
+		name string
+		cmd  *cli.Command
+		args []string
+		env  map[string]string
+		want scanner.SourceSpec
+	}{
+		{name: "scan --image-name", cmd: scanCommand, args: []string{"--rootfs", "/srv/root", "--image-name", "shop/api:1"}, want: rootfs},
+		{name: "scan --name (deprecated)", cmd: scanCommand, args: []string{"--rootfs", "/srv/root", "--name", "shop/api:1"}, want: rootfs},
+		{name: "scan --containerd-address", cmd: scanCommand, args: []string{"--containerd-address", "/run/c.sock", "containerd:nginx"}, want: nginx},
+		{name: "scan --containerd-socket (deprecated)", cmd: scanCommand, args: []string{"--containerd-socket", "/run/c.sock", "containerd:nginx"}, want: nginx},
+		{name: "scan INUSE_CONTAINERD_ADDRESS", cmd: scanCommand, args: []string{"containerd:nginx"}, env: map[string]string{"INUSE_CONTAINERD_ADDRESS": "/run/c.sock"}, want: nginx},
+		{name: "scan INUSE_CONTAINERD_SOCKET (deprecated)", cmd: scanCommand, args: []string{"containerd:nginx"}, env: map[string]string{"INUSE_CONTAINERD_SOCKET": "/run/c.sock"}, want: nginx},
+		{name: "enrich --source", cmd: enrichCommand, args: []string{"--source", "oci-archive:/tmp/api.tar"}, want: archive},
+		{name: "enrich --image (deprecated)", cmd: enrichCommand, args: []string{"--image", "oci-archive:/tmp/api.tar"}, want: archive},
+		{name: "enrich --containerd-socket (deprecated)", cmd: enrichCommand, args: []string{"--source", "containerd:nginx", "--containerd-socket", "/run/c.sock"}, want: nginx},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var got scanner.SourceSpec
+			app := &cli.App{Name: "inuse", Flags: freshFlags(tc.cmd.Flags), Writer: io.Discard, Action: func(c *cli.Context) error {
+				if tc.cmd == enrichCommand {
+					got = enrichSource(c)
+					return nil
+				}
+				var err error
+				got, err = sourceSpec(c)
+				return err
+			}}
+			require.NoError(t, app.RunContext(t.Context(), append([]string{"inuse"}, tc.args...)))
+			require.Equal(t, tc.want, got)
+		})
+	}
+}
+
+// freshFlags copies the string flags: urfave/cli keeps a value read from
+// the environment in the flag itself, which would leak into later tests.
+func freshFlags(flags []cli.Flag) []cli.Flag {
+	out := make([]cli.Flag, len(flags))
+	for i, f := range flags {
+		out[i] = f
+		if sf, ok := f.(*cli.StringFlag); ok {
+			c := *sf
+			out[i] = &c
+		}
+	}
+	return out
 }
