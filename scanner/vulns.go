@@ -77,24 +77,23 @@ func matcherConfig(opts *options.Grype) matcher.Config {
 	}
 }
 
-// fixChannels is grype's CLI getFixChannels on its default options.
+// fixChannels is grype's CLI getFixChannels on its default options: each
+// default channel with the options' Apply and version window.
 func fixChannels(opts *options.Grype) []distro.FixChannel {
 	defaults := distro.DefaultFixChannels()
-	eus, esm := defaults.Get("eus"), defaults.Get("esm")
 	out := []distro.FixChannel{}
-	if eus != nil {
-		ch := *eus
-		ch.Apply = distro.FixChannelEnabled(opts.FixChannel.RedHatEUS.Apply)
-		if v := opts.FixChannel.RedHatEUS.Versions; v != "" {
-			ch.Versions = version.MustGetConstraint(v, version.SemanticFormat)
+	for _, c := range []struct {
+		name string
+		opt  options.FixChannel
+	}{{"eus", opts.FixChannel.RedHatEUS}, {"esm", opts.FixChannel.UbuntuESM}} {
+		def := defaults.Get(c.name)
+		if def == nil {
+			continue
 		}
-		out = append(out, ch)
-	}
-	if esm != nil {
-		ch := *esm
-		ch.Apply = distro.FixChannelEnabled(opts.FixChannel.UbuntuESM.Apply)
-		if v := opts.FixChannel.UbuntuESM.Versions; v != "" {
-			ch.Versions = version.MustGetConstraint(v, version.SemanticFormat)
+		ch := *def
+		ch.Apply = distro.FixChannelEnabled(c.opt.Apply)
+		if c.opt.Versions != "" {
+			ch.Versions = version.MustGetConstraint(c.opt.Versions, version.SemanticFormat)
 		}
 		out = append(out, ch)
 	}
