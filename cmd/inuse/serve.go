@@ -27,14 +27,10 @@ var serveCommand = &cli.Command{
 		&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"INUSE_ADMIN_TOKEN_FILE"}, Usage: "file holding the admin credential (or set INUSE_ADMIN_TOKEN)"},
 		&cli.StringFlag{Name: "cluster-name", EnvVars: []string{"INUSE_CLUSTER_NAME"}, Usage: "answer runtimeimages only for this clusterName (default: any)"},
 		&cli.StringFlag{Name: "catalog-from", EnvVars: []string{"INUSE_CATALOG_FROM"}, Usage: "catalog images missing from the SBOM cache from docker or containerd (default: only images `inuse scan` cached)"},
-		&cli.StringFlag{Name: "containerd-namespace", Value: scanner.DefaultContainerdNamespace, EnvVars: []string{"INUSE_CONTAINERD_NAMESPACE"}},
-		// --containerd-socket and INUSE_CONTAINERD_SOCKET are the deprecated
-		// spellings, kept for existing scripts.
-		&cli.StringFlag{Name: "containerd-address", Aliases: []string{"containerd-socket"}, EnvVars: []string{"INUSE_CONTAINERD_ADDRESS", "INUSE_CONTAINERD_SOCKET"}, Usage: "containerd's socket, for --catalog-from containerd (default: containerd's own default)"},
 		&cli.DurationFlag{Name: "poll-interval", Value: time.Second, EnvVars: []string{"INUSE_POLL_INTERVAL"}, Usage: "how often the background scanner reads the image index"},
 		&cli.Float64Flag{Name: "rate-limit", Value: 20, EnvVars: []string{"INUSE_RATE_LIMIT"}, Usage: "requests per second per token"},
 		&cli.IntFlag{Name: "rate-burst", Value: 100, EnvVars: []string{"INUSE_RATE_BURST"}, Usage: "burst per token"},
-	}, scannerFlags, cliapp.LearningFlags),
+	}, containerdFlags, scannerFlags, cliapp.LearningFlags),
 	Action: runServe,
 }
 
