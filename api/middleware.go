@@ -144,7 +144,7 @@ func (s *Server) wrap(rt route) http.Handler {
 func (s *Server) recoverHandle(rt route, w http.ResponseWriter, r *http.Request) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			if v == http.ErrAbortHandler {
+			if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 				panic(v)
 			}
 			err = fmt.Errorf("panic in %s: %v", rt.pattern(), v)

@@ -289,7 +289,6 @@ func malformed(r *mrand.Rand, secret, digest, tokenID string) (method, target st
 		return b.String()
 	}
 	q := func(k string) string { return k + "=" + url.QueryEscape(junk()) }
-	auth = true
 	switch r.IntN(14) {
 	case 0:
 		return "GET", "/api/v1/images?limit=" + url.QueryEscape(junk()) + "x", "", true

@@ -57,22 +57,9 @@ func errBadExpiry() error {
 	return errorf(http.StatusBadRequest, "expires must be one of %s", strings.Join(store.Expiries, ", "))
 }
 
-// validID is the shape of token ids: 16 hex digits.
-func validID(id string) bool {
-	if len(id) != 16 {
-		return false
-	}
-	for _, r := range id {
-		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 func (s *Server) renewToken(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	if !validID(id) {
+	if !store.ValidTokenID(id) {
 		return errorf(http.StatusNotFound, "no such token")
 	}
 	var req TokenRequest
@@ -99,7 +86,7 @@ func (s *Server) renewToken(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	if !validID(id) {
+	if !store.ValidTokenID(id) {
 		return errorf(http.StatusNotFound, "no such token")
 	}
 	err := s.tokens.Delete(r.Context(), id)

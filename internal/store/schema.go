@@ -125,11 +125,13 @@ func (k ImageKeys) all() []string {
 // ValidDigest reports whether d looks like an image digest (algo:hex).
 func ValidDigest(d string) bool {
 	algo, hex, ok := strings.Cut(d, ":")
-	if !ok || algo == "" || len(hex) < 16 {
-		return false
-	}
-	for _, r := range hex {
-		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
+	return ok && algo != "" && len(hex) >= 16 && lowerHex(hex)
+}
+
+// lowerHex reports whether s is made of lowercase hex digits only.
+func lowerHex(s string) bool {
+	for _, r := range s {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
 			return false
 		}
 	}

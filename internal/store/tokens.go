@@ -94,6 +94,10 @@ func NewTokens(s *Store) *Tokens {
 	return &Tokens{rdb: s.rdb, now: time.Now, touched: map[string]time.Time{}}
 }
 
+// ValidTokenID reports whether id has the shape of a token id: 16
+// lowercase hex digits.
+func ValidTokenID(id string) bool { return len(id) == 16 && lowerHex(id) }
+
 // MaxTokenName bounds a token's name.
 const MaxTokenName = 100
 
