@@ -13,7 +13,7 @@ import (
 
 	"github.com/anchore/clio"
 	"github.com/anchore/grype/grype"
-	"github.com/anchore/grype/grype/db/v6"
+	v6 "github.com/anchore/grype/grype/db/v6"
 	"github.com/anchore/grype/grype/db/v6/distribution"
 	"github.com/anchore/grype/grype/db/v6/installation"
 	"github.com/anchore/grype/grype/event"

@@ -63,7 +63,7 @@ type debianFixture struct {
 var (
 	fixtureOnce sync.Once
 	fixture     *debianFixture
-	fixtureErr  error
+	errFixture  error
 	fixtureTmp  string
 )
 
@@ -82,8 +82,8 @@ func TestMain(m *testing.M) {
 func debian(t *testing.T) *debianFixture {
 	t.Helper()
 	testutil.RequirePrivileged(t) // debootstrap needs root
-	fixtureOnce.Do(func() { fixture, fixtureErr = newDebianFixture(t) })
-	require.NoError(t, fixtureErr, "setting up the Debian image")
+	fixtureOnce.Do(func() { fixture, errFixture = newDebianFixture(t) })
+	require.NoError(t, errFixture, "setting up the Debian image")
 	require.NotNil(t, fixture, "setting up the Debian image failed in an earlier test")
 	return fixture
 }

@@ -136,8 +136,9 @@ func matchSBOM(ctx context.Context, vp vulnerability.Provider, sbomJSON []byte) 
 		}
 		md := m.Vulnerability.Metadata
 		if md == nil {
-			// older providers keep metadata apart
-			md, _ = vp.VulnerabilityMetadata(m.Vulnerability.Reference)
+			// older providers keep metadata apart; grype's presenter falls
+			// back the same way
+			md, _ = vp.VulnerabilityMetadata(m.Vulnerability.Reference) //nolint:staticcheck // deprecated, still grype's own fallback
 		}
 		if md != nil {
 			v.Severity = cmp.Or(md.Severity, "Unknown")
