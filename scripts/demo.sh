@@ -126,11 +126,11 @@ else
 	fi
 	digest=""
 	say "running in the Debian root: inuse-agent exec --root ... ${workload[*]}"
-	bin/inuse-agent --log-level warn exec --redis "$redis_url" --image "$image" --root "$root" -- "${workload[@]}"
+	bin/inuse-agent --log-level warn exec --redis "$redis_url" --image-name "$image" --root "$root" -- "${workload[@]}"
 fi
 
 say "scanning: inuse scan (syft + grype over the image, cached per digest)"
-scan=(bin/inuse --log-level warn scan --rootfs "$root" --name "$image" --cache-dir "$cache" --db-dir "$db_dir" --redis "$redis_url" "${learning[@]}")
+scan=(bin/inuse --log-level warn scan --rootfs "$root" --image-name "$image" --cache-dir "$cache" --db-dir "$db_dir" --redis "$redis_url" "${learning[@]}")
 [[ -n $digest ]] && scan+=(--image-digest "$digest")
 "${scan[@]}" --format json >"$out/report.json"
 digest=$(jq -r .digest "$out/report.json")

@@ -104,7 +104,7 @@ func TestEndToEnd(t *testing.T) {
 		{"docker:" + dockerRef, dockerDigest},
 	} {
 		cmd := exec.Command(inuseBinary, "--log-level", "warn", "scan", "--cache-dir", cache,
-			"--containerd-socket", c.Socket, "--format", "json", scan.image)
+			"--containerd-address", c.Socket, "--format", "json", scan.image)
 		cmd.Env = append(os.Environ(), "DOCKER_HOST="+d.Host)
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
