@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"io"
 	"log/slog"
 	"net/http/httptest"
 	"testing"
@@ -20,7 +19,7 @@ import (
 // (around an emit that does nothing). The event repeats, so the fold is its
 // cheapest (a member already pending) and the counter's share the largest.
 func BenchmarkEventPath(b *testing.B) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	ctr := lifecycle.Container{ID: "c1", Image: lifecycle.Image{Digest: "sha256:aa"}}
 	var ev sensor.Event = sensor.FileEvent{Path: "/usr/lib/libc.so.6", Access: sensor.AccessRead}
 	for _, tc := range []struct {
@@ -52,7 +51,7 @@ func BenchmarkScrape(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	m := &agentMetrics{nri: &plugin.Stats{}, flush: newFlushTimer(st)}
 	h, err := metrics.Handler(m.collector(collector.New(log, m.flush, collector.Config{Node: "n"}), nil))
 	if err != nil {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -80,7 +79,7 @@ func TestAgentMetricsFromCollector(t *testing.T) {
 	st, err := store.Open(srv.URL())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 
 	m := &agentMetrics{nri: &plugin.Stats{}, flush: newFlushTimer(st)}
 	col := collector.New(log, m.flush, collector.Config{Node: "n1", FlushInterval: time.Hour})

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"errors"
-	"io"
 	"log/slog"
 	"slices"
 	"testing"
@@ -45,7 +44,7 @@ func (r *recordSink) Observe(c lifecycle.Container, ev sensor.Event) {
 }
 
 func newTestAgent() (*Agent, *fakeSensor, *recordSink) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	s, sink := &fakeSensor{refuse: 99}, &recordSink{}
 	a := &Agent{log: log, metrics: &agentMetrics{}, tracker: newTracker(log, s)}
 	a.registry = registry.New[sensor.Event](log, sink, a.tracker, registry.Config{})

@@ -3,7 +3,6 @@ package collector
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -24,7 +23,7 @@ import (
 
 const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = slog.New(slog.DiscardHandler)
 
 func container(id string) lifecycle.Container {
 	return lifecycle.Container{ID: id, Runtime: lifecycle.RuntimeExec, Image: lifecycle.Image{Name: "example/app:1", Digest: digest}, CgroupID: 7}

@@ -148,7 +148,7 @@ func run(ops, rounds, events int) error {
 		_ = cgroups.Remove(untrackedDir)
 		_ = cgroups.Remove(h.Path(name))
 	}()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 
 	configs := []struct {
 		name string

@@ -202,7 +202,7 @@ func testCgroup(t *testing.T, h cgroups.Hierarchy) (string, uint64) {
 
 func openSensor(t *testing.T, cfg Config) *Sensor {
 	t.Helper()
-	s, err := Open(slog.New(slog.NewTextHandler(io.Discard, nil)), cfg)
+	s, err := Open(slog.New(slog.DiscardHandler), cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
 	return s

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -39,7 +38,7 @@ func file(cgroup uint64, path string) fileEvent { return fileEvent{cgroup, path}
 
 func newRegistry(cfg Config) (*Registry[fileEvent], *record) {
 	rec := &record{}
-	return New(slog.New(slog.NewTextHandler(io.Discard, nil)), rec, rec, cfg), rec
+	return New(slog.New(slog.DiscardHandler), rec, rec, cfg), rec
 }
 
 func TestHeldUntilKnownThenReplayed(t *testing.T) {

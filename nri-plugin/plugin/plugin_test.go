@@ -141,7 +141,7 @@ func TestPluginAgainstNRIRuntime(t *testing.T) {
 	r := runtime(t, socket, f, "old")
 	events := make(chan lifecycle.Event, 16)
 	tr := &tracks{out: events}
-	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), tr, f.h)
+	p := New(slog.New(slog.DiscardHandler), tr, f.h)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, Options{Socket: socket, Retry: 50 * time.Millisecond}) }()
@@ -207,7 +207,7 @@ func TestPluginReconnectsAfterRuntimeRestart(t *testing.T) {
 	}
 	rt := startProcess("old")
 	events := make(chan lifecycle.Event, 16)
-	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), &tracks{out: events}, f.h)
+	p := New(slog.New(slog.DiscardHandler), &tracks{out: events}, f.h)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, Options{Socket: socket, Retry: 50 * time.Millisecond}) }()
@@ -237,7 +237,7 @@ func TestPluginNeverFailsAContainer(t *testing.T) {
 	r := runtime(t, socket, f)
 	defer r.Stop()
 	// No room in the queue, and a container whose cgroup does not exist.
-	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), &tracks{out: make(chan lifecycle.Event)}, f.h)
+	p := New(slog.New(slog.DiscardHandler), &tracks{out: make(chan lifecycle.Event)}, f.h)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	go func() { _ = p.Run(ctx, Options{Socket: socket}) }()
@@ -282,7 +282,7 @@ func BenchmarkStartContainer(b *testing.B) {
 		for range events {
 		}
 	}()
-	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), &tracks{out: events}, f.h)
+	p := New(slog.New(slog.DiscardHandler), &tracks{out: events}, f.h)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = p.Run(ctx, Options{Socket: socket}) }()
@@ -333,7 +333,7 @@ func TestPluginAsksForMissingDigests(t *testing.T) {
 	f := newFixture(t, "c1", "c2")
 	f.ctrs["c1"].Image = &api.Image{Name: "docker.io/shop/old:1"} // NRI before containerd 2.4
 	f.ctrs["c2"].Image = &api.Image{Name: "docker.io/shop/gone:1"}
-	p := New(slog.New(slog.NewTextHandler(io.Discard, nil)), &tracks{out: make(chan lifecycle.Event, 4)}, f.h)
+	p := New(slog.New(slog.DiscardHandler), &tracks{out: make(chan lifecycle.Event, 4)}, f.h)
 	p.Images = digestsByName{"docker.io/shop/old:1": imageDigest}
 	c1, err := p.describe(f.pod, f.ctrs["c1"])
 	require.NoError(t, err)
