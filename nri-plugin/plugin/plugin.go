@@ -195,34 +195,6 @@ func image(c *api.Container) lifecycle.Image {
 	return img
 }
 
-// workload derives the pod's controller from the labels Kubernetes
-// controllers put on their pods.
-func workload(pod *api.PodSandbox) lifecycle.Workload {
-	labels := pod.GetLabels()
-	name := pod.GetName()
-	trim := func(n int) string { // drop n "-suffix" parts of the pod name
-		for range n {
-			if i := strings.LastIndexByte(name, '-'); i > 0 {
-				name = name[:i]
-			}
-		}
-		return name
-	}
-	switch {
-	case labels["pod-template-hash"] != "":
-		return lifecycle.Workload{Kind: "Deployment", Name: trim(2)}
-	case labels["statefulset.kubernetes.io/pod-name"] != "":
-		return lifecycle.Workload{Kind: "StatefulSet", Name: trim(1)}
-	case labels["controller-revision-hash"] != "":
-		return lifecycle.Workload{Kind: "DaemonSet", Name: trim(1)}
-	case labels["batch.kubernetes.io/job-name"] != "":
-		return lifecycle.Workload{Kind: "Job", Name: labels["batch.kubernetes.io/job-name"]}
-	case labels["job-name"] != "":
-		return lifecycle.Workload{Kind: "Job", Name: labels["job-name"]}
-	}
-	return lifecycle.Workload{Kind: "Pod", Name: pod.GetName()}
-}
-
 // CgroupDir turns an OCI cgroupsPath into a path under the hierarchy: the
 // cgroupfs form is one already; the systemd form "slice:prefix:name" is
 // expanded as runc does ("a-b.slice" nests in "a.slice").
