@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/inuse-dev/inuse/internal/testutil"
 )
 
 // buildDir holds the binaries the package's tests build, each once.
@@ -36,6 +38,7 @@ var builds = map[string]*build{"inuse-agent": {}, "inuse": {}}
 
 type build struct {
 	once sync.Once
+	path string
 	err  error
 }
 
@@ -46,15 +49,9 @@ func binary(t *testing.T, name string) string {
 	t.Helper()
 	b, ok := builds[name]
 	require.True(t, ok, "no command %s in cmd/", name)
-	b.once.Do(func() {
-		cmd := exec.Command("go", "build", "-o", buildDir, "./cmd/"+name)
-		cmd.Dir = ".."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("building %s: %w\n%s", name, err, out)
-		}
-	})
+	b.once.Do(func() { b.path, b.err = testutil.Build(buildDir, "github.com/inuse-dev/inuse/cmd/"+name) })
 	require.NoError(t, b.err)
-	return filepath.Join(buildDir, name)
+	return b.path
 }
 
 // helpOf is what `<name> [args...] --help` prints.

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/inuse-dev/inuse/internal/store"
+	"github.com/inuse-dev/inuse/internal/testutil"
 	"github.com/inuse-dev/inuse/tests/runtimes"
 )
 
@@ -29,7 +30,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	if agentBinary, err = runtimes.Build(dir, "github.com/inuse-dev/inuse/cmd/inuse-agent"); err != nil {
+	if agentBinary, err = testutil.Build(dir, "github.com/inuse-dev/inuse/cmd/inuse-agent"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

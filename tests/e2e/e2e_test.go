@@ -36,10 +36,10 @@ var agentBinary, inuseBinary string
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "inuse-e2e-bin-")
 	if err == nil {
-		agentBinary, err = runtimes.Build(dir, "github.com/inuse-dev/inuse/cmd/inuse-agent")
+		agentBinary, err = testutil.Build(dir, "github.com/inuse-dev/inuse/cmd/inuse-agent")
 	}
 	if err == nil {
-		inuseBinary, err = runtimes.Build(dir, "github.com/inuse-dev/inuse/cmd/inuse")
+		inuseBinary, err = testutil.Build(dir, "github.com/inuse-dev/inuse/cmd/inuse")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -31,16 +31,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
-)
 
-// Build builds the main package pkg (an import path) into dir.
-func Build(dir, pkg string) (string, error) {
-	out := filepath.Join(dir, filepath.Base(pkg))
-	if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building %s: %w\n%s", pkg, err, b)
-	}
-	return out, nil
-}
+	"github.com/inuse-dev/inuse/internal/testutil"
+)
 
 // Agent is a running `inuse-agent run`.
 type Agent struct {
@@ -297,7 +290,7 @@ func (c *Containerd) ImportImage(t *testing.T, root, ref string, cmd ...string) 
 func (c *Containerd) ImportPause(t *testing.T) {
 	t.Helper()
 	root := t.TempDir()
-	_, err := Build(root, "github.com/inuse-dev/inuse/tests/testdata/pause")
+	_, err := testutil.Build(root, "github.com/inuse-dev/inuse/tests/testdata/pause")
 	require.NoError(t, err)
 	c.ImportImage(t, root, "docker.io/inuse-test/pause:1", "/pause")
 }
