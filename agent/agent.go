@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -94,6 +95,7 @@ type Agent struct {
 	metrics   *agentMetrics
 	metricsLn net.Listener // nil without MetricsListen
 	closers   []func() error
+	seeding   sync.WaitGroup // seeds of running containers in flight
 }
 
 // Open loads the sensor and connects to the store; nothing is tracked yet.
@@ -227,7 +229,8 @@ func (a *Agent) Run(ctx context.Context) error {
 // cgroups, the collector and the given sources until ctx ends, then shuts
 // down in order: the sensor drains what the kernel wrote (and polls the
 // syscalls of the cgroups still tracked), drained runs, the pump empties
-// the lifecycle queue, and the collector's final flush writes it all.
+// the lifecycle queue, seeds in flight end, and the collector's final
+// flush writes it all.
 func (a *Agent) pipeline(ctx context.Context, sources []func(context.Context) error, drained func()) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for _, run := range sources {
@@ -236,12 +239,13 @@ func (a *Agent) pipeline(ctx context.Context, sources []func(context.Context) er
 	sensorDone, pumpDone := make(chan struct{}), make(chan struct{})
 	g.Go(func() error {
 		defer close(pumpDone)
-		a.tracker.pump(ctx, a.registry.Handle)
+		a.tracker.pump(ctx, a.apply)
 		<-sensorDone // what is still queued is applied after the last events
 		if drained != nil {
 			drained()
 		}
-		a.tracker.drain(a.registry.Handle)
+		a.tracker.drain(a.apply)
+		a.seeding.Wait()
 		return nil
 	})
 	g.Go(func() error {
@@ -276,6 +280,25 @@ func (a *Agent) pipeline(ctx context.Context, sources []func(context.Context) er
 		err = cmp.Or(err, a.output.err())
 	}
 	return err
+}
+
+// apply hands a lifecycle event to the registry. A container that ran
+// before it was tracked (found at a resync) is seeded from /proc, apart
+// from the queue: what its processes loaded already is in use at once.
+func (a *Agent) apply(ev lifecycle.Event) {
+	a.registry.Handle(ev)
+	c := ev.Container
+	if ev.Kind != lifecycle.Started || !c.Partial || c.CgroupID == 0 {
+		return
+	}
+	if _, ok := a.registry.Container(c.CgroupID); !ok {
+		return // not profiled (no digest)
+	}
+	a.seeding.Add(1)
+	go func() {
+		defer a.seeding.Done()
+		a.seed(c)
+	}()
 }
 
 // observe is the sensor's emit function: every event passes here once.

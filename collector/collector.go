@@ -151,18 +151,28 @@ func (c *Collector) Observe(ctr lifecycle.Container, ev sensor.Event) {
 		d.Losses += int64(loss.Lost)
 		return
 	}
+	seeded := sensor.Seeded(ev)
 	for _, m := range members(ev) {
-		if c.size >= c.cfg.MaxPending {
-			if _, ok := d.Sections[m.section][m.value]; !ok {
-				c.stats.Overflow++
-				d.Losses++
-				continue
-			}
-		}
-		if d.Add(m.section, m.value, ms) {
-			c.size++
+		if c.add(d, m, ms) && seeded {
+			c.add(d, member{store.Seeded, store.SeededMember(m.section, m.value)}, ms)
 		}
 	}
+}
+
+// add adds m to d unless MaxPending is reached; c.mu is held. It reports
+// whether m is in d.
+func (c *Collector) add(d *store.Delta, m member, ms int64) bool {
+	if c.size >= c.cfg.MaxPending {
+		if _, ok := d.Sections[m.section][m.value]; !ok {
+			c.stats.Overflow++
+			d.Losses++
+			return false
+		}
+	}
+	if d.Add(m.section, m.value, ms) {
+		c.size++
+	}
+	return true
 }
 
 // Stats returns the collector's counters.

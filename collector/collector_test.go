@@ -361,3 +361,28 @@ func TestGuardPausesAndResumes(t *testing.T) {
 	require.Equal(t, []string{"/after"}, values(p.Sections[store.FilesRead]))
 	require.Positive(t, c.Stats().Pauses)
 }
+
+// An event read from /proc (a container already running when tracked) is
+// folded like any other and also recorded as seeded, so that evidence can
+// say so.
+func TestSeededEventsAreRecorded(t *testing.T) {
+	srv := redistest.Start(t)
+	st := openStore(t, srv.URL())
+	c := New(quiet, st, Config{Node: "node-a"})
+	ctr := container("c1")
+	ctr.Partial = true
+	c.ContainerStarted(ctr)
+	seeded := sensor.Header{Seeded: true}
+	c.Observe(ctr, sensor.ExecEvent{Header: seeded, Role: sensor.RoleBinary, Path: "/usr/bin/python3.11"})
+	c.Observe(ctr, sensor.FileEvent{Header: seeded, Path: "/usr/lib/x86_64-linux-gnu/libssl.so.3", Access: sensor.AccessMapped})
+	c.Observe(ctr, sensor.FileEvent{Path: "/etc/hosts", Access: sensor.AccessRead}) // seen live
+	require.NoError(t, c.Flush(t.Context()))
+
+	p, err := st.Profile(t.Context(), digest, time.Now(), store.DefaultLearning)
+	require.NoError(t, err)
+	require.Equal(t, []string{"/usr/bin/python3.11"}, values(p.Sections[store.Exec]))
+	require.Equal(t, []string{"/usr/lib/x86_64-linux-gnu/libssl.so.3"}, values(p.Sections[store.Mapped]))
+	require.Equal(t, []string{"/etc/hosts"}, values(p.Sections[store.FilesRead]))
+	require.ElementsMatch(t, []string{"exec|/usr/bin/python3.11", "mapped|/usr/lib/x86_64-linux-gnu/libssl.so.3"}, values(p.Sections[store.Seeded]))
+	require.EqualValues(t, 1, p.Meta.PartialContainers)
+}

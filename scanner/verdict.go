@@ -47,11 +47,20 @@ const (
 	HowMapped How = "mapped"
 )
 
+// SourceProc is the Source of evidence that the agent read from /proc:
+// the file was loaded by a process that ran before its container was
+// tracked, so it was first seen when the agent started, not when it
+// happened.
+const SourceProc = "proc"
+
 // Evidence is one loaded file that puts a package in use.
 type Evidence struct {
 	Path      string    `json:"path"`
 	How       How       `json:"how"`
 	FirstSeen time.Time `json:"first_seen"`
+	// Source is SourceProc for a file read from /proc; empty for one the
+	// sensor saw loaded.
+	Source string `json:"source,omitempty"`
 }
 
 // PackageVerdict is the verdict of one package and the loaded files that
@@ -79,10 +88,18 @@ func (o *Owners) Verdicts(p *store.Profile) map[string]PackageVerdict {
 	evidence := make([][]Evidence, len(o.Packages))
 	if p != nil {
 		dirs := o.dirIndex()
+		seeded := make(map[string]bool, len(p.Sections[store.Seeded]))
+		for _, e := range p.Sections[store.Seeded] {
+			seeded[e.Value] = true
+		}
 		for _, ls := range loadSections {
 			for _, e := range p.Sections[ls.section] {
+				var source string
+				if seeded[store.SeededMember(ls.section, e.Value)] {
+					source = SourceProc
+				}
 				o.match(e, ls.how, dirs, func(i int, canonical string) {
-					evidence[i] = append(evidence[i], Evidence{Path: canonical, How: ls.how, FirstSeen: e.FirstSeen})
+					evidence[i] = append(evidence[i], Evidence{Path: canonical, How: ls.how, FirstSeen: e.FirstSeen, Source: source})
 				})
 			}
 		}

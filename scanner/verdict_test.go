@@ -279,3 +279,27 @@ func BenchmarkVerdicts(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(loads)), "profile_files")
 }
+
+// A file the agent read from /proc (a process that ran before its
+// container was tracked) is evidence like any other, and says so; the same
+// path seen live in another section does not.
+func TestSeededEvidence(t *testing.T) {
+	o := &Owners{
+		Packages: []OwnedPackage{{ID: "ssl", Type: "deb", HasFiles: true}, {ID: "py", Type: "deb", HasFiles: true}},
+		Files:    map[string][]int{"/usr/lib/libssl.so.3": {0}, "/usr/bin/python3.11": {1}},
+	}
+	p := profile(store.Learning,
+		load{store.Mapped, "/usr/lib/libssl.so.3"},
+		load{store.FilesRead, "/usr/lib/libssl.so.3"},
+		load{store.Exec, "/usr/bin/python3.11"},
+		load{store.Seeded, store.SeededMember(store.Mapped, "/usr/lib/libssl.so.3")},
+	)
+	got := o.Verdicts(p)
+	require.Equal(t, PackageVerdict{Verdict: InUse, Evidence: []Evidence{
+		{Path: "/usr/lib/libssl.so.3", How: HowMapped, FirstSeen: t0, Source: SourceProc},
+		{Path: "/usr/lib/libssl.so.3", How: HowRead, FirstSeen: t0.Add(1e9)},
+	}}, got["ssl"])
+	require.Equal(t, PackageVerdict{Verdict: InUse, Evidence: []Evidence{
+		{Path: "/usr/bin/python3.11", How: HowExec, FirstSeen: t0.Add(2e9)},
+	}}, got["py"])
+}

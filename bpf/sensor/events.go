@@ -27,10 +27,22 @@ type Header struct {
 	PID      uint32 `json:"pid"`
 	// Monotonic is CLOCK_MONOTONIC in nanoseconds when the kernel saw it.
 	Monotonic uint64 `json:"monotonic_ns"`
+	// Seeded is set on events that the agent read from /proc for a
+	// process that ran before its container was tracked, rather than
+	// events the kernel reported.
+	Seeded bool `json:"seeded,omitempty"`
 }
 
 // Cgroup implements Event.
 func (h Header) Cgroup() uint64 { return h.CgroupID }
+
+func (h Header) header() Header { return h }
+
+// Seeded reports whether ev was read from /proc (Header.Seeded).
+func Seeded(ev Event) bool {
+	h, ok := ev.(interface{ header() Header })
+	return ok && h.header().Seeded
+}
 
 // Access says how a file was used.
 type Access uint16

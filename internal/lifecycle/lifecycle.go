@@ -50,7 +50,8 @@ type Container struct {
 	Image    Image    `json:"image"`
 	Pod      Pod      `json:"pod,omitzero"`
 	Workload Workload `json:"workload,omitzero"`
-	// CgroupPath is the container's cgroup as the runtime names it.
+	// CgroupPath is the container's cgroup, as a path under the hierarchy
+	// (/docker/ID, /kubepods.slice/.../cri-containerd-ID.scope).
 	CgroupPath string `json:"cgroup_path,omitempty"`
 	// CgroupID is the sensor's tracking key for the container.
 	CgroupID uint64 `json:"cgroup_id"`

@@ -37,10 +37,18 @@ const (
 	UDPIn        Section = "udp:in"
 	UDPOut       Section = "udp:out"
 	Syscalls     Section = "syscalls" // syscall names
+	// Seeded holds "<section>|<member>" for every member that the agent
+	// read from /proc (a container already running when it was tracked)
+	// rather than saw happen: evidence says so.
+	Seeded Section = "seeded"
 )
 
 // Sections lists every section, in the order the update script takes them.
-var Sections = []Section{FilesRead, FilesWritten, DirsRead, DirsWritten, Exec, Mapped, TCPIn, TCPOut, UDPIn, UDPOut, Syscalls}
+var Sections = []Section{FilesRead, FilesWritten, DirsRead, DirsWritten, Exec, Mapped, TCPIn, TCPOut, UDPIn, UDPOut, Syscalls, Seeded}
+
+// SeededMember is the member of Seeded that says value of section was
+// read from /proc.
+func SeededMember(section Section, value string) string { return string(section) + "|" + value }
 
 // Set is a plain set of a profile.
 type Set string

@@ -148,14 +148,14 @@ func (p *Plugin) describe(pod *api.PodSandbox, c *api.Container) (lifecycle.Cont
 	if cgPath == "" {
 		return lifecycle.Container{}, errors.New("container has no cgroups path")
 	}
-	dir := p.h.Path(CgroupDir(cgPath))
-	id, err := cgroups.ID(dir)
+	cgDir := CgroupDir(cgPath)
+	id, err := cgroups.ID(p.h.Path(cgDir))
 	if err != nil {
 		return lifecycle.Container{}, err
 	}
 	ctr := lifecycle.Container{
 		ID: c.GetId(), Name: c.GetName(), Runtime: lifecycle.RuntimeContainerd,
-		Image: image(c), CgroupPath: cgPath, CgroupID: id,
+		Image: image(c), CgroupPath: cgDir, CgroupID: id,
 	}
 	if ctr.Image.Digest == "" && ctr.Image.Name != "" && p.Images != nil {
 		if d, err := p.Images.Digest(context.Background(), ctr.Image.Name); err == nil {

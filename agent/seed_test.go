@@ -1,0 +1,122 @@
+package agent
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/inuse-dev/inuse/bpf/sensor"
+	"github.com/inuse-dev/inuse/internal/cgroups"
+	"github.com/inuse-dev/inuse/internal/lifecycle"
+	"github.com/inuse-dev/inuse/internal/registry"
+	"github.com/inuse-dev/inuse/internal/testutil"
+)
+
+// eventSink keeps the events the registry attributed.
+type eventSink struct {
+	mu     sync.Mutex
+	events []sensor.Event
+}
+
+func (e *eventSink) ContainerStarted(lifecycle.Container) {}
+func (e *eventSink) ContainerStopped(lifecycle.Container) {}
+func (e *eventSink) Observe(_ lifecycle.Container, ev sensor.Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.events = append(e.events, ev)
+}
+
+// A container found running (partial) is seeded from /proc: its
+// processes' executables, executable mappings, open files and the ports of
+// its network namespace, all marked seeded; a process that is gone is
+// skipped.
+func TestSeedRunningContainer(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	path := fmt.Sprintf("/inuse-test/seed-%d", time.Now().UnixNano())
+	dir, id, err := h.Create(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cgroups.Remove(dir) })
+	data := filepath.Join(t.TempDir(), "held-open.txt")
+	require.NoError(t, os.WriteFile(data, []byte("x"), 0o644))
+	for _, cmd := range []*exec.Cmd{
+		exec.Command("sh", "-c", "exec 3<"+data+"; exec sleep 30"),
+		// its own network namespace, as a container has
+		exec.Command("unshare", "-n", "busybox", "nc", "-l", "-p", "8765"),
+	} {
+		require.NoError(t, h.Start(cmd, dir))
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	}
+	sleepBin, err := filepath.EvalSymlinks("/usr/bin/sleep")
+	require.NoError(t, err)
+
+	a, _, _ := newTestAgent()
+	a.hierarchy = h
+	sink := &eventSink{}
+	a.registry = registry.New[sensor.Event](a.log, sink, a.tracker, registry.Config{})
+	c := lifecycle.Container{ID: "running", CgroupID: id, CgroupPath: path, Image: testImage, Partial: true}
+	want := func(ev sensor.Event) bool {
+		switch e := ev.(type) {
+		case sensor.ExecEvent:
+			return e.Path == sleepBin
+		case sensor.FileEvent:
+			return e.Path == data && e.Access == sensor.AccessRead
+		case sensor.NetEvent:
+			return e.Protocol == sensor.TCP && e.Direction == sensor.Inbound && e.Port == 8765
+		}
+		return false
+	}
+	// Started under the agent's eyes, a container is not seeded: the
+	// sensor sees everything it does.
+	time.Sleep(200 * time.Millisecond)
+	started := c
+	started.Partial = false
+	a.apply(lifecycle.Event{Kind: lifecycle.Started, Container: started})
+	a.seeding.Wait()
+	require.Empty(t, sink.events)
+
+	// The processes set up (the redirect, the listen) a little after they start.
+	require.Eventually(t, func() bool {
+		a.registry = registry.New[sensor.Event](a.log, sink, a.tracker, registry.Config{})
+		sink.events = nil
+		a.apply(lifecycle.Event{Kind: lifecycle.Started, Container: c})
+		a.seeding.Wait()
+		found := 0
+		for _, ev := range sink.events {
+			if want(ev) {
+				found++
+			}
+		}
+		return found == 3
+	}, 10*time.Second, 100*time.Millisecond, "exec, open file and port of the running processes")
+
+	var libc bool
+	for _, ev := range sink.events {
+		require.True(t, sensor.Seeded(ev), "%+v is marked seeded", ev)
+		require.Equal(t, id, ev.Cgroup())
+		if f, ok := ev.(sensor.FileEvent); ok && f.Access == sensor.AccessMapped && filepath.Base(f.Path) == "libc.so.6" {
+			libc = true
+		}
+	}
+	require.True(t, libc, "libc mapped executable in %+v", sink.events)
+
+	// Each file and use once, however many processes share it.
+	keys := make([]string, 0, len(sink.events))
+	for _, ev := range sink.events {
+		keys = append(keys, fmt.Sprintf("%T %+v", ev, ev))
+	}
+	require.Len(t, slices.Compact(slices.Sorted(slices.Values(keys))), len(keys))
+
+	// A process that exited is skipped, without an error.
+	n := len(sink.events)
+	(&seeder{cgroupID: id, emit: func(ev sensor.Event) { sink.Observe(c, ev) }, seen: map[string]bool{}, netns: map[string]bool{}}).process(1 << 30)
+	require.Len(t, sink.events, n)
+}
