@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -29,9 +30,17 @@ const DebianRootVersion = "bookworm-minbase-v1"
 // DebianRoot returns a Debian bookworm minbase root, debootstrapped once
 // per machine under ~/.cache/inuse/testdata (never in the repository).
 func DebianRoot(t testing.TB) string {
+	return DebianRootWith(t, DebianRootVersion)
+}
+
+// DebianRootWith returns a bookworm minbase root with packages (and what
+// they depend on) installed, debootstrapped once per machine under
+// ~/.cache/inuse/testdata/<name>: name keys the cache, bump its version
+// to rebuild.
+func DebianRootWith(t testing.TB, name string, packages ...string) string {
 	home, err := os.UserHomeDir()
 	require.NoError(t, err)
-	dir := filepath.Join(home, ".cache", "inuse", "testdata", DebianRootVersion)
+	dir := filepath.Join(home, ".cache", "inuse", "testdata", name)
 	if _, err := os.Stat(filepath.Join(dir, "var/lib/dpkg/status")); err == nil {
 		return dir
 	}
@@ -43,8 +52,12 @@ func DebianRoot(t testing.TB) string {
 	}
 	tmp := dir + ".tmp"
 	require.NoError(t, os.RemoveAll(tmp))
-	t.Logf("debootstrapping bookworm into %s (once per machine)", dir)
-	out, err := exec.Command("debootstrap", "--variant=minbase", "bookworm", tmp, mirror).CombinedOutput()
+	t.Logf("debootstrapping bookworm %v into %s (once per machine)", packages, dir)
+	args := []string{"--variant=minbase"}
+	if len(packages) > 0 {
+		args = append(args, "--include="+strings.Join(packages, ","))
+	}
+	out, err := exec.Command("debootstrap", append(args, "bookworm", tmp, mirror)...).CombinedOutput()
 	require.NoError(t, err, "debootstrap: %s", out)
 	require.NoError(t, os.Rename(tmp, dir))
 	return dir

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -114,6 +115,13 @@ func (a *Agent) waitLog(t *testing.T, msg string, consume bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Lines returns every line the agent logged so far.
+func (a *Agent) Lines() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.lines)
 }
 
 // Stop ends the agent as systemd or Kubernetes would, and waits.
@@ -325,6 +333,27 @@ func (c *Containerd) RunPod(t *testing.T, name, namespace, uid string) Pod {
 // RunToExit creates and starts a container in the pod and waits for its end.
 func (c *Containerd) RunToExit(t *testing.T, p Pod, image, name string, cmd ...string) string {
 	t.Helper()
+	id := c.start(t, p, image, name, cmd)
+	c.waitState(t, id, name, cri.ContainerState_CONTAINER_EXITED)
+	return id
+}
+
+// Run creates and starts a container in the pod and returns its id once it
+// runs; it is stopped and removed at the test's end.
+func (c *Containerd) Run(t *testing.T, p Pod, image, name string, cmd ...string) string {
+	t.Helper()
+	id := c.start(t, p, image, name, cmd)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_, _ = c.CRI.StopContainer(ctx, &cri.StopContainerRequest{ContainerId: id})
+		_, _ = c.CRI.RemoveContainer(ctx, &cri.RemoveContainerRequest{ContainerId: id})
+	})
+	c.waitState(t, id, name, cri.ContainerState_CONTAINER_RUNNING)
+	return id
+}
+
+func (c *Containerd) start(t *testing.T, p Pod, image, name string, cmd []string) string {
+	t.Helper()
 	ctx := context.Background()
 	created, err := c.CRI.CreateContainer(ctx, &cri.CreateContainerRequest{
 		PodSandboxId: p.id, SandboxConfig: p.config,
@@ -334,18 +363,27 @@ func (c *Containerd) RunToExit(t *testing.T, p Pod, image, name string, cmd ...s
 	require.NoError(t, err)
 	_, err = c.CRI.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: created.ContainerId})
 	require.NoError(t, err)
+	return created.ContainerId
+}
+
+// waitState waits until the container is in state; an exited container
+// must have exited 0.
+func (c *Containerd) waitState(t *testing.T, id, name string, state cri.ContainerState) {
+	t.Helper()
+	ctx := context.Background()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		st, err := c.CRI.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: created.ContainerId})
+		st, err := c.CRI.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: id})
 		require.NoError(t, err)
 		if st.Status.State == cri.ContainerState_CONTAINER_EXITED {
 			require.Zero(t, st.Status.ExitCode, "container %s: %s", name, st.Status.Message)
-			return created.ContainerId
+		}
+		if st.Status.State == state {
+			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("container %s did not exit", name)
-	return ""
+	t.Fatalf("container %s never reached %s", name, state)
 }
 
 // Dockerd is Debian's dockerd with all its state in a temporary directory.
