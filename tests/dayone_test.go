@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -165,6 +166,16 @@ func TestDayOneDocker(t *testing.T) {
 	t.Cleanup(func() { _ = d.Client.ContainerKill(context.Background(), loop, "KILL") })
 	d.Run(t, "inuse-test/busybox:1", "sh", "-c", "sleep 0.3")
 
+	// inuse serve runs already, as in a cluster where the agent is added,
+	// and has catalogued the image (it does so once per image, the first
+	// time it sees it: measured apart, in docs/benchmarks.md).
+	sc := prepareScanning(t)
+	catalogued := time.Now()
+	sc.scan(t, d, "", ref)
+	t.Logf("cataloguing the image (syft, once per image): %s", time.Since(catalogued).Round(10*time.Millisecond))
+	const admin = "day-one-admin-credential-0123456789"
+	base := sc.serve(t, d, srv.URL(), admin)
+
 	env := []string{"DOCKER_HOST=" + d.Host}
 	args := []string{"--redis", srv.URL(), "--nri-socket", "", "--flush-interval", "200ms", "--node-name", "e2e"}
 	start := time.Now()
@@ -178,13 +189,16 @@ func TestDayOneDocker(t *testing.T) {
 	t.Logf("agent start to profile seeded (%s, %s): %s, of which %s until the agent said it runs",
 		exe, strings.Join(mapped, ", "), took.Round(10*time.Millisecond), running.Round(10*time.Millisecond))
 	require.LessOrEqual(t, took, 10*time.Second)
+	inUseInAPI(t, base, admin, imageID, "libssl3", "libsqlite3-0", "libpython3.11-stdlib")
+	t.Logf("agent start to libssl3, libsqlite3-0 and libpython3.11-stdlib In Use in inuse serve's API: %s",
+		time.Since(start).Round(10*time.Millisecond))
 	require.Positive(t, p.Meta.PartialContainers, "what ran before the agent is unknown")
 	require.Equal(t, []string{id}, p.Containers)
 	noHostPaths(t, p)
 	noErrors(t, first)
 
 	// The scanner names the owners in use, from the seeded source.
-	scanInUse(t, d, srv.URL(), ref, "libssl3", "libsqlite3-0", "libpython3.11-stdlib")
+	sc.scanInUse(t, d, srv.URL(), ref, "libssl3", "libsqlite3-0", "libpython3.11-stdlib")
 
 	// The agent restarts while the container runs: it seeds again (the
 	// profile gets events, and only Python's image could send them).
@@ -206,9 +220,11 @@ func TestDayOneDocker(t *testing.T) {
 	second.Stop(t)
 }
 
-// scanInUse runs `inuse scan` on the image with the profile of redisURL
-// and requires pkgs in use, with evidence seeded from /proc.
-func scanInUse(t *testing.T, d *runtimes.Dockerd, redisURL, ref string, pkgs ...string) {
+// scanning is the `inuse` binary and a cache with a one-advisory test
+// vulnerability database imported.
+type scanning struct{ inuse, cache string }
+
+func prepareScanning(t *testing.T) scanning {
 	t.Helper()
 	tmp := t.TempDir()
 	inuse, err := testutil.Build(tmp, "github.com/inuse-dev/inuse/cmd/inuse")
@@ -221,23 +237,97 @@ func scanInUse(t *testing.T, d *runtimes.Dockerd, redisURL, ref string, pkgs ...
 	require.NoError(t, err)
 	out, err := exec.Command(inuse, "db", "import", "--cache-dir", cache, db).CombinedOutput()
 	require.NoError(t, err, "inuse db import: %s", out)
-	cmd := exec.Command(inuse, "--log-level", "warn", "scan", "--cache-dir", cache, "--redis", redisURL, "--format", "json", "docker:"+ref)
+	return scanning{inuse, cache}
+}
+
+// scanInUse runs `inuse scan` on the image with the profile of redisURL
+// and requires pkgs in use, with evidence seeded from /proc.
+func (sc scanning) scanInUse(t *testing.T, d *runtimes.Dockerd, redisURL, ref string, pkgs ...string) {
+	t.Helper()
+	requireSeededInUse(t, sc.scan(t, d, redisURL, ref), pkgs...)
+}
+
+// scan runs `inuse scan` on the image, with the profile of redisURL when
+// given, and returns its packages as its JSON says them.
+func (sc scanning) scan(t *testing.T, d *runtimes.Dockerd, redisURL, ref string) []scannedPackage {
+	t.Helper()
+	args := []string{"--log-level", "warn", "scan", "--cache-dir", sc.cache, "--format", "json"}
+	if redisURL != "" {
+		args = append(args, "--redis", redisURL)
+	}
+	cmd := exec.Command(sc.inuse, append(args, "docker:"+ref)...)
 	cmd.Env = append(os.Environ(), "DOCKER_HOST="+d.Host)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
-	out, err = cmd.Output()
+	out, err := cmd.Output()
 	require.NoError(t, err, "inuse scan: %s", stderr.String())
-	// The report as its JSON says it, the evidence's source included.
 	var rep struct{ Packages []scannedPackage }
 	require.NoError(t, json.Unmarshal(out, &rep))
+	return rep.Packages
+}
+
+func requireSeededInUse(t *testing.T, packages []scannedPackage, pkgs ...string) {
+	t.Helper()
 	for _, name := range pkgs {
-		i := slices.IndexFunc(rep.Packages, func(p scannedPackage) bool { return p.Name == name })
+		i := slices.IndexFunc(packages, func(p scannedPackage) bool { return p.Name == name })
 		require.GreaterOrEqual(t, i, 0, "%s not in the SBOM", name)
-		p := rep.Packages[i]
+		p := packages[i]
 		require.Equal(t, "in_use", p.Verdict, "%s: %+v", name, p.Evidence)
 		require.True(t, slices.ContainsFunc(p.Evidence, func(e scannedEvidence) bool { return e.Source == "proc" }),
 			"%s: no evidence from /proc in %+v", name, p.Evidence)
 	}
+}
+
+// serve starts `inuse serve` on redisURL, cataloguing images from d, and
+// returns its base URL.
+func (sc scanning) serve(t *testing.T, d *runtimes.Dockerd, redisURL, admin string) string {
+	t.Helper()
+	addr := testutil.FreeAddr(t)
+	cmd := exec.Command(sc.inuse, "--log-level", "warn", "serve", "--redis", redisURL, "--listen", addr,
+		"--cache-dir", sc.cache, "--catalog-from", "docker", "--poll-interval", "200ms")
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+d.Host, "INUSE_ADMIN_TOKEN="+admin)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("inuse serve log:\n%s", logs.String())
+		}
+	})
+	base := "http://" + addr
+	testutil.WaitHealthy(t, base+"/healthz", 20*time.Second)
+	return base
+}
+
+// inUseInAPI returns once the API lists pkgs in use for the image, with
+// evidence seeded from /proc.
+func inUseInAPI(t *testing.T, base, admin, digest string, pkgs ...string) {
+	t.Helper()
+	var last []scannedPackage
+	require.Eventually(t, func() bool {
+		req, err := http.NewRequest("GET", base+"/api/v1/images/"+digest+"/packages?in_use=true&limit=1000", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+admin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var page struct{ Items []scannedPackage }
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&page) != nil {
+			return false
+		}
+		last = page.Items
+		for _, name := range pkgs {
+			if !slices.ContainsFunc(page.Items, func(p scannedPackage) bool { return p.Name == name }) {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 50*time.Millisecond, "in use in the API: %v; last answer %+v", pkgs, last)
+	requireSeededInUse(t, last, pkgs...)
 }
 
 type scannedPackage struct {
