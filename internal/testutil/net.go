@@ -39,9 +39,16 @@ func MetricValue(body, series string) float64 {
 // test comes up.
 func WaitHealthy(tb testing.TB, url string, timeout time.Duration) {
 	tb.Helper()
+	WaitHealthyWith(tb, http.DefaultClient, url, timeout)
+}
+
+// WaitHealthyWith is WaitHealthy through client (e.g. one that trusts a
+// test certificate).
+func WaitHealthyWith(tb testing.TB, client *http.Client, url string, timeout time.Duration) {
+	tb.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := http.Get(url)
+		resp, err := client.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -311,9 +311,16 @@ type Pod struct {
 
 func (c *Containerd) RunPod(t *testing.T, name, namespace, uid string) Pod {
 	t.Helper()
+	return c.RunPodWithLabels(t, name, namespace, uid, map[string]string{"pod-template-hash": "7c9d8f6b5"})
+}
+
+// RunPodWithLabels runs a pod sandbox with the labels its controller and
+// the kubelet would have set.
+func (c *Containerd) RunPodWithLabels(t *testing.T, name, namespace, uid string, labels map[string]string) Pod {
+	t.Helper()
 	cfg := &cri.PodSandboxConfig{
 		Metadata:     &cri.PodSandboxMetadata{Name: name, Namespace: namespace, Uid: uid},
-		Labels:       map[string]string{"pod-template-hash": "7c9d8f6b5"},
+		Labels:       labels,
 		LogDirectory: t.TempDir(),
 		Linux: &cri.LinuxPodSandboxConfig{
 			CgroupParent:    "/kubepods/besteffort/pod" + uid,
