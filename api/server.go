@@ -132,6 +132,8 @@ type Server struct {
 	metrics *metrics
 	handler http.Handler
 	mux     *http.ServeMux
+	// tls is the certificate Serve presents; nil over plain HTTP.
+	tls *certFiles
 
 	limMu    sync.Mutex
 	limiters map[string]*rate.Limiter
@@ -164,8 +166,9 @@ func (s *Server) Run(ctx context.Context) { s.cache.run(ctx) }
 // maxHeaderBytes bounds the request headers.
 const maxHeaderBytes = 64 << 10
 
-// Serve serves on ln (TLS when certFile and keyFile are set) and runs the
-// background scanner, until ctx is done; then it shuts down gracefully.
+// Serve serves on ln (TLS when certFile and keyFile are set, reading them
+// again when they change) and runs the background scanner, until ctx is
+// done; then it shuts down gracefully.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, certFile, keyFile string) error {
 	srv := &http.Server{
 		// The timeouts keep a slow or stuck client from holding a
@@ -179,11 +182,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, certFile, keyFile s
 		return errors.New("api: TLS needs both a certificate and a key")
 	}
 	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		files, err := loadCertFiles(certFile, keyFile, s.log)
 		if err != nil {
-			return fmt.Errorf("loading TLS certificate: %w", err)
+			return err
 		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		// Set before serving: handlers only read it.
+		s.tls = files
+		srv.TLSConfig = &tls.Config{GetCertificate: files.getCertificate, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
 	runCtx, stopRun := context.WithCancel(ctx)

@@ -29,8 +29,21 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string][]store.Token{"items": toks})
+	list := tokenList{Items: toks}
+	if s.tls != nil {
+		info := s.tls.tlsInfo()
+		list.TLS = &info
+	}
+	writeJSON(w, http.StatusOK, list)
 	return nil
+}
+
+// tokenList is the answer of GET /api/v1/tokens: the tokens, and the
+// certificate an integration must trust to use them (absent over plain
+// HTTP).
+type tokenList struct {
+	Items []store.Token `json:"items"`
+	TLS   *TLSInfo      `json:"tls,omitempty"`
 }
 
 func (s *Server) createTokenHandler(w http.ResponseWriter, r *http.Request) error {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -22,8 +23,11 @@ var serveCommand = &cli.Command{
 	Flags: slices.Concat([]cli.Flag{
 		cliapp.RedisFlag,
 		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8080", EnvVars: []string{"INUSE_LISTEN"}, Usage: "address to listen on"},
-		&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"INUSE_TLS_CERT"}, Usage: "serve HTTPS with this certificate (PEM)"},
+		&cli.StringFlag{Name: "tls", Value: tlsOff, EnvVars: []string{"INUSE_TLS"}, Usage: "without --tls-cert: off (plain HTTP) or self-signed (HTTPS with a certificate generated on first start and kept in --data-dir)"},
+		&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"INUSE_TLS_CERT"}, Usage: "serve HTTPS with this certificate (PEM), read again when it changes; wins over --tls"},
 		&cli.StringFlag{Name: "tls-key", EnvVars: []string{"INUSE_TLS_KEY"}, Usage: "the certificate's key (PEM)"},
+		&cli.StringSliceFlag{Name: "tls-san", EnvVars: []string{"INUSE_TLS_SAN"}, Usage: "more names or IP addresses of the self-signed certificate (it always has the listen host, the host name, localhost and 127.0.0.1)"},
+		&cli.StringFlag{Name: "data-dir", EnvVars: []string{"INUSE_DATA_DIR"}, Usage: "where serve keeps its self-signed certificate (default: $XDG_DATA_HOME/inuse or ~/.local/share/inuse)"},
 		&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"INUSE_ADMIN_TOKEN_FILE"}, Usage: "file holding the admin credential (or set INUSE_ADMIN_TOKEN)"},
 		&cli.StringFlag{Name: "cluster-name", EnvVars: []string{"INUSE_CLUSTER_NAME"}, Usage: "answer runtimeimages only for this clusterName (default: any)"},
 		&cli.StringFlag{Name: "catalog-from", EnvVars: []string{"INUSE_CATALOG_FROM"}, Usage: "catalog images missing from the SBOM cache from docker or containerd (default: only images `inuse scan` cached)"},
@@ -73,6 +77,9 @@ func runServe(c *cli.Context) error {
 	if err := catalog.Validate(); err != nil {
 		return cli.Exit(fmt.Sprintf("--catalog-from: %v", err), 2)
 	}
+	if t := c.String("tls"); t != tlsOff && t != tlsSelfSigned {
+		return cli.Exit(fmt.Sprintf("--tls (INUSE_TLS) must be %s or %s, not %q", tlsOff, tlsSelfSigned, t), 2)
+	}
 	st, err := cliapp.OpenStore(c)
 	if err != nil {
 		return err
@@ -102,10 +109,56 @@ func runServe(c *cli.Context) error {
 		},
 		PollInterval: c.Duration("poll-interval"), RateLimit: c.Float64("rate-limit"), RateBurst: c.Int("rate-burst"),
 	})
+	certFile, keyFile := c.String("tls-cert"), c.String("tls-key")
+	if certFile == "" && keyFile == "" && c.String("tls") == tlsSelfSigned {
+		dir, err := dataDir(c)
+		if err != nil {
+			return err
+		}
+		if certFile, keyFile, err = api.SelfSigned(dir, selfSignedHosts(c)); err != nil {
+			return err
+		}
+	}
 	scheme := "http"
-	if c.String("tls-cert") != "" {
+	if certFile != "" {
 		scheme = "https"
 	}
 	log.Info("serving", "address", scheme+"://"+ln.Addr().String())
-	return srv.Serve(c.Context, ln, c.String("tls-cert"), c.String("tls-key"))
+	return srv.Serve(c.Context, ln, certFile, keyFile)
+}
+
+// Values of --tls.
+const (
+	tlsOff        = "off"
+	tlsSelfSigned = "self-signed"
+)
+
+func dataDir(c *cli.Context) (string, error) {
+	if d := c.String("data-dir"); d != "" {
+		return d, nil
+	}
+	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "inuse"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("finding the data directory (set --data-dir): %w", err)
+	}
+	return filepath.Join(home, ".local", "share", "inuse"), nil
+}
+
+// selfSignedHosts are the names a new self-signed certificate is made
+// for, besides localhost and 127.0.0.1: the listen host unless it is a
+// wildcard, the host name (a pod's name in Kubernetes) and --tls-san.
+func selfSignedHosts(c *cli.Context) []string {
+	var hosts []string
+	if h, _, err := net.SplitHostPort(c.String("listen")); err == nil && h != "" {
+		if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
+			hosts = append(hosts, h)
+		}
+	}
+	if h, err := os.Hostname(); err == nil {
+		hosts = append(hosts, h)
+	}
+	return append(hosts, c.StringSlice("tls-san")...)
 }

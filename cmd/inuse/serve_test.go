@@ -1,21 +1,28 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/inuse-dev/inuse/api"
 	"github.com/inuse-dev/inuse/internal/cliapp"
 	"github.com/inuse-dev/inuse/internal/redistest"
 	"github.com/inuse-dev/inuse/internal/store"
@@ -146,6 +153,8 @@ func TestServeFlags(t *testing.T) {
 		{"missing admin file", []string{"--admin-token-file", "/nonexistent"}, "admin-token-file"},
 		{"bad catalog source", []string{"--catalog-from", "registry"}, "catalog-from"},
 		{"cert without key", []string{"--tls-cert", short}, "both a certificate and a key"},
+		{"bad tls mode", []string{"--tls", "auto"}, "--tls (INUSE_TLS) must be off or self-signed"},
+		{"unreadable data dir", []string{"--tls", "self-signed", "--data-dir", short}, "self-signed certificate"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -230,4 +239,98 @@ func TestServeInUseLatency(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.Contains(t, body, `"name":"zlib1g"`)
 	require.Contains(t, body, `"osFamily":"debian"`)
+}
+
+// TestServeSelfSigned starts the `inuse serve` binary with --tls
+// self-signed and no certificate: HTTPS answers at once to a client that
+// pins the fingerprint printed in the log, the tokens list shows it, and
+// a restart presents the same certificate.
+func TestServeSelfSigned(t *testing.T) {
+	srv := redistest.Start(t)
+	inuse, err := testutil.Build(t.TempDir(), "github.com/inuse-dev/inuse/cmd/inuse")
+	require.NoError(t, err)
+	const admin = "a-long-enough-admin-secret"
+	dataDir := filepath.Join(t.TempDir(), "data")
+
+	// start runs serve until the test ends or stop is called, and returns
+	// the fingerprint its log printed.
+	start := func() (addr, pin string, stop func()) {
+		addr = testutil.FreeAddr(t)
+		cmd := exec.Command(inuse, "--log-format", "json", "serve", "--redis", srv.URL(), "--listen", addr,
+			"--tls", "self-signed", "--data-dir", dataDir, "--cache-dir", t.TempDir())
+		cmd.Env = append(os.Environ(), "INUSE_ADMIN_TOKEN="+admin)
+		stderr, err := cmd.StderrPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		stopped := false
+		stop = func() {
+			if !stopped {
+				stopped = true
+				require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+				require.NoError(t, cmd.Wait())
+			}
+		}
+		t.Cleanup(stop)
+		lines := bufio.NewScanner(stderr)
+		for lines.Scan() {
+			var line struct {
+				Msg    string `json:"msg"`
+				SHA256 string `json:"sha256"`
+			}
+			if json.Unmarshal(lines.Bytes(), &line) == nil && line.Msg == "TLS certificate" {
+				pin = line.SHA256
+				break
+			}
+		}
+		require.Regexp(t, `^([0-9A-F]{2}:){31}[0-9A-F]{2}$`, pin, "the fingerprint is printed at start")
+		go func() { _, _ = io.Copy(io.Discard, stderr) }()
+		return addr, pin, stop
+	}
+
+	addr, pin, stop := start()
+	client := pinnedClient(pin)
+	testutil.WaitHealthyWith(t, client, "https://"+addr+"/healthz", 10*time.Second)
+	req, err := http.NewRequest("GET", "https://"+addr+"/api/v1/tokens", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	var list struct {
+		TLS struct {
+			SHA256 string `json:"sha256"`
+		} `json:"tls"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&list))
+	resp.Body.Close()
+	require.Equal(t, pin, list.TLS.SHA256, "the tokens page shows the fingerprint")
+	for _, f := range []string{"tls.crt", "tls.key"} {
+		st, err := os.Stat(filepath.Join(dataDir, f))
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), f)
+	}
+	if plain, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		plain.Body.Close()
+		require.NotEqual(t, http.StatusOK, plain.StatusCode, "no plain HTTP")
+	}
+	stop()
+
+	addr, again, _ := start()
+	require.Equal(t, pin, again, "a restart keeps the certificate")
+	testutil.WaitHealthyWith(t, client, "https://"+addr+"/healthz", 10*time.Second)
+}
+
+// pinnedClient trusts only the certificate whose SHA-256 fingerprint is
+// pin, as an integration that pinned a self-signed certificate does.
+func pinnedClient(pin string) *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// Pinning replaces the chain check: the fingerprint is the trust.
+		InsecureSkipVerify: true, //nolint:gosec // verified by VerifyPeerCertificate
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if got := api.Fingerprint(raw[0]); got != pin {
+				return fmt.Errorf("certificate %s, pinned %s", got, pin)
+			}
+			return nil
+		},
+	}}}
 }
