@@ -25,6 +25,7 @@ import (
 const (
 	digestApp = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 	digestDB  = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	digestJob = "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"
 	adminKey  = "admin-secret-for-tests-0123456789"
 )
 
@@ -80,6 +81,20 @@ var fixtures = map[string]fixtureImage{
 				Package: scanner.Package{ID: "p-pg", Name: "github.com/jackc/pgx/v5", Version: "v5.5.4", Type: "go-module", PURL: "pkg:golang/github.com/jackc/pgx/v5@v5.5.4"},
 				files:   []string{"/usr/local/bin/db"},
 				vulns:   []scanner.Vulnerability{{ID: "GHSA-mrww-27vc-gghv", Severity: "Critical"}},
+			},
+		},
+	},
+	digestJob: {
+		name: "demo/report:3", distro: scanner.Distro{ID: "alpine", Version: "3.20.3"},
+		packages: []fixturePackage{
+			{
+				Package: scanner.Package{ID: "p-busybox", Name: "busybox", Version: "1.36.1-r29", Type: "apk", PURL: "pkg:apk/alpine/busybox@1.36.1-r29?arch=x86_64&distro=alpine-3.20.3", Arch: "x86_64", OS: true},
+				files:   []string{"/bin/busybox"},
+			},
+			{
+				Package: scanner.Package{ID: "p-express", Name: "express", Version: "4.19.2", Type: "npm", PURL: "pkg:npm/express@4.19.2"},
+				files:   []string{"/app/node_modules/express/index.js"},
+				vulns:   []scanner.Vulnerability{{ID: "CVE-2024-43796", Severity: "Low"}},
 			},
 		},
 	},

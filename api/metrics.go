@@ -2,6 +2,8 @@ package api
 
 import (
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,8 +21,18 @@ type metrics struct {
 	scans    *prometheus.HistogramVec
 	images   *prometheus.GaugeVec
 	verdicts *prometheus.GaugeVec
-	handler  http.Handler
+	// mismatches counts runtimeimages requests for another cluster's name;
+	// the name is not a label, since any client chooses it.
+	mismatches prometheus.Counter
+	handler    http.Handler
+
+	mismatchMu     sync.Mutex
+	mismatchLogged map[string]time.Time // cluster name: when last logged
 }
+
+// mismatchLogEvery is how often one wrong clusterName is logged: a scraper
+// polls every few minutes, and each poll is a few requests.
+const mismatchLogEvery = time.Minute
 
 func newMetrics() *metrics {
 	m := &metrics{
@@ -42,11 +54,33 @@ func newMetrics() *metrics {
 		verdicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "inuse_vulnerabilities", Help: "Vulnerability matches of every reported image, by verdict.",
 		}, []string{"verdict"}),
+		mismatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "inuse_api_runtimeimages_cluster_mismatch_total",
+			Help: "runtimeimages requests whose clusterName is not --cluster-name, answered with no entry.",
+		}),
+		mismatchLogged: map[string]time.Time{},
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.scans, m.images, m.verdicts,
+	m.reg.MustRegister(m.requests, m.duration, m.scans, m.images, m.verdicts, m.mismatches,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
+}
+
+// clusterMismatch counts a runtimeimages request for cluster, another
+// cluster's name, and tells whether to log it: once a minute per name, so
+// that a misconfigured integration shows in the log without flooding it.
+func (m *metrics) clusterMismatch(cluster string, now time.Time) (log bool) {
+	m.mismatches.Inc()
+	m.mismatchMu.Lock()
+	defer m.mismatchMu.Unlock()
+	if now.Sub(m.mismatchLogged[cluster]) < mismatchLogEvery {
+		return false
+	}
+	if len(m.mismatchLogged) >= 1000 { // names are the clients' choice; bounded
+		clear(m.mismatchLogged)
+	}
+	m.mismatchLogged[cluster] = now
+	return true
 }
 
 // setImages recomputes the image and verdict gauges; the cache's lock is held.

@@ -1,11 +1,14 @@
 package api
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -177,3 +180,55 @@ func (s *Server) allow(id string) bool {
 	}
 	return l.Allow()
 }
+
+// acceptsGzip tells whether an Accept-Encoding header takes gzip: listed
+// (or *) without q=0.
+func acceptsGzip(h http.Header) bool {
+	for _, field := range h.Values("Accept-Encoding") {
+		for coding := range strings.SplitSeq(field, ",") {
+			name, params, _ := strings.Cut(coding, ";")
+			name = strings.ToLower(strings.TrimSpace(name))
+			if name != "gzip" && name != "x-gzip" && name != "*" {
+				continue
+			}
+			q, ok := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q=")
+			if !ok {
+				return true
+			}
+			if v, err := strconv.ParseFloat(q, 64); err == nil && v > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// gzipWriter encodes an answer with gzip; Close ends the stream.
+type gzipWriter struct {
+	http.ResponseWriter
+	gz    *gzip.Writer
+	wrote bool
+}
+
+// gzipped wraps w so that the answer written through it is gzip-encoded.
+func gzipped(w http.ResponseWriter) *gzipWriter {
+	return &gzipWriter{ResponseWriter: w, gz: gzip.NewWriter(w)}
+}
+
+func (g *gzipWriter) WriteHeader(code int) {
+	g.wrote = true
+	g.Header().Set("Content-Encoding", "gzip")
+	g.Header().Del("Content-Length")
+	g.ResponseWriter.WriteHeader(code)
+}
+
+func (g *gzipWriter) Write(b []byte) (int, error) {
+	if !g.wrote {
+		g.WriteHeader(http.StatusOK)
+	}
+	return g.gz.Write(b)
+}
+
+// Close flushes the gzip stream; its error is the client's going away,
+// which the answer's status already accounts for.
+func (g *gzipWriter) Close() { g.gz.Close() }

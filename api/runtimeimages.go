@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/inuse-dev/inuse/scanner"
 )
@@ -115,8 +116,15 @@ type RuntimeImage struct {
 // images appear or go between two requests, and every replica agrees.
 // Images without a report yet are left out: an empty package list would
 // tell the scraper that nothing is in use.
+//
+// Scrapers written against Sysdig (Snyk's kubernetes-monitor) drop every
+// entry whose workloadKind is not a Kubernetes kind, and a null kind
+// stops their whole scrape: Docker, Compose and exec entries are left out
+// here (GET /api/v1 shows them). Unknown query parameters are ignored, so
+// that a newer client adding one still works.
 func (s *Server) runtimeImages(w http.ResponseWriter, r *http.Request) error {
-	q, err := only(r, "clusterName", "limit", "cursor")
+	w.Header().Add("Vary", "Accept-Encoding")
+	q, err := query(r)
 	if err != nil {
 		return err
 	}
@@ -134,10 +142,16 @@ func (s *Server) runtimeImages(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := RuntimeImages{Data: []RuntimeImage{}}
 	if cluster := q.Get("clusterName"); cluster != "" && s.cfg.ClusterName != "" && cluster != s.cfg.ClusterName {
-		writeJSON(w, http.StatusOK, out)
+		if s.metrics.clusterMismatch(cluster, time.Now()) {
+			s.log.Warn("runtimeimages asked for another cluster: the integration's cluster name differs from --cluster-name",
+				"cluster_name", truncate(cluster, 100), "serving", s.cfg.ClusterName)
+		}
+		writeRuntimeImages(w, r, out)
 		return nil
 	}
-	entries := s.cache.runtimeEntries()
+	entries := slices.DeleteFunc(s.cache.runtimeEntries(), func(e runtimeEntry) bool {
+		return kubernetesKinds[strings.ToLower(e.workload.Kind)] == ""
+	})
 	start := 0
 	if after != "" {
 		start = sort.Search(len(entries), func(i int) bool { return entries[i].key > after })
@@ -146,15 +160,37 @@ func (s *Server) runtimeImages(w http.ResponseWriter, r *http.Request) error {
 	for _, e := range entries[start:end] {
 		out.Data = append(out.Data, RuntimeImage{
 			ImageID: e.digest, Namespace: e.workload.Namespace, WorkloadName: e.workload.Name,
-			WorkloadKind: e.workload.Kind, Container: e.workload.Container, Packages: e.packages,
+			WorkloadKind: kubernetesKinds[strings.ToLower(e.workload.Kind)], Container: e.workload.Container, Packages: e.packages,
 		})
 	}
 	out.Page.Returned = len(out.Data)
 	if end < len(entries) {
 		out.Page.Next = encodeCursor(entries[end-1].key)
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeRuntimeImages(w, r, out)
 	return nil
+}
+
+// kubernetesKinds are the workload kinds a Sysdig scraper accepts, by
+// their lower-case form (it lower-cases before it looks one up), with the
+// spelling Kubernetes and Sysdig answer.
+var kubernetesKinds = map[string]string{
+	"deployment": "Deployment", "replicaset": "ReplicaSet", "statefulset": "StatefulSet",
+	"daemonset": "DaemonSet", "job": "Job", "cronjob": "CronJob",
+	"replicationcontroller": "ReplicationController", "deploymentconfig": "DeploymentConfig",
+	"pod": "Pod", "rollout": "Rollout",
+}
+
+// writeRuntimeImages answers 200 with out, gzip-encoded when the client
+// accepts it: a scrape of a large cluster is megabytes of repetitive JSON.
+func writeRuntimeImages(w http.ResponseWriter, r *http.Request, out RuntimeImages) {
+	if !acceptsGzip(r.Header) {
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	gz := gzipped(w)
+	writeJSON(gz, http.StatusOK, out)
+	gz.Close()
 }
 
 // cursorVersion starts every cursor, so that the format can change
