@@ -5,7 +5,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -69,6 +68,20 @@ var (
 	dockerCmd   = []string{"sh", "-c", "fsck.cramfs -V >/dev/null"}
 	dockerInUse = []string{"dash", "libc6", "util-linux", "zlib1g"}
 )
+
+// workloadPods run the containerd image under each kind of Kubernetes
+// workload (the Deployment is the test's first pod): the pod name and
+// labels as Kubernetes makes them, and the workload runtimeimages names.
+var workloadPods = []struct {
+	pod    string
+	labels map[string]string
+	want   string
+}{
+	{"db-0", map[string]string{"app": "db", "controller-revision-hash": "db-6b8d9c7f5", "statefulset.kubernetes.io/pod-name": "db-0"}, "StatefulSet/db"},
+	{"node-agent-x7k2p", map[string]string{"name": "node-agent", "controller-revision-hash": "5d4b8c9f7", "pod-template-generation": "1"}, "DaemonSet/node-agent"},
+	{"backup-29412360-hx8vd", map[string]string{"batch.kubernetes.io/job-name": "backup-29412360", "job-name": "backup-29412360", "controller-uid": "77aa"}, "CronJob/backup"},
+	{"debug-shell", map[string]string{"run": "debug-shell"}, "Pod/debug-shell"},
+}
 
 // TestEndToEnd: containers of a Debian image through containerd + NRI
 // and through dockerd, profiled by the agent into Redis, reported by
@@ -135,8 +148,14 @@ func TestEndToEnd(t *testing.T) {
 	// of the dockerd container, whose fsck.cramfs maps libz.
 	p := c.RunPod(t, "web-7c9d8f6b5-x2x4z", "shop", "uid-e2e")
 	c.RunToExit(t, p, criRef, "app", criCmd...)
+	// The same image under each kind of Kubernetes workload, with the
+	// labels its controller and the kubelet set.
+	for i, w := range workloadPods {
+		p := c.RunPodWithLabels(t, w.pod, "shop", fmt.Sprintf("uid-e2e-%d", i), w.labels)
+		c.RunToExit(t, p, criRef, "app", criCmd...)
+	}
 	loaded := time.Now()
-	dockerID, wait := d.Run(t, dockerRef, dockerCmd...)
+	_, wait := d.Run(t, dockerRef, dockerCmd...)
 	var latency time.Duration
 	for {
 		var vulns page[scanner.Vulnerability]
@@ -196,33 +215,32 @@ func TestEndToEnd(t *testing.T) {
 	b, _ := json.MarshalIndent(rt, "", " ")
 	t.Logf("runtimeimages:\n%s", b)
 	found := map[string]bool{}
+	kinds := map[string]bool{}
 	for _, e := range rt.Data {
 		var names []string
 		for _, p := range e.Packages {
 			names = append(names, p.Name)
 			require.Equal(t, "debian", p.OSFamily)
 		}
-		switch e.ImageID {
-		case criDigest:
-			require.Equal(t, "shop", e.Namespace)
-			require.Equal(t, "Deployment", e.WorkloadKind)
-			require.Equal(t, "web", e.WorkloadName)
-			require.Equal(t, "app", e.Container)
-			require.ElementsMatch(t, criInUse, names)
-		case dockerDigest:
-			// a plain Docker container: no namespace, no workload
-			info, err := d.Client.ContainerInspect(context.Background(), dockerID)
-			require.NoError(t, err)
-			require.Equal(t, strings.TrimPrefix(info.Name, "/"), e.Container)
-			require.Empty(t, e.Namespace)
-			require.Empty(t, e.WorkloadKind)
-			require.ElementsMatch(t, dockerInUse, names)
-		default:
-			t.Fatalf("unexpected image %s", e.ImageID)
-		}
+		// A plain Docker container has no Kubernetes workload: it is in
+		// /api/v1 (above), not here.
+		require.Equal(t, criDigest, e.ImageID, "only Kubernetes workloads")
+		require.Equal(t, "shop", e.Namespace)
+		require.Equal(t, "app", e.Container)
+		require.ElementsMatch(t, criInUse, names)
+		kinds[e.WorkloadKind+"/"+e.WorkloadName] = true
 		found[e.ImageID] = true
 	}
-	require.Len(t, found, 2)
+	require.Len(t, found, 1)
+	wantKinds := map[string]bool{"Deployment/web": true}
+	for _, w := range workloadPods {
+		wantKinds[w.want] = true
+	}
+	require.Equal(t, wantKinds, kinds)
+	var images page[struct{ Digest string }]
+	api("/api/v1/images", &images)
+	require.True(t, slices.ContainsFunc(images.Items, func(i struct{ Digest string }) bool { return i.Digest == dockerDigest }),
+		"the Docker container's image is in /api/v1/images")
 
 	// grype with the API's OpenVEX drops exactly the not_observed matches.
 	sc, err := scanner.New(scanner.Config{CacheDir: cache})
@@ -276,7 +294,10 @@ func inuse(t *testing.T, args ...string) string {
 func serve(t *testing.T, redisURL, cache, admin string) string {
 	t.Helper()
 	addr := testutil.FreeAddr(t)
+	cert, key, tlsClient := testutil.ServerCert(t)
+	client = tlsClient
 	cmd := exec.Command(inuseBinary, "--log-level", "warn", "serve", "--redis", redisURL, "--listen", addr,
+		"--tls-cert", cert, "--tls-key", key,
 		"--cache-dir", cache, "--poll-interval", "200ms", "--min-observed", "4s", "--stable-window", "3s")
 	cmd.Env = append(os.Environ(), "INUSE_ADMIN_TOKEN="+admin)
 	var logs strings.Builder
@@ -298,10 +319,14 @@ func serve(t *testing.T, redisURL, cache, admin string) string {
 			t.Logf("inuse serve log:\n%s", logs.String())
 		}
 	})
-	base := "http://" + addr
-	testutil.WaitHealthy(t, base+"/healthz", 20*time.Second)
+	base := "https://" + addr
+	testutil.WaitHealthyWith(t, client, base+"/healthz", 20*time.Second)
 	return base
 }
+
+// client talks to the `inuse serve` of the test over HTTPS, trusting its
+// certificate.
+var client = http.DefaultClient
 
 // get GETs url with a bearer token and decodes its JSON body.
 func get(url, token string, into any) error {
@@ -310,7 +335,7 @@ func get(url, token string, into any) error {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}
