@@ -5,6 +5,9 @@ package packaging
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"io"
 	"os"
@@ -237,7 +240,40 @@ func TestHelmLintAndTemplate(t *testing.T) {
 		agent, serve, redis bool
 		check               func(t *testing.T, r rendered)
 	}{
-		{name: "defaults", agent: true, serve: true, redis: true},
+		{name: "defaults", agent: true, serve: true, redis: true,
+			check: func(t *testing.T, r rendered) {
+				// TLS on: a self-signed ECDSA certificate for the Service's names.
+				secret := r.objects["Secret/inuse-test-tls"]
+				cert := parseCert(t, secret.Data["tls.crt"])
+				require.Equal(t, x509.ECDSA, cert.PublicKeyAlgorithm)
+				require.NoError(t, cert.VerifyHostname("inuse-test.inuse.svc"))
+				require.NotEmpty(t, secret.Data["tls.key"])
+				checkServeTLS(t, r, "inuse-test-tls")
+				require.Empty(t, r.kinds("Certificate"))
+			}},
+		{name: "tls off", set: []string{"serve.tls.mode=off"}, agent: true, serve: true, redis: true,
+			check: func(t *testing.T, r rendered) {
+				require.NotContains(t, r.objects, "Secret/inuse-test-tls")
+				serve := r.objects["Deployment/inuse-test-serve"].Spec.Template.Spec
+				require.NotContains(t, strings.Join(serve.Containers[0].Args, " "), "--tls")
+				require.Equal(t, 80, r.objects["Service/inuse-test"].Spec.Ports[0].Port)
+			}},
+		{name: "tls from cert-manager", set: []string{"serve.tls.mode=cert-manager", "serve.tls.certManager.issuerRef.name=ca", "serve.tls.dnsNames={inuse.example}"}, agent: true, serve: true, redis: true,
+			check: func(t *testing.T, r rendered) {
+				require.NotContains(t, r.objects, "Secret/inuse-test-tls", "cert-manager makes the Secret")
+				var crt map[string]any
+				for _, doc := range r.raw {
+					if doc["kind"] == "Certificate" {
+						crt = doc["spec"].(map[string]any)
+					}
+				}
+				require.NotNil(t, crt, "a Certificate")
+				require.Equal(t, "inuse-test-tls", crt["secretName"])
+				require.Contains(t, crt["dnsNames"], "inuse-test.inuse.svc")
+				require.Contains(t, crt["dnsNames"], "inuse.example")
+				require.Equal(t, "ca", crt["issuerRef"].(map[string]any)["name"])
+				checkServeTLS(t, r, "inuse-test-tls")
+			}},
 		{name: "profiling off", set: []string{"profiling.enabled=false"}, serve: true, redis: true},
 		{name: "integrations off", set: []string{"integrations.enabled=false"}, agent: true, redis: true,
 			check: func(t *testing.T, r rendered) {
@@ -253,7 +289,8 @@ func TestHelmLintAndTemplate(t *testing.T) {
 			}},
 		{name: "existing admin secret and tls", set: []string{"serve.admin.existingSecret=ops-inuse", "serve.tls.secretName=inuse-tls"}, agent: true, serve: true, redis: true,
 			check: func(t *testing.T, r rendered) {
-				require.Empty(t, r.kinds("Secret"), "the chart makes no admin secret when one is given")
+				require.Empty(t, r.kinds("Secret"), "the chart makes no admin or TLS secret when one is given")
+				checkServeTLS(t, r, "inuse-tls")
 				serve := r.objects["Deployment/inuse-test-serve"].Spec.Template.Spec
 				require.Subset(t, serve.Containers[0].Args, []string{"--tls-cert=/etc/inuse/tls/tls.crt", "--tls-key=/etc/inuse/tls/tls.key"})
 				var secrets []string
@@ -328,6 +365,33 @@ func TestHelmLintAndTemplate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkServeTLS checks that serve reads its certificate from secret and
+// that the Service answers HTTPS on 443.
+func checkServeTLS(t *testing.T, r rendered, secret string) {
+	t.Helper()
+	serve := r.objects["Deployment/inuse-test-serve"].Spec.Template.Spec
+	require.Subset(t, serve.Containers[0].Args, []string{"--tls-cert=/etc/inuse/tls/tls.crt", "--tls-key=/etc/inuse/tls/tls.key"})
+	var secrets []string
+	for _, v := range serve.Volumes {
+		if v.Name == "tls" && v.Secret != nil {
+			secrets = append(secrets, v.Secret.SecretName)
+		}
+	}
+	require.Equal(t, []string{secret}, secrets)
+	require.Equal(t, 443, r.objects["Service/inuse-test"].Spec.Ports[0].Port)
+}
+
+func parseCert(t *testing.T, b64 string) *x509.Certificate {
+	t.Helper()
+	pemBytes, err := base64.StdEncoding.DecodeString(b64)
+	require.NoError(t, err)
+	block, _ := pem.Decode(pemBytes)
+	require.NotNil(t, block, "a PEM certificate")
+	cert, err := x509.ParseCertificate(block.Bytes)
+	require.NoError(t, err)
+	return cert
 }
 
 func checkAgent(t *testing.T, spec podSpec) {
@@ -436,6 +500,18 @@ func TestChartAgentEnvIsRead(t *testing.T) {
 	ran, err := cmd.CombinedOutput()
 	require.Error(t, err)
 	require.Contains(t, string(ran), "127.0.0.1:1", "the agent stopped before Redis:\n%s", ran)
+}
+
+// cert-manager needs an issuer, and a mode the chart does not know fails.
+func TestHelmTemplateTLSErrors(t *testing.T) {
+	for set, want := range map[string]string{
+		"serve.tls.mode=cert-manager": "needs serve.tls.certManager.issuerRef.name",
+		"serve.tls.mode=auto":         "serve.tls.mode must be self-signed, cert-manager or off",
+	} {
+		out, err := helm(t, "template", "inuse-test", chart, "--set", set)
+		require.Error(t, err, out)
+		require.Contains(t, err.Error(), want)
+	}
 }
 
 // A chart without Redis and without an external URL does not render: the

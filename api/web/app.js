@@ -212,7 +212,7 @@ const EXPIRIES = [["1mo", "1 month"], ["3mo", "3 months"], ["6mo", "6 months"], 
 const expirySelect = (id) => el("select", { id }, EXPIRIES.map(([v, t]) => el("option", { value: v, selected: v === "3mo" }, t)));
 
 async function showTokens(created) {
-  const { items } = await api("/api/v1/tokens");
+  const { items, tls } = await api("/api/v1/tokens");
   const name = el("input", { type: "text", id: "token-name", placeholder: "what it is for, e.g. sysdig scraper", maxlength: 100, required: true });
   const exp = expirySelect("token-expires");
   const error = el("p", { class: "error", hidden: true });
@@ -258,6 +258,9 @@ async function showTokens(created) {
   setView(
     el("h1", {}, "Integration tokens"),
     el("p", { class: "muted" }, "Read-only tokens for vulnerability tools, e.g. a scraper of /api/scanning/eveintegration/v2/runtimeimages. Only a hash of each secret is stored."),
+    el("p", { id: "endpoint" }, "Endpoint for Snyk or Docker Scout (host:port, no scheme): ", el("code", {}, location.host),
+      tls ? [el("br"), "Certificate SHA-256 fingerprint (pin or compare it if the certificate is self-signed): ", el("code", { id: "tls-fingerprint" }, tls.sha256)]
+        : [el("br"), el("span", { class: "muted" }, "Served over plain HTTP: integrations that call https:// need serve --tls self-signed or --tls-cert.")]),
     el("div", { class: "card" }, form, error, secretBox),
     el("table", { id: "tokens" },
       el("thead", {}, el("tr", {}, ["Name", "ID", "Created", "Expires", "Last used", ""].map((h) => el("th", {}, h)))),

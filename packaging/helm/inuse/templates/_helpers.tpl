@@ -54,3 +54,16 @@ URL, or a key of an existing Secret.
 {{- define "inuse.adminSecretName" -}}
 {{- .Values.serve.admin.existingSecret | default (printf "%s-admin" (include "inuse.fullname" .)) -}}
 {{- end -}}
+
+{{/* How serve gets its certificate: a named Secret wins over serve.tls.mode. */}}
+{{- define "inuse.tlsMode" -}}
+{{- $tls := .Values.serve.tls -}}
+{{- if $tls.secretName -}}secret
+{{- else if has $tls.mode (list "self-signed" "cert-manager" "off") -}}{{ $tls.mode }}
+{{- else -}}{{ fail "serve.tls.mode must be self-signed, cert-manager or off (or set serve.tls.secretName)" }}
+{{- end -}}
+{{- end -}}
+
+{{- define "inuse.tlsSecretName" -}}
+{{- .Values.serve.tls.secretName | default (printf "%s-tls" (include "inuse.fullname" .)) -}}
+{{- end -}}
