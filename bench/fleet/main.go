@@ -77,11 +77,6 @@ func run(f fleet, parallel int) (err error) {
 	for _, c := range clients {
 		defer c.Close()
 	}
-	for target, url := range map[string]string{"cluster": cluster.URL(), "single": single.URL()} {
-		if err := warmScripts(ctx, url, clients[target]); err != nil {
-			return err
-		}
-	}
 	before, err := usedMemory(ctx, cluster, single)
 	if err != nil {
 		return err

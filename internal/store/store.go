@@ -111,7 +111,8 @@ return {redis.call('HGETALL', meta), redis.call('SCARD', KEYS[3]), redis.call('S
 // round trip for the updates and one for the derived state, and returns
 // the resulting meta of each image. On error nothing is known to be
 // written: the caller keeps the deltas and applies them again later, which
-// the set semantics make safe.
+// the set semantics make safe for members (an image written before the
+// error has its counters, events and losses, added again).
 func (s *Store) Apply(ctx context.Context, deltas map[string]*Delta, now time.Time, lc LearningConfig) (map[string]Meta, error) {
 	digests := make([]string, 0, len(deltas))
 	for d := range deltas {
@@ -120,18 +121,35 @@ func (s *Store) Apply(ctx context.Context, deltas map[string]*Delta, now time.Ti
 	slices.Sort(digests)
 	nowMS := now.UnixMilli()
 	cmds := make([]*redis.Cmd, len(digests))
-	run := func(eval func(ctx context.Context, c redis.Scripter, keys []string, args ...any) *redis.Cmd) error {
+	run := func(which []int, eval func(ctx context.Context, c redis.Scripter, keys []string, args ...any) *redis.Cmd) error {
 		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, digest := range digests {
-				cmds[i] = eval(ctx, p, Keys(digest).all(), scriptArgs(deltas[digest], nowMS)...)
+			for _, i := range which {
+				cmds[i] = eval(ctx, p, Keys(digests[i]).all(), scriptArgs(deltas[digests[i]], nowMS)...)
 			}
 			return nil
 		})
 		return err
 	}
-	err := run(applyScript.EvalSha)
+	all := make([]int, len(digests))
+	for i := range all {
+		all[i] = i
+	}
+	err := run(all, applyScript.EvalSha)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		err = run(applyScript.Eval)
+		// Send again only what the server did not know the script for:
+		// another writer may have loaded it meanwhile, and the images
+		// updated since must not have their counters added twice.
+		var again []int
+		for i, c := range cmds {
+			switch {
+			case c.Err() == nil:
+			case redis.HasErrorPrefix(c.Err(), "NOSCRIPT"):
+				again = append(again, i)
+			default:
+				return nil, fmt.Errorf("applying profile updates: %w", c.Err())
+			}
+		}
+		err = run(again, applyScript.Eval)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("applying profile updates: %w", err)

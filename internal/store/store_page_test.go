@@ -2,9 +2,13 @@ package store_test
 
 import (
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/inuse-dev/inuse/internal/redistest"
@@ -77,4 +81,46 @@ func TestImagesPageAndStamps(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, digests[0], stamps[0].Digest, "seen last, so first")
 	require.EqualValues(t, 2, stamps[0].Revision)
+}
+
+// A server that lost its scripts (a restart) while several writers apply:
+// a writer whose pipeline meets NOSCRIPT sends again only the images the
+// server refused, so no image's counters are added twice even when
+// another writer loads the script in the middle of the pipeline.
+func TestApplyAfterScriptFlushCountsOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	const writers, images, rounds = 4, 300, 5
+	stores := make([]*store.Store, writers)
+	for i := range stores {
+		st, err := store.Open(srv.URL())
+		require.NoError(t, err)
+		t.Cleanup(func() { st.Close() })
+		stores[i] = st
+	}
+	flusher := redis.NewClient(&redis.Options{Addr: strings.TrimPrefix(srv.URL(), "redis://")})
+	t.Cleanup(func() { flusher.Close() })
+	digest := func(i int) string { return fmt.Sprintf("sha256:%064x", i) }
+	for range rounds {
+		require.NoError(t, flusher.ScriptFlush(t.Context()).Err())
+		var wg sync.WaitGroup
+		for _, st := range stores {
+			wg.Go(func() {
+				deltas := map[string]*store.Delta{}
+				for i := range images {
+					d := store.NewDelta()
+					d.Events = 1
+					d.Add(store.FilesRead, "/etc/hosts", time.Now().UnixMilli())
+					deltas[digest(i)] = d
+				}
+				_, err := st.Apply(t.Context(), deltas, time.Now(), store.DefaultLearning)
+				assert.NoError(t, err)
+			})
+		}
+		wg.Wait()
+	}
+	for i := range images {
+		p, err := stores[0].Profile(t.Context(), digest(i), time.Now(), store.DefaultLearning)
+		require.NoError(t, err)
+		require.EqualValues(t, writers*rounds, p.Meta.Events, "events of image %d", i)
+	}
 }
