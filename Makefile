@@ -36,6 +36,8 @@ bench: deps build ## run the benchmarks: Go benchmarks and the bench/ harness (r
 	@command -v bpftrace >/dev/null || { apt-get install -y -qq --no-install-recommends bpftrace >/dev/null; }
 	$(GO) run ./bench/openclose
 	$(GO) run ./bench/agentrss
+	@command -v wrk >/dev/null || { apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
+	$(GO) run ./bench/nginx
 
 lint: ## golangci-lint (.golangci.yml: vet, staticcheck, import rules, slog, formatting) and go vet on arm64
 	@scripts/lint.sh

@@ -6,8 +6,10 @@ package scannertest
 import (
 	"archive/tar"
 	"compress/gzip"
+	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/stretchr/testify/require"
+
+	"github.com/inuse-dev/inuse/internal/logfields"
 )
 
 // DebianRootVersion keys the cached debootstrap root: bump it to rebuild.
@@ -38,29 +42,42 @@ func DebianRoot(t testing.TB) string {
 // ~/.cache/inuse/testdata/<name>: name keys the cache, bump its version
 // to rebuild.
 func DebianRootWith(t testing.TB, name string, packages ...string) string {
-	home, err := os.UserHomeDir()
+	dir, err := CachedDebianRoot(slog.New(slog.NewTextHandler(t.Output(), nil)), name, packages...)
 	require.NoError(t, err)
+	return dir
+}
+
+// CachedDebianRoot is DebianRootWith for programs (the benchmark harness);
+// log says when it debootstraps, which takes minutes.
+func CachedDebianRoot(log *slog.Logger, name string, packages ...string) (string, error) {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", err
+	}
 	dir := filepath.Join(home, ".cache", "inuse", "testdata", name)
 	if _, err := os.Stat(filepath.Join(dir, "var/lib/dpkg/status")); err == nil {
-		return dir
+		return dir, nil
 	}
-	_, err = exec.LookPath("debootstrap")
-	require.NoError(t, err, "debootstrap is missing: run scripts/deps.sh")
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		return "", fmt.Errorf("debootstrap is missing, run scripts/deps.sh: %w", err)
+	}
 	mirror := os.Getenv("INUSE_DEBIAN_MIRROR")
 	if mirror == "" {
 		mirror = "http://deb.debian.org/debian"
 	}
 	tmp := dir + ".tmp"
-	require.NoError(t, os.RemoveAll(tmp))
-	t.Logf("debootstrapping bookworm %v into %s (once per machine)", packages, dir)
+	if err := os.RemoveAll(tmp); err != nil {
+		return "", err
+	}
+	log.Info("debootstrapping bookworm once per machine", logfields.Path, dir, "packages", packages)
 	args := []string{"--variant=minbase"}
 	if len(packages) > 0 {
 		args = append(args, "--include="+strings.Join(packages, ","))
 	}
-	out, err := exec.Command("debootstrap", append(args, "bookworm", tmp, mirror)...).CombinedOutput()
-	require.NoError(t, err, "debootstrap: %s", out)
-	require.NoError(t, os.Rename(tmp, dir))
-	return dir
+	if out, err := exec.Command("debootstrap", append(args, "bookworm", tmp, mirror)...).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("debootstrap: %w: %s", err, out)
+	}
+	return dir, os.Rename(tmp, dir)
 }
 
 // WriteOCIArchive packs root as a one-layer OCI image into an OCI archive

@@ -1,0 +1,362 @@
+// Command nginx measures what inuse costs a real workload: nginx from
+// Debian's nginx-light, in the project's debootstrapped bookworm root,
+// serving one small static file on loopback to wrk, in three modes
+// measured in the same run: untraced (nginx chrooted into the root, no
+// agent), tracked (nginx run by `inuse-agent exec --root`) and untracked
+// (nginx untraced while `inuse-agent run` runs on the machine). Modes
+// alternate round by round so that drift of the machine hits all alike;
+// the median of each is printed as a ratio against untraced.
+//
+// Run as root, with wrk installed: go run ./bench/nginx
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/inuse-dev/inuse/agent"
+	"github.com/inuse-dev/inuse/internal/testutil"
+	"github.com/inuse-dev/inuse/scanner/scannertest"
+)
+
+// rootName keys the cached root: bump it to rebuild.
+const rootName = "bookworm-nginx-v1"
+
+// digest names the image of the tracked nginx: a fixed one spares
+// `inuse-agent exec` hashing the root on every round.
+const digest = "sha256:0000000000000000000000000000000000000000000000000000000000000001"
+
+type config struct {
+	rounds      int
+	duration    time.Duration
+	warmup      time.Duration
+	connections int
+	threads     int
+	size        int
+}
+
+func main() {
+	var cfg config
+	flag.IntVar(&cfg.rounds, "rounds", 5, "measurements per mode")
+	flag.DurationVar(&cfg.duration, "duration", 8*time.Second, "wrk run per measurement")
+	flag.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured wrk run before each measurement")
+	flag.IntVar(&cfg.connections, "connections", 16, "wrk connections")
+	flag.IntVar(&cfg.threads, "threads", 1, "wrk threads")
+	flag.IntVar(&cfg.size, "size", 1024, "bytes of the static file served")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(log, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "nginx:", err)
+		os.Exit(1)
+	}
+}
+
+// result is one wrk measurement.
+type result struct {
+	rps float64
+	p99 time.Duration
+}
+
+type mode struct {
+	name, what string
+	// serve starts nginx (and what else the mode runs) and returns a stop.
+	serve func() (func() error, error)
+}
+
+func run(log *slog.Logger, cfg config) error {
+	if os.Geteuid() != 0 {
+		return errors.New("run as root: nginx is chrooted and the agent loads BPF programs")
+	}
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		return fmt.Errorf("wrk is missing (apt-get install wrk): %w", err)
+	}
+	cached, err := scannertest.CachedDebianRoot(log, rootName, "nginx-light")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "inuse-bench-nginx-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	agentBin, err := testutil.Build(tmp, "github.com/inuse-dev/inuse/cmd/inuse-agent")
+	if err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	root, err := serveRoot(cached, port, cfg.size)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(root)
+	b := &bench{root: root, agent: agentBin, addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	modes := []mode{
+		{"untraced", "nginx chrooted, no agent", b.untraced},
+		{"tracked", "nginx run by inuse-agent exec --root", b.tracked},
+		{"untracked", "nginx chrooted while inuse-agent run runs", b.untracked},
+	}
+	url := "http://" + b.addr + "/index.html"
+	results := make([][]result, len(modes))
+	for r := range cfg.rounds {
+		// Each round starts with the next mode, so none always follows another.
+		for i := range modes {
+			m := (r + i) % len(modes)
+			res, err := b.measure(modes[m], wrk, url, cfg)
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w", r, modes[m].name, err)
+			}
+			fmt.Fprintf(os.Stderr, "round %d %-10s %9.0f req/s  p99 %v\n", r, modes[m].name, res.rps, res.p99)
+			results[m] = append(results[m], res)
+		}
+	}
+
+	fmt.Printf("nginx-light, %d-byte static file on loopback, wrk -t%d -c%d -d%s, median of %d runs per mode\n",
+		cfg.size, cfg.threads, cfg.connections, cfg.duration, cfg.rounds)
+	fmt.Printf("%-10s %10s %7s %10s %7s\n", "mode", "req/s", "ratio", "p99", "ratio")
+	base := median(results[0])
+	for i, m := range modes {
+		med := median(results[i])
+		fmt.Printf("%-10s %10.0f %6.3fx %10s %6.3fx  %s\n", m.name, med.rps, med.rps/base.rps,
+			med.p99.Round(time.Microsecond), float64(med.p99)/float64(base.p99), m.what)
+	}
+	return nil
+}
+
+type bench struct {
+	root, agent, addr string
+}
+
+// measure serves in mode m, warms up and runs wrk once.
+func (b *bench) measure(m mode, wrk, url string, cfg config) (result, error) {
+	stop, err := m.serve()
+	if err != nil {
+		return result{}, err
+	}
+	res, err := func() (result, error) {
+		if err := waitListening(b.addr, 30*time.Second); err != nil {
+			return result{}, err
+		}
+		if _, err := runWrk(wrk, url, cfg.threads, cfg.connections, cfg.warmup); err != nil {
+			return result{}, err
+		}
+		return runWrk(wrk, url, cfg.threads, cfg.connections, cfg.duration)
+	}()
+	return res, errors.Join(err, stop())
+}
+
+// nginxArgs run nginx in the foreground with the benchmark's config.
+var nginxArgs = []string{"nginx", "-c", "/etc/nginx/inuse-bench.conf", "-g", "daemon off;"}
+
+// untraced runs nginx the way `inuse-agent exec --root` would, without
+// the agent: agent.Command chroots it and mounts /proc.
+func (b *bench) untraced() (func() error, error) {
+	cmd, cleanup, err := agent.Command(b.root, nginxArgs)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdin, cmd.Stdout = nil, nil
+	if err := cmd.Start(); err != nil {
+		cleanup()
+		return nil, fmt.Errorf("starting nginx: %w", err)
+	}
+	return func() error {
+		defer cleanup()
+		return b.stopNginx(cmd)
+	}, nil
+}
+
+// tracked runs nginx under `inuse-agent exec`, events written to /dev/null.
+func (b *bench) tracked() (func() error, error) {
+	cmd := exec.Command(b.agent, append([]string{"exec", "--root", b.root, "-o", os.DevNull, "--image-digest", digest, "--"}, nginxArgs...)...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting inuse-agent exec: %w", err)
+	}
+	return func() error { return b.stopNginx(cmd) }, nil
+}
+
+// untracked starts `inuse-agent run`, waits until it runs, then nginx
+// untraced; the stop ends both.
+func (b *bench) untracked() (func() error, error) {
+	cmd := exec.Command(b.agent, "run", "-o", os.DevNull, "--nri-socket", "", "--docker=false")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting inuse-agent run: %w", err)
+	}
+	stopAgent := func() error {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			return fmt.Errorf("inuse-agent run: %w", err)
+		}
+		return nil
+	}
+	if err := waitRunning(stderr); err != nil {
+		return nil, errors.Join(err, stopAgent())
+	}
+	stopNginx, err := b.untraced()
+	if err != nil {
+		return nil, errors.Join(err, stopAgent())
+	}
+	return func() error { return errors.Join(stopNginx(), stopAgent()) }, nil
+}
+
+// waitRunning reads the agent's log until it says it runs, then keeps
+// draining it so that the agent never blocks on a full pipe.
+func waitRunning(stderr io.Reader) error {
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "agent running") {
+			go func() { _, _ = io.Copy(io.Discard, stderr) }()
+			return nil
+		}
+	}
+	return fmt.Errorf("inuse-agent run ended before running: %w", sc.Err())
+}
+
+// stopNginx sends the master (named in its pid file: under `inuse-agent
+// exec` cmd is the agent) a fast shutdown and waits for cmd.
+func (b *bench) stopNginx(cmd *exec.Cmd) error {
+	pidFile := filepath.Join(b.root, "run/inuse-bench.pid")
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return fmt.Errorf("reading nginx's pid: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return fmt.Errorf("nginx's pid file: %w", err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stopping nginx: %w", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Base(cmd.Path), err)
+	}
+	return nil
+}
+
+// serveRoot links the cached root into a copy next to it (hard links: the
+// cache is never written) and adds the config and the file to serve, as
+// new files only.
+func serveRoot(cached string, port, size int) (string, error) {
+	root, err := os.MkdirTemp(filepath.Dir(cached), "nginx-")
+	if err != nil {
+		return "", err
+	}
+	if err := os.Remove(root); err != nil {
+		return "", err
+	}
+	if out, err := exec.Command("cp", "-al", cached, root).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("linking %s: %w: %s", cached, err, out)
+	}
+	conf := fmt.Sprintf(`user www-data;
+worker_processes 1;
+pid /run/inuse-bench.pid;
+error_log stderr warn;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	sendfile on;
+	keepalive_requests 100000000;
+	server {
+		listen 127.0.0.1:%d;
+		root /srv/inuse-bench;
+	}
+}
+`, port)
+	if err := os.WriteFile(filepath.Join(root, "etc/nginx/inuse-bench.conf"), []byte(conf), 0o644); err != nil {
+		return root, err
+	}
+	if err := os.MkdirAll(filepath.Join(root, "srv/inuse-bench"), 0o755); err != nil {
+		return root, err
+	}
+	return root, os.WriteFile(filepath.Join(root, "srv/inuse-bench/index.html"), []byte(strings.Repeat("x", size)), 0o644)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitListening(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nginx not listening on %s after %s: %w", addr, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var (
+	rpsLine = regexp.MustCompile(`(?m)^Requests/sec:\s+([0-9.]+)`)
+	p99Line = regexp.MustCompile(`(?m)^\s+99%\s+([0-9.]+)(us|ms|s)\s*$`)
+)
+
+// runWrk runs wrk and reads requests/s and the p99 latency from its report.
+func runWrk(wrk, url string, threads, connections int, d time.Duration) (result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, wrk, "--latency", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(connections),
+		"-d", fmt.Sprintf("%ds", int(d.Seconds())), url).CombinedOutput()
+	if err != nil {
+		return result{}, fmt.Errorf("wrk: %w: %s", err, out)
+	}
+	if strings.Contains(string(out), "Non-2xx") || strings.Contains(string(out), "Socket errors") {
+		return result{}, fmt.Errorf("wrk saw errors: %s", out)
+	}
+	rps, p99 := rpsLine.FindSubmatch(out), p99Line.FindSubmatch(out)
+	if rps == nil || p99 == nil {
+		return result{}, fmt.Errorf("wrk's report not understood: %s", out)
+	}
+	var res result
+	if res.rps, err = strconv.ParseFloat(string(rps[1]), 64); err != nil {
+		return result{}, err
+	}
+	if res.p99, err = time.ParseDuration(string(p99[1]) + string(p99[2])); err != nil {
+		return result{}, err
+	}
+	return res, nil
+}
+
+// median takes requests/s and p99 separately, each its own median.
+func median(rs []result) result {
+	rps, p99 := make([]float64, len(rs)), make([]time.Duration, len(rs))
+	for i, r := range rs {
+		rps[i], p99[i] = r.rps, r.p99
+	}
+	slices.Sort(rps)
+	slices.Sort(p99)
+	return result{rps: rps[len(rps)/2], p99: p99[len(p99)/2]}
+}
