@@ -5,7 +5,8 @@
 // agent), tracked (nginx run by `inuse-agent exec --root`) and untracked
 // (nginx untraced while `inuse-agent run` runs on the machine). Modes
 // alternate round by round so that drift of the machine hits all alike;
-// the median of each is printed as a ratio against untraced.
+// the median of each is printed as a ratio against untraced, with the
+// agent process's own CPU time over the measured run.
 //
 // Run as root, with wrk installed: go run ./bench/nginx
 package main
@@ -66,16 +67,22 @@ func main() {
 	}
 }
 
-// result is one wrk measurement.
+// result is one wrk measurement, and the agent's CPU meanwhile.
 type result struct {
-	rps float64
-	p99 time.Duration
+	rps      float64
+	p99      time.Duration
+	agentCPU float64 // share of one core, 0 without an agent
 }
 
 type mode struct {
 	name, what string
-	// serve starts nginx (and what else the mode runs) and returns a stop.
-	serve func() (func() error, error)
+	serve      func() (server, error)
+}
+
+// server is a running mode: agentPID is the agent's (0 for none).
+type server struct {
+	stop     func() error
+	agentPID int
 }
 
 func run(log *slog.Logger, cfg config) error {
@@ -124,19 +131,19 @@ func run(log *slog.Logger, cfg config) error {
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", r, modes[m].name, err)
 			}
-			fmt.Fprintf(os.Stderr, "round %d %-10s %9.0f req/s  p99 %v\n", r, modes[m].name, res.rps, res.p99)
+			fmt.Fprintf(os.Stderr, "round %d %-10s %9.0f req/s  p99 %-9v agent %.1f%% of a core\n", r, modes[m].name, res.rps, res.p99, 100*res.agentCPU)
 			results[m] = append(results[m], res)
 		}
 	}
 
 	fmt.Printf("nginx-light, %d-byte static file on loopback, wrk -t%d -c%d -d%s, median of %d runs per mode\n",
 		cfg.size, cfg.threads, cfg.connections, cfg.duration, cfg.rounds)
-	fmt.Printf("%-10s %10s %7s %10s %7s\n", "mode", "req/s", "ratio", "p99", "ratio")
+	fmt.Printf("%-10s %10s %7s %10s %7s %10s\n", "mode", "req/s", "ratio", "p99", "ratio", "agent CPU")
 	base := median(results[0])
 	for i, m := range modes {
 		med := median(results[i])
-		fmt.Printf("%-10s %10.0f %6.3fx %10s %6.3fx  %s\n", m.name, med.rps, med.rps/base.rps,
-			med.p99.Round(time.Microsecond), float64(med.p99)/float64(base.p99), m.what)
+		fmt.Printf("%-10s %10.0f %6.3fx %10s %6.3fx %9.1f%%  %s\n", m.name, med.rps, med.rps/base.rps,
+			med.p99.Round(time.Microsecond), float64(med.p99)/float64(base.p99), 100*med.agentCPU, m.what)
 	}
 	return nil
 }
@@ -147,7 +154,7 @@ type bench struct {
 
 // measure serves in mode m, warms up and runs wrk once.
 func (b *bench) measure(m mode, wrk, url string, cfg config) (result, error) {
-	stop, err := m.serve()
+	srv, err := m.serve()
 	if err != nil {
 		return result{}, err
 	}
@@ -158,9 +165,47 @@ func (b *bench) measure(m mode, wrk, url string, cfg config) (result, error) {
 		if _, err := runWrk(wrk, url, cfg.threads, cfg.connections, cfg.warmup); err != nil {
 			return result{}, err
 		}
-		return runWrk(wrk, url, cfg.threads, cfg.connections, cfg.duration)
+		cpu0, err := cpuTime(srv.agentPID)
+		if err != nil {
+			return result{}, err
+		}
+		start := time.Now()
+		res, err := runWrk(wrk, url, cfg.threads, cfg.connections, cfg.duration)
+		if err != nil {
+			return result{}, err
+		}
+		cpu1, err := cpuTime(srv.agentPID)
+		res.agentCPU = float64(cpu1-cpu0) / float64(time.Since(start))
+		return res, err
 	}()
-	return res, errors.Join(err, stop())
+	return res, errors.Join(err, srv.stop())
+}
+
+// cpuTime is the user+system time of process pid itself (not of the
+// children it reaped: the tracked nginx is the agent's child); 0 for pid 0.
+func cpuTime(pid int) (time.Duration, error) {
+	if pid == 0 {
+		return 0, nil
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which ends at the last ')': utime
+	// and stime are the 12th and 13th, in clock ticks (100 per second on Linux).
+	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, raw)
+	}
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
 // nginxArgs run nginx in the foreground with the benchmark's config.
@@ -168,42 +213,42 @@ var nginxArgs = []string{"nginx", "-c", "/etc/nginx/inuse-bench.conf", "-g", "da
 
 // untraced runs nginx the way `inuse-agent exec --root` would, without
 // the agent: agent.Command chroots it and mounts /proc.
-func (b *bench) untraced() (func() error, error) {
+func (b *bench) untraced() (server, error) {
 	cmd, cleanup, err := agent.Command(b.root, nginxArgs)
 	if err != nil {
-		return nil, err
+		return server{}, err
 	}
 	cmd.Stdin, cmd.Stdout = nil, nil
 	if err := cmd.Start(); err != nil {
 		cleanup()
-		return nil, fmt.Errorf("starting nginx: %w", err)
+		return server{}, fmt.Errorf("starting nginx: %w", err)
 	}
-	return func() error {
+	return server{stop: func() error {
 		defer cleanup()
 		return b.stopNginx(cmd)
-	}, nil
+	}}, nil
 }
 
 // tracked runs nginx under `inuse-agent exec`, events written to /dev/null.
-func (b *bench) tracked() (func() error, error) {
+func (b *bench) tracked() (server, error) {
 	cmd := exec.Command(b.agent, append([]string{"exec", "--root", b.root, "-o", os.DevNull, "--image-digest", digest, "--"}, nginxArgs...)...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting inuse-agent exec: %w", err)
+		return server{}, fmt.Errorf("starting inuse-agent exec: %w", err)
 	}
-	return func() error { return b.stopNginx(cmd) }, nil
+	return server{stop: func() error { return b.stopNginx(cmd) }, agentPID: cmd.Process.Pid}, nil
 }
 
 // untracked starts `inuse-agent run`, waits until it runs, then nginx
 // untraced; the stop ends both.
-func (b *bench) untracked() (func() error, error) {
+func (b *bench) untracked() (server, error) {
 	cmd := exec.Command(b.agent, "run", "-o", os.DevNull, "--nri-socket", "", "--docker=false")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		return nil, err
+		return server{}, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting inuse-agent run: %w", err)
+		return server{}, fmt.Errorf("starting inuse-agent run: %w", err)
 	}
 	stopAgent := func() error {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -213,13 +258,13 @@ func (b *bench) untracked() (func() error, error) {
 		return nil
 	}
 	if err := waitRunning(stderr); err != nil {
-		return nil, errors.Join(err, stopAgent())
+		return server{}, errors.Join(err, stopAgent())
 	}
-	stopNginx, err := b.untraced()
+	nginx, err := b.untraced()
 	if err != nil {
-		return nil, errors.Join(err, stopAgent())
+		return server{}, errors.Join(err, stopAgent())
 	}
-	return func() error { return errors.Join(stopNginx(), stopAgent()) }, nil
+	return server{stop: func() error { return errors.Join(nginx.stop(), stopAgent()) }, agentPID: cmd.Process.Pid}, nil
 }
 
 // waitRunning reads the agent's log until it says it runs, then keeps
@@ -350,13 +395,14 @@ func runWrk(wrk, url string, threads, connections int, d time.Duration) (result,
 	return res, nil
 }
 
-// median takes requests/s and p99 separately, each its own median.
+// median takes each figure's own median.
 func median(rs []result) result {
-	rps, p99 := make([]float64, len(rs)), make([]time.Duration, len(rs))
+	rps, p99, cpu := make([]float64, len(rs)), make([]time.Duration, len(rs)), make([]float64, len(rs))
 	for i, r := range rs {
-		rps[i], p99[i] = r.rps, r.p99
+		rps[i], p99[i], cpu[i] = r.rps, r.p99, r.agentCPU
 	}
 	slices.Sort(rps)
 	slices.Sort(p99)
-	return result{rps: rps[len(rps)/2], p99: p99[len(p99)/2]}
+	slices.Sort(cpu)
+	return result{rps: rps[len(rps)/2], p99: p99[len(p99)/2], agentCPU: cpu[len(cpu)/2]}
 }
