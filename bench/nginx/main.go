@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/inuse-dev/inuse/agent"
+	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/testutil"
 	"github.com/inuse-dev/inuse/scanner/scannertest"
 )
@@ -115,7 +116,18 @@ func run(log *slog.Logger, cfg config) error {
 		return err
 	}
 	defer os.RemoveAll(root)
-	b := &bench{root: root, agent: agentBin, addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	h, err := cgroups.Detect()
+	if err != nil {
+		return err
+	}
+	// The untraced nginx gets a fresh cgroup beside the ones `inuse-agent
+	// exec` creates (under "inuse"), so that CPU shares treat the modes alike.
+	cgroup, _, err := h.Create(fmt.Sprintf("inuse/bench-nginx-%d", os.Getpid()))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = cgroups.Remove(cgroup) }()
+	b := &bench{h: h, cgroup: cgroup, root: root, agent: agentBin, addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	modes := []mode{
 		{"untraced", "nginx chrooted, no agent", b.untraced},
 		{"tracked", "nginx run by inuse-agent exec --root", b.tracked},
@@ -149,7 +161,8 @@ func run(log *slog.Logger, cfg config) error {
 }
 
 type bench struct {
-	root, agent, addr string
+	h                         cgroups.Hierarchy
+	cgroup, root, agent, addr string
 }
 
 // measure serves in mode m, warms up and runs wrk once.
@@ -212,14 +225,15 @@ func cpuTime(pid int) (time.Duration, error) {
 var nginxArgs = []string{"nginx", "-c", "/etc/nginx/inuse-bench.conf", "-g", "daemon off;"}
 
 // untraced runs nginx the way `inuse-agent exec --root` would, without
-// the agent: agent.Command chroots it and mounts /proc.
+// the agent: agent.Command chroots it and mounts /proc, and it starts in
+// a cgroup of its own.
 func (b *bench) untraced() (server, error) {
 	cmd, cleanup, err := agent.Command(b.root, nginxArgs)
 	if err != nil {
 		return server{}, err
 	}
 	cmd.Stdin, cmd.Stdout = nil, nil
-	if err := cmd.Start(); err != nil {
+	if err := b.h.Start(cmd, b.cgroup); err != nil {
 		cleanup()
 		return server{}, fmt.Errorf("starting nginx: %w", err)
 	}
