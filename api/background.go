@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -13,20 +14,26 @@ import (
 	"github.com/inuse-dev/inuse/scanner"
 )
 
-// cache holds what the background scanner knows of every image of the
-// index: its last stamp, the workloads of its last profile read, and its
-// report. Handlers read it; only the poller and the scan workers write.
+// cache holds what this replica knows of every image of the index: its
+// last stamp, the workloads of its last profile read, and what the index
+// views need of its report. The reports themselves are shared by every
+// replica through Redis (shared.go); at most Config.ReportCache of them
+// are kept in memory. Handlers read the cache; only the poller and the
+// scan workers write it.
 type cache struct {
 	cfg     *Config
 	log     *slog.Logger
 	metrics *metrics
+	// owner names this replica in the scan leases it takes.
+	owner   string
+	reports *reportLRU
 
 	mu     sync.RWMutex
 	images map[string]*entry
-	// ready is closed and replaced after every poll, for tests and
+	// polled is closed and replaced after every poll, for tests and
 	// waiters that want the next poll.
 	polled chan struct{}
-	queue  chan string
+	queue  chan scanJob
 }
 
 // entry is one image in the cache.
@@ -34,24 +41,33 @@ type entry struct {
 	stamp     store.Stamp
 	workloads []store.Workload
 	names     []string
-	// The report and the stamp it was computed for.
-	report    *scanner.Report
-	reportFor store.Stamp
+	// reported says that a report is known, computed for reportFor:
+	// in the LRU, or in Redis.
+	reported  bool
+	reportFor store.ReportStamp
 	inUse     []runtimePackage
+	verdicts  map[scanner.Verdict]int
 	scanning  bool
 	// err is the last scan failure; retryAt is when to try again.
 	err     error
 	retryAt time.Time
 }
 
+// scanJob is an image whose stored report is missing or stale, and the
+// database build the poll saw.
+type scanJob struct {
+	digest, build string
+}
+
 func newCache(cfg *Config, log *slog.Logger, m *metrics) *cache {
 	return &cache{
 		cfg: cfg, log: log.With(logfields.Component, "api.scanner"), metrics: m,
+		owner: replicaID(), reports: newReportLRU(cfg.ReportCache),
 		images: map[string]*entry{}, polled: make(chan struct{}),
 		// The queue holds each digest at most once (scanning marks it),
 		// so its size bounds nothing that matters; a full queue waits
 		// for the next poll.
-		queue: make(chan string, 1024),
+		queue: make(chan scanJob, 1024),
 	}
 }
 
@@ -65,18 +81,30 @@ const (
 	statusUnavailable reportStatus = "unavailable" // no scanner configured
 )
 
-// reportOf returns the report of digest and its status.
-func (c *cache) reportOf(digest string) (*scanner.Report, reportStatus, error) {
+// reportOf returns the report of digest and its status, reading it from
+// Redis when the LRU does not hold it.
+func (c *cache) reportOf(ctx context.Context, digest string) (*scanner.Report, reportStatus, error) {
 	c.mu.RLock()
-	defer c.mu.RUnlock()
 	e := c.images[digest]
+	var (
+		reported bool
+		failure  error
+	)
+	if e != nil {
+		reported, failure = e.reported, e.err
+	}
+	c.mu.RUnlock()
 	switch {
-	case e != nil && e.report != nil:
-		return e.report, statusReady, nil
+	case reported:
+		rep, err := c.report(ctx, digest)
+		if err != nil {
+			return nil, statusFailed, err
+		}
+		return rep, statusReady, nil
 	case c.cfg.Reports == nil:
 		return nil, statusUnavailable, nil
-	case e != nil && e.err != nil:
-		return nil, statusFailed, e.err
+	case failure != nil:
+		return nil, statusFailed, failure
 	}
 	return nil, statusPending, nil
 }
@@ -115,8 +143,9 @@ func (c *cache) waitPoll(ctx context.Context) {
 }
 
 // poll reads the stamps of every image (one round trip), reads again the
-// profiles whose stamp changed, and queues the images whose report is
-// missing or stale.
+// profiles whose stamp changed, takes the reports other replicas stored
+// meanwhile, and queues the images whose stored report is missing or
+// stale.
 func (c *cache) poll(ctx context.Context) {
 	now := time.Now()
 	stamps, err := c.cfg.Store.Stamps(ctx, now, c.cfg.Learning)
@@ -126,7 +155,15 @@ func (c *cache) poll(ctx context.Context) {
 		}
 		return
 	}
+	var build string
+	if c.cfg.Reports != nil {
+		// Without a database every scan fails, and says why.
+		if build, err = c.cfg.Reports.DBBuild(ctx); err != nil {
+			c.log.Debug("reading the vulnerability database build", logfields.Error, err)
+		}
+	}
 	seen := make(map[string]bool, len(stamps))
+	wants := map[string]store.ReportStamp{}
 	for _, st := range stamps {
 		seen[st.Digest] = true
 		c.mu.RLock()
@@ -152,23 +189,22 @@ func (c *cache) poll(ctx context.Context) {
 			e.workloads, e.names = p.Workloads, p.Names
 			c.mu.Unlock()
 		}
+		want := store.ReportStamp{Revision: st.Revision, State: st.State, Confidence: st.Confidence, DBBuild: build}
 		c.mu.Lock()
 		e.stamp = st
-		stale := e.report == nil || changed(e.reportFor, st)
-		due := !e.scanning && stale && !now.Before(e.retryAt) && c.cfg.Reports != nil
-		if due {
-			select {
-			case c.queue <- st.Digest:
-				e.scanning = true
-			default:
-			}
+		if c.cfg.Reports != nil && !e.scanning && (!e.reported || !e.reportFor.Serves(want)) {
+			wants[st.Digest] = want
 		}
 		c.mu.Unlock()
+	}
+	if len(wants) > 0 {
+		c.refresh(ctx, wants, build, now)
 	}
 	c.mu.Lock()
 	for d := range c.images {
 		if !seen[d] {
 			delete(c.images, d)
+			c.reports.remove(d)
 		}
 	}
 	c.metrics.setImages(c.images)
@@ -177,11 +213,42 @@ func (c *cache) poll(ctx context.Context) {
 	c.mu.Unlock()
 }
 
-// changed reports whether a report computed for stamp a is stale at b:
-// the profile grew, or its learning state or confidence moved (which
-// turns unknown verdicts into not_observed ones).
-func changed(a, b store.Stamp) bool {
-	return a.Revision != b.Revision || a.State != b.State || a.Confidence != b.Confidence
+// refresh takes the stored reports of the images whose report this
+// replica lacks or holds stale (wants: the stamp each needs), and queues
+// those whose stored report is not current either.
+func (c *cache) refresh(ctx context.Context, wants map[string]store.ReportStamp, build string, now time.Time) {
+	stored, err := c.cfg.Store.ReportStamps(ctx, slices.Collect(maps.Keys(wants)))
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("reading stored reports", logfields.Error, err)
+		}
+		return
+	}
+	for d, want := range wants {
+		if s, ok := stored[d]; ok {
+			c.mu.RLock()
+			e := c.images[d]
+			take := e != nil && (!e.reported || !e.reportFor.Serves(s))
+			c.mu.RUnlock()
+			if take {
+				if _, err := c.load(ctx, d); err != nil {
+					c.log.Warn("reading stored report", logfields.Image, d, logfields.Error, err)
+				}
+			}
+			if s.Serves(want) {
+				continue
+			}
+		}
+		c.mu.Lock()
+		if e := c.images[d]; e != nil && !e.scanning && !now.Before(e.retryAt) {
+			select {
+			case c.queue <- scanJob{digest: d, build: build}:
+				e.scanning = true
+			default:
+			}
+		}
+		c.mu.Unlock()
+	}
 }
 
 func (c *cache) worker(ctx context.Context) {
@@ -189,48 +256,34 @@ func (c *cache) worker(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case d := <-c.queue:
-			c.scan(ctx, d)
+		case job := <-c.queue:
+			c.scan(ctx, job)
 		}
 	}
 }
 
-// scan computes the report of digest from its current profile.
-func (c *cache) scan(ctx context.Context, digest string) {
-	now := time.Now()
-	start := now
-	p, err := c.cfg.Store.Profile(ctx, digest, now, c.cfg.Learning)
-	var rep *scanner.Report
-	if err == nil {
-		rep, err = c.cfg.Reports.Report(ctx, digest, p)
-	}
-	result := "ok"
-	if err != nil {
-		result = "error"
-	}
-	c.metrics.scans.WithLabelValues(result).Observe(time.Since(start).Seconds())
+// setReport records rep, computed for stamp, as digest's report.
+func (c *cache) setReport(digest string, stamp store.ReportStamp, rep *scanner.Report) {
+	c.reports.put(digest, rep)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.images[digest]
 	if e == nil { // left the index meanwhile
 		return
 	}
-	e.scanning = false
-	if err != nil {
-		if ctx.Err() != nil {
-			return
-		}
-		e.err, e.retryAt = err, time.Now().Add(c.cfg.RetryAfter)
-		c.log.Warn("scanning image", logfields.Image, digest, logfields.Error, err)
-		return
-	}
+	e.reported, e.reportFor = true, stamp
+	e.inUse, e.verdicts = runtimePackages(rep), verdictCounts(rep)
 	e.err, e.retryAt = nil, time.Time{}
-	e.report = rep
-	e.reportFor = store.Stamp{Digest: digest, Revision: p.Meta.Revision, State: p.State, Confidence: p.Confidence}
-	e.inUse = runtimePackages(rep)
-	e.workloads, e.names = p.Workloads, p.Names
 	c.metrics.setImages(c.images)
-	c.log.Debug("scanned image", logfields.Image, digest, "revision", p.Meta.Revision, "duration_ms", time.Since(start).Milliseconds())
+}
+
+// verdictCounts counts the vulnerability matches of rep by verdict.
+func verdictCounts(rep *scanner.Report) map[scanner.Verdict]int {
+	out := map[scanner.Verdict]int{}
+	for _, v := range rep.Vulnerabilities {
+		out[v.Verdict]++
+	}
+	return out
 }
 
 // runtimeEntry is one (image, workload) of the runtimeimages answer.
@@ -247,7 +300,7 @@ func (c *cache) runtimeEntries() []runtimeEntry {
 	c.mu.RLock()
 	var out []runtimeEntry
 	for d, e := range c.images {
-		if e.report == nil {
+		if !e.reported {
 			continue
 		}
 		for _, w := range e.workloads {

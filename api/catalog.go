@@ -51,6 +51,8 @@ func (r *scannerReports) Report(ctx context.Context, digest string, p *store.Pro
 	return r.sc.Report(ctx, digest, p)
 }
 
+func (r *scannerReports) DBBuild(context.Context) (string, error) { return r.sc.DB().Build() }
+
 // catalog puts digest in the SBOM cache from the fallback runtime, trying
 // each name the image runs under until one works.
 func (r *scannerReports) catalog(ctx context.Context, digest string, names []string) error {

@@ -108,17 +108,36 @@ type fixtureReports struct {
 	mu    sync.Mutex
 	calls int
 	fail  error
+	// hold, when set, makes every scan wait until it is closed or the
+	// scan's context is done: a replica stuck mid-scan.
+	hold chan struct{}
+	// delay is how long each scan takes.
+	delay time.Duration
 }
+
+func (f *fixtureReports) DBBuild(context.Context) (string, error) { return "2026-12-01T00:00:00Z", nil }
 
 func (f *fixtureReports) Report(ctx context.Context, digest string, p *store.Profile) (*scanner.Report, error) {
 	f.mu.Lock()
 	f.calls++
-	fail := f.fail
+	fail, hold, delay := f.fail, f.hold, f.delay
 	f.mu.Unlock()
+	if hold != nil || delay > 0 {
+		var done <-chan time.Time // never, without a delay
+		if delay > 0 {
+			done = time.After(delay)
+		}
+		select {
+		case <-hold:
+		case <-done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if fail != nil {
 		return nil, fail
 	}
-	fx, ok := fixtures[digest]
+	fx, ok := fixtureOf(digest)
 	if !ok {
 		return nil, errUnreachable
 	}
@@ -308,7 +327,7 @@ func (e *env) waitStatus(srv *Server, want reportStatus, digests ...string) {
 	for {
 		ready := true
 		for _, d := range digests {
-			if _, st, _ := srv.cache.reportOf(d); st != want {
+			if _, st, _ := srv.cache.reportOf(ctx, d); st != want {
 				ready = false
 			}
 		}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -46,8 +47,8 @@ func summarize(rep *scanner.Report) *ReportSummary {
 	return rs
 }
 
-func (s *Server) imageSummary(stats store.ProfileStats) ImageSummary {
-	rep, status, err := s.cache.reportOf(stats.Digest)
+func (s *Server) imageSummary(ctx context.Context, stats store.ProfileStats) ImageSummary {
+	rep, status, err := s.cache.reportOf(ctx, stats.Digest)
 	out := ImageSummary{ProfileStats: stats, ReportStatus: string(status), Report: summarize(rep)}
 	if err != nil {
 		out.ReportError = scanFailure(err)
@@ -73,7 +74,7 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request) error {
 	}
 	items := make([]ImageSummary, 0, len(stats))
 	for _, st := range stats {
-		items = append(items, s.imageSummary(st))
+		items = append(items, s.imageSummary(r.Context(), st))
 	}
 	writeJSON(w, http.StatusOK, pageOf(items, total, q))
 	return nil
@@ -154,7 +155,7 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rep, status, rerr := s.cache.reportOf(p.Digest)
+	rep, status, rerr := s.cache.reportOf(r.Context(), p.Digest)
 	d := ImageDetail{
 		Digest: p.Digest, Names: nonNil(p.Names), State: p.State, Confidence: p.Confidence, Meta: p.Meta,
 		Workloads: nonNil(p.Workloads), Nodes: nonNil(p.NodeNames), Sections: map[store.Section]int{},

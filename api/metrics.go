@@ -19,8 +19,11 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	scans    *prometheus.HistogramVec
-	images   *prometheus.GaugeVec
-	verdicts *prometheus.GaugeVec
+	// scansTotal counts the reports this replica computed: with several
+	// replicas, their sum is the scans of the deployment.
+	scansTotal *prometheus.CounterVec
+	images     *prometheus.GaugeVec
+	verdicts   *prometheus.GaugeVec
 	// mismatches counts runtimeimages requests for another cluster's name;
 	// the name is not a label, since any client chooses it.
 	mismatches prometheus.Counter
@@ -48,6 +51,9 @@ func newMetrics() *metrics {
 			Name: "inuse_scan_duration_seconds", Help: "Durations of the background scanner's report computations, by result.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 4, 9),
 		}, []string{"result"}),
+		scansTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "inuse_scans_total", Help: "Reports this replica computed (and stored for every replica), by result.",
+		}, []string{"result"}),
 		images: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "inuse_images", Help: "Images of the profile index, by report status.",
 		}, []string{"report"}),
@@ -60,7 +66,7 @@ func newMetrics() *metrics {
 		}),
 		mismatchLogged: map[string]time.Time{},
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.scans, m.images, m.verdicts, m.mismatches,
+	m.reg.MustRegister(m.requests, m.duration, m.scans, m.scansTotal, m.images, m.verdicts, m.mismatches,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
@@ -89,10 +95,10 @@ func (m *metrics) setImages(images map[string]*entry) {
 	verdicts := map[scanner.Verdict]int{scanner.InUse: 0, scanner.NotObserved: 0, scanner.Unknown: 0}
 	for _, e := range images {
 		switch {
-		case e.report != nil:
+		case e.reported:
 			counts["ready"]++
-			for _, v := range e.report.Vulnerabilities {
-				verdicts[v.Verdict]++
+			for v, n := range e.verdicts {
+				verdicts[v] += n
 			}
 		case e.err != nil:
 			counts["failed"]++

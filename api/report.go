@@ -19,7 +19,7 @@ func (s *Server) reportFor(r *http.Request) (*scanner.Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep, status, err := s.cache.reportOf(digest)
+	rep, status, err := s.cache.reportOf(r.Context(), digest)
 	switch status {
 	case statusReady:
 		return rep, nil

@@ -9,7 +9,8 @@
 // health.go, metrics.go), with respond.go and paging.go shared by them.
 // The report routes answer from what background.go keeps: it polls the
 // store and computes each image's report with the Reports of the Config,
-// catalog.go's in a server.
+// catalog.go's in a server; shared.go stores the reports in Redis and
+// leases the scans, so that replicas share both.
 package api
 
 import (
@@ -35,6 +36,9 @@ import (
 // (ScannerReports).
 type Reports interface {
 	Report(ctx context.Context, digest string, p *store.Profile) (*scanner.Report, error)
+	// DBBuild names the vulnerability database build the reports are
+	// matched against: a report is current for one build.
+	DBBuild(ctx context.Context) (string, error)
 }
 
 // Formats renders reports in the formats other tools read. A nil func
@@ -69,6 +73,13 @@ type Config struct {
 	// RetryAfter is how long a failed scan waits before it is tried
 	// again (1 min).
 	RetryAfter time.Duration
+	// ReportCache bounds the reports kept in memory (128); the others
+	// are read again from Redis when asked for.
+	ReportCache int
+	// LeaseDuration is how long a replica holds an image's scan lease
+	// without renewing it (30 s); it renews every third of it, and a
+	// replica that dies loses the lease when it expires.
+	LeaseDuration time.Duration
 	// RateLimit is the requests per second one credential may make, and
 	// RateBurst the burst (20/s, 100).
 	RateLimit float64
@@ -94,6 +105,12 @@ func (c *Config) defaults() {
 	}
 	if c.RetryAfter <= 0 {
 		c.RetryAfter = time.Minute
+	}
+	if c.ReportCache <= 0 {
+		c.ReportCache = 128
+	}
+	if c.LeaseDuration <= 0 {
+		c.LeaseDuration = 30 * time.Second
 	}
 	if c.RateLimit <= 0 {
 		c.RateLimit = 20

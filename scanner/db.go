@@ -261,6 +261,17 @@ func (d *DB) provider() (vulnerability.Provider, time.Time, error) {
 	return d.vp, d.built, nil
 }
 
+// Build names the installed database's build (its build time), opening
+// it if needed: a report depends on it, so a new build makes every report
+// stale.
+func (d *DB) Build() (string, error) {
+	_, built, err := d.provider()
+	if err != nil {
+		return "", err
+	}
+	return built.UTC().Format(time.RFC3339), nil
+}
+
 // Close closes the open database.
 func (d *DB) Close() error {
 	d.mu.Lock()
