@@ -68,11 +68,15 @@ func main() {
 	}
 }
 
-// result is one wrk measurement, and the agent's CPU meanwhile.
+// result is one wrk measurement, and the CPU spent meanwhile.
 type result struct {
 	rps      float64
 	p99      time.Duration
-	agentCPU float64 // share of one core, 0 without an agent
+	requests int
+	// CPU time per request of nginx (master and workers) and of wrk: unlike
+	// requests/s, barely moved by what else runs on the machine.
+	nginxCPU, wrkCPU time.Duration
+	agentCPU         float64 // share of one core, 0 without an agent
 }
 
 type mode struct {
@@ -143,20 +147,24 @@ func run(log *slog.Logger, cfg config) error {
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", r, modes[m].name, err)
 			}
-			fmt.Fprintf(os.Stderr, "round %d %-10s %9.0f req/s  p99 %-9v agent %.1f%% of a core\n", r, modes[m].name, res.rps, res.p99, 100*res.agentCPU)
+			fmt.Fprintf(os.Stderr, "round %d %-10s %9.0f req/s  p99 %-9v CPU/request nginx %v wrk %v  agent %.1f%% of a core\n",
+				r, modes[m].name, res.rps, res.p99, res.nginxCPU, res.wrkCPU, 100*res.agentCPU)
 			results[m] = append(results[m], res)
 		}
 	}
 
 	fmt.Printf("nginx-light, %d-byte static file on loopback, wrk -t%d -c%d -d%s, median of %d runs per mode\n",
 		cfg.size, cfg.threads, cfg.connections, cfg.duration, cfg.rounds)
-	fmt.Printf("%-10s %10s %7s %10s %7s %10s\n", "mode", "req/s", "ratio", "p99", "ratio", "agent CPU")
+	fmt.Printf("%-10s %9s %7s %9s %7s %11s %7s %9s %7s %6s\n", "mode", "req/s", "ratio", "p99", "ratio", "nginx CPU/r", "ratio", "wrk CPU/r", "ratio", "agent")
 	base := median(results[0])
 	for i, m := range modes {
 		med := median(results[i])
-		fmt.Printf("%-10s %10.0f %6.3fx %10s %6.3fx %9.1f%%  %s\n", m.name, med.rps, med.rps/base.rps,
-			med.p99.Round(time.Microsecond), float64(med.p99)/float64(base.p99), 100*med.agentCPU, m.what)
+		fmt.Printf("%-10s %9.0f %6.3fx %9s %6.3fx %11s %6.3fx %9s %6.3fx %5.1f%%  %s\n", m.name,
+			med.rps, med.rps/base.rps, med.p99.Round(time.Microsecond), float64(med.p99)/float64(base.p99),
+			med.nginxCPU, float64(med.nginxCPU)/float64(base.nginxCPU), med.wrkCPU, float64(med.wrkCPU)/float64(base.wrkCPU),
+			100*med.agentCPU, m.what)
 	}
+	fmt.Println("CPU/r: CPU time per request (user+system); agent: the agent's CPU over the run, share of one core")
 	return nil
 }
 
@@ -178,7 +186,15 @@ func (b *bench) measure(m mode, wrk, url string, cfg config) (result, error) {
 		if _, err := runWrk(wrk, url, cfg.threads, cfg.connections, cfg.warmup); err != nil {
 			return result{}, err
 		}
-		cpu0, err := cpuTime(srv.agentPID)
+		nginx, err := b.nginxPIDs()
+		if err != nil {
+			return result{}, err
+		}
+		nginx0, err := cpuTime(nginx...)
+		if err != nil {
+			return result{}, err
+		}
+		agent0, err := cpuTime(srv.agentPID)
 		if err != nil {
 			return result{}, err
 		}
@@ -187,38 +203,79 @@ func (b *bench) measure(m mode, wrk, url string, cfg config) (result, error) {
 		if err != nil {
 			return result{}, err
 		}
-		cpu1, err := cpuTime(srv.agentPID)
-		res.agentCPU = float64(cpu1-cpu0) / float64(time.Since(start))
+		agent1, err := cpuTime(srv.agentPID)
+		if err != nil {
+			return result{}, err
+		}
+		res.agentCPU = float64(agent1-agent0) / float64(time.Since(start))
+		nginx1, err := cpuTime(nginx...)
+		res.nginxCPU = (nginx1 - nginx0) / time.Duration(res.requests)
 		return res, err
 	}()
 	return res, errors.Join(err, srv.stop())
 }
 
-// cpuTime is the user+system time of process pid itself (not of the
-// children it reaped: the tracked nginx is the agent's child); 0 for pid 0.
-func cpuTime(pid int) (time.Duration, error) {
-	if pid == 0 {
-		return 0, nil
-	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name, which ends at the last ')': utime
-	// and stime are the 12th and 13th, in clock ticks (100 per second on Linux).
-	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
-	if len(fields) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, raw)
-	}
+// cpuTime is the user+system time of processes pids themselves (not of
+// the children they reaped: the tracked nginx is the agent's child); pid
+// 0 counts nothing.
+func cpuTime(pids ...int) (time.Duration, error) {
 	var ticks int64
-	for _, f := range fields[11:13] {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	for _, pid := range pids {
+		if pid == 0 {
+			continue
 		}
-		ticks += n
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, err
+		}
+		// Fields after the command name, which ends at the last ')': utime
+		// and stime are the 12th and 13th, in clock ticks (100 per second on Linux).
+		fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+		if len(fields) < 13 {
+			return 0, fmt.Errorf("/proc/%d/stat: %q", pid, raw)
+		}
+		for _, f := range fields[11:13] {
+			n, err := strconv.ParseInt(f, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+			}
+			ticks += n
+		}
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
+// nginxPIDs are nginx's master, named in its pid file, and its workers.
+func (b *bench) nginxPIDs() ([]int, error) {
+	master, err := b.masterPID()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", master, master))
+	if err != nil {
+		return nil, fmt.Errorf("nginx's workers: %w", err)
+	}
+	pids := []int{master}
+	for _, f := range strings.Fields(string(raw)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("nginx's workers: %w", err)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
+}
+
+func (b *bench) masterPID() (int, error) {
+	raw, err := os.ReadFile(filepath.Join(b.root, "run/inuse-bench.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("reading nginx's pid: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return 0, fmt.Errorf("nginx's pid file: %w", err)
+	}
+	return pid, nil
 }
 
 // nginxArgs run nginx in the foreground with the benchmark's config.
@@ -297,16 +354,11 @@ func waitRunning(stderr io.Reader) error {
 // stopNginx sends the master (named in its pid file: under `inuse-agent
 // exec` cmd is the agent) a fast shutdown and waits for cmd.
 func (b *bench) stopNginx(cmd *exec.Cmd) error {
-	pidFile := filepath.Join(b.root, "run/inuse-bench.pid")
-	raw, err := os.ReadFile(pidFile)
+	pid, err := b.masterPID()
 	if err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return fmt.Errorf("reading nginx's pid: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-	if err != nil {
-		return fmt.Errorf("nginx's pid file: %w", err)
+		return err
 	}
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		return fmt.Errorf("stopping nginx: %w", err)
@@ -379,24 +431,27 @@ func waitListening(addr string, timeout time.Duration) error {
 }
 
 var (
-	rpsLine = regexp.MustCompile(`(?m)^Requests/sec:\s+([0-9.]+)`)
-	p99Line = regexp.MustCompile(`(?m)^\s+99%\s+([0-9.]+)(us|ms|s)\s*$`)
+	rpsLine      = regexp.MustCompile(`(?m)^Requests/sec:\s+([0-9.]+)`)
+	requestsLine = regexp.MustCompile(`(?m)^\s+([0-9]+) requests in `)
+	p99Line      = regexp.MustCompile(`(?m)^\s+99%\s+([0-9.]+)(us|ms|s)\s*$`)
 )
 
-// runWrk runs wrk and reads requests/s and the p99 latency from its report.
+// runWrk runs wrk and reads requests/s, the p99 latency and the requests
+// from its report; wrkCPU is its own CPU time per request.
 func runWrk(wrk, url string, threads, connections int, d time.Duration) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, wrk, "--latency", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(connections),
-		"-d", fmt.Sprintf("%ds", int(d.Seconds())), url).CombinedOutput()
+	cmd := exec.CommandContext(ctx, wrk, "--latency", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(connections),
+		"-d", fmt.Sprintf("%ds", int(d.Seconds())), url)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return result{}, fmt.Errorf("wrk: %w: %s", err, out)
 	}
 	if strings.Contains(string(out), "Non-2xx") || strings.Contains(string(out), "Socket errors") {
 		return result{}, fmt.Errorf("wrk saw errors: %s", out)
 	}
-	rps, p99 := rpsLine.FindSubmatch(out), p99Line.FindSubmatch(out)
-	if rps == nil || p99 == nil {
+	rps, p99, requests := rpsLine.FindSubmatch(out), p99Line.FindSubmatch(out), requestsLine.FindSubmatch(out)
+	if rps == nil || p99 == nil || requests == nil {
 		return result{}, fmt.Errorf("wrk's report not understood: %s", out)
 	}
 	var res result
@@ -406,17 +461,28 @@ func runWrk(wrk, url string, threads, connections int, d time.Duration) (result,
 	if res.p99, err = time.ParseDuration(string(p99[1]) + string(p99[2])); err != nil {
 		return result{}, err
 	}
+	if res.requests, err = strconv.Atoi(string(requests[1])); err != nil || res.requests == 0 {
+		return result{}, fmt.Errorf("wrk's report: %d requests: %w", res.requests, err)
+	}
+	res.wrkCPU = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()) / time.Duration(res.requests)
 	return res, nil
 }
 
 // median takes each figure's own median.
 func median(rs []result) result {
-	rps, p99, cpu := make([]float64, len(rs)), make([]time.Duration, len(rs)), make([]float64, len(rs))
-	for i, r := range rs {
-		rps[i], p99[i], cpu[i] = r.rps, r.p99, r.agentCPU
+	pick := func(f func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
 	}
-	slices.Sort(rps)
-	slices.Sort(p99)
-	slices.Sort(cpu)
-	return result{rps: rps[len(rps)/2], p99: p99[len(p99)/2], agentCPU: cpu[len(cpu)/2]}
+	return result{
+		rps:      pick(func(r result) float64 { return r.rps }),
+		p99:      time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
+		nginxCPU: time.Duration(pick(func(r result) float64 { return float64(r.nginxCPU) })),
+		wrkCPU:   time.Duration(pick(func(r result) float64 { return float64(r.wrkCPU) })),
+		agentCPU: pick(func(r result) float64 { return r.agentCPU }),
+	}
 }
