@@ -1,8 +1,9 @@
 // Command nginx measures what inuse costs a real workload: nginx from
 // Debian's nginx-light, in the project's debootstrapped bookworm root,
-// serving one small static file on loopback to wrk, in three modes
+// serving one small static file on loopback to wrk, in four modes
 // measured in the same run: untraced (nginx chrooted into the root, no
-// agent), tracked (nginx run by `inuse-agent exec --root`) and untracked
+// agent), floor (untraced under an empty program on the agent's sys_exit
+// hook), tracked (nginx run by `inuse-agent exec --root`) and untracked
 // (nginx untraced while `inuse-agent run` runs on the machine). Modes
 // alternate round by round so that drift of the machine hits all alike;
 // the median of each is printed as a ratio against untraced, with the
@@ -30,7 +31,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf/rlimit"
+
 	"github.com/inuse-dev/inuse/agent"
+	"github.com/inuse-dev/inuse/bpf/emptyprobe"
 	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/testutil"
 	"github.com/inuse-dev/inuse/scanner/scannertest"
@@ -54,7 +58,7 @@ type config struct {
 
 func main() {
 	var cfg config
-	flag.IntVar(&cfg.rounds, "rounds", 5, "measurements per mode")
+	flag.IntVar(&cfg.rounds, "rounds", 7, "measurements per mode")
 	flag.DurationVar(&cfg.duration, "duration", 8*time.Second, "wrk run per measurement")
 	flag.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured wrk run before each measurement")
 	flag.IntVar(&cfg.connections, "connections", 16, "wrk connections")
@@ -93,6 +97,9 @@ type server struct {
 func run(log *slog.Logger, cfg config) error {
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: nginx is chrooted and the agent loads BPF programs")
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return err
 	}
 	wrk, err := exec.LookPath("wrk")
 	if err != nil {
@@ -134,6 +141,7 @@ func run(log *slog.Logger, cfg config) error {
 	b := &bench{h: h, cgroup: cgroup, root: root, agent: agentBin, addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	modes := []mode{
 		{"untraced", "nginx chrooted, no agent", b.untraced},
+		{"floor", "nginx chrooted, an empty program on sys_exit", b.floor},
 		{"tracked", "nginx run by inuse-agent exec --root", b.tracked},
 		{"untracked", "nginx chrooted while inuse-agent run runs", b.untracked},
 	}
@@ -298,6 +306,20 @@ func (b *bench) untraced() (server, error) {
 		defer cleanup()
 		return b.stopNginx(cmd)
 	}}, nil
+}
+
+// floor runs nginx untraced while an empty program hooks sys_exit, the
+// agent's hook: what any syscall tracepoint costs, before our code runs.
+func (b *bench) floor() (server, error) {
+	p, err := emptyprobe.Open()
+	if err != nil {
+		return server{}, err
+	}
+	nginx, err := b.untraced()
+	if err != nil {
+		return server{}, errors.Join(err, p.Close())
+	}
+	return server{stop: func() error { return errors.Join(nginx.stop(), p.Close()) }}, nil
 }
 
 // tracked runs nginx under `inuse-agent exec`, events written to /dev/null.
