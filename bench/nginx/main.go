@@ -58,8 +58,8 @@ type config struct {
 
 func main() {
 	var cfg config
-	flag.IntVar(&cfg.rounds, "rounds", 7, "measurements per mode")
-	flag.DurationVar(&cfg.duration, "duration", 8*time.Second, "wrk run per measurement")
+	flag.IntVar(&cfg.rounds, "rounds", 11, "measurements per mode")
+	flag.DurationVar(&cfg.duration, "duration", 5*time.Second, "wrk run per measurement")
 	flag.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured wrk run before each measurement")
 	flag.IntVar(&cfg.connections, "connections", 16, "wrk connections")
 	flag.IntVar(&cfg.threads, "threads", 1, "wrk threads")
@@ -164,15 +164,29 @@ func run(log *slog.Logger, cfg config) error {
 	fmt.Printf("nginx-light, %d-byte static file on loopback, wrk -t%d -c%d -d%s, median of %d runs per mode\n",
 		cfg.size, cfg.threads, cfg.connections, cfg.duration, cfg.rounds)
 	fmt.Printf("%-10s %9s %7s %9s %7s %11s %7s %9s %7s %6s\n", "mode", "req/s", "ratio", "p99", "ratio", "nginx CPU/r", "ratio", "wrk CPU/r", "ratio", "agent")
-	base := median(results[0])
+	rps := func(r result) float64 { return r.rps }
+	p99 := func(r result) float64 { return float64(r.p99) }
+	nginxCPU := func(r result) float64 { return float64(r.nginxCPU) }
+	wrkCPU := func(r result) float64 { return float64(r.wrkCPU) }
 	for i, m := range modes {
-		med := median(results[i])
+		// A ratio is the median of the rounds' ratios: each round's
+		// untraced run is the baseline nearest in time.
+		ratio := func(f func(result) float64) float64 {
+			v := make([]float64, len(results[i]))
+			for r, res := range results[i] {
+				v[r] = f(res) / f(results[0][r])
+			}
+			return mid(v)
+		}
 		fmt.Printf("%-10s %9.0f %6.3fx %9s %6.3fx %11s %6.3fx %9s %6.3fx %5.1f%%  %s\n", m.name,
-			med.rps, med.rps/base.rps, med.p99.Round(time.Microsecond), float64(med.p99)/float64(base.p99),
-			med.nginxCPU, float64(med.nginxCPU)/float64(base.nginxCPU), med.wrkCPU, float64(med.wrkCPU)/float64(base.wrkCPU),
-			100*med.agentCPU, m.what)
+			median(results[i], rps), ratio(rps),
+			time.Duration(median(results[i], p99)).Round(time.Microsecond), ratio(p99),
+			time.Duration(median(results[i], nginxCPU)), ratio(nginxCPU),
+			time.Duration(median(results[i], wrkCPU)), ratio(wrkCPU),
+			100*median(results[i], func(r result) float64 { return r.agentCPU }), m.what)
 	}
-	fmt.Println("CPU/r: CPU time per request (user+system); agent: the agent's CPU over the run, share of one core")
+	fmt.Println("CPU/r: CPU time per request (user+system); ratio: median over the rounds of mode / untraced in the round;")
+	fmt.Println("agent: the agent's CPU over the run, share of one core")
 	return nil
 }
 
@@ -490,21 +504,17 @@ func runWrk(wrk, url string, threads, connections int, d time.Duration) (result,
 	return res, nil
 }
 
-// median takes each figure's own median.
-func median(rs []result) result {
-	pick := func(f func(result) float64) float64 {
-		v := make([]float64, len(rs))
-		for i, r := range rs {
-			v[i] = f(r)
-		}
-		slices.Sort(v)
-		return v[len(v)/2]
+// median is the median of f over rs.
+func median(rs []result, f func(result) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
 	}
-	return result{
-		rps:      pick(func(r result) float64 { return r.rps }),
-		p99:      time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
-		nginxCPU: time.Duration(pick(func(r result) float64 { return float64(r.nginxCPU) })),
-		wrkCPU:   time.Duration(pick(func(r result) float64 { return float64(r.wrkCPU) })),
-		agentCPU: pick(func(r result) float64 { return r.agentCPU }),
-	}
+	return mid(v)
+}
+
+// mid sorts v and returns its middle (the upper one of an even count).
+func mid(v []float64) float64 {
+	slices.Sort(v)
+	return v[len(v)/2]
 }
