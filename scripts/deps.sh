@@ -19,7 +19,9 @@ declare -A need=(
 	[rpmbuild]=rpm # scanner ownership tests build and install an rpm
 	[chromium]=chromium # api web page tests drive headless Chromium (chromedp)
 	[systemd-analyze]=systemd # packaging tests verify the systemd units
-	[setpriv]=util-linux # packaging tests run the agent with the chart's capabilities only
+	[setpriv]=util-linux # packaging tests run the agent with the chart's capabilities only; unshare for the agent's seeding test
+	[javac]=openjdk-17-jdk-headless # tests/dayone builds the jars of its JVM container
+	[jar]=openjdk-17-jdk-headless
 )
 missing=()
 for what in "${!need[@]}"; do
