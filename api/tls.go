@@ -1,28 +1,20 @@
 package api
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/inuse-dev/inuse/internal/logfields"
+	"github.com/inuse-dev/inuse/internal/tlscert"
 )
 
 // TLSInfo describes the certificate the server presents, for clients that
@@ -146,7 +138,7 @@ func SelfSigned(dir string, hosts []string) (certFile, keyFile string, err error
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return "", "", fmt.Errorf("reading the self-signed certificate in %s: %w", dir, err)
 	}
-	certPEM, keyPEM, err := newSelfSigned(hosts)
+	certPEM, keyPEM, err := tlscert.SelfSigned("inuse serve (self-signed)", hosts, selfSignedValidity)
 	if err != nil {
 		return "", "", err
 	}
@@ -163,45 +155,6 @@ func SelfSigned(dir string, hosts []string) (certFile, keyFile string, err error
 		return "", "", err
 	}
 	return certFile, keyFile, nil
-}
-
-func newSelfSigned(hosts []string) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generating a TLS key: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, nil, fmt.Errorf("generating a serial number: %w", err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: "inuse serve (self-signed)"},
-		// An hour back, for clients whose clock is a little behind.
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(selfSignedValidity),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, h := range slices.Concat(hosts, []string{"localhost", "127.0.0.1"}) {
-		switch ip := net.ParseIP(h); {
-		case ip != nil:
-			if !slices.ContainsFunc(tmpl.IPAddresses, ip.Equal) {
-				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-			}
-		case h != "" && !slices.Contains(tmpl.DNSNames, h):
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("creating the self-signed certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("encoding the TLS key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }
 
 // writeFileAtomic writes b to path, readable by its owner only, through a
