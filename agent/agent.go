@@ -129,7 +129,7 @@ func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err erro
 	a.closers = append(a.closers, a.sensor.Close)
 
 	if cfg.Redis != "" {
-		if a.store, err = connect(ctx, cfg.Redis); err != nil {
+		if a.store, err = store.Connect(ctx, cfg.Redis); err != nil {
 			return nil, err
 		}
 		a.closers = append(a.closers, a.store.Close)
@@ -319,21 +319,6 @@ func hierarchy(v1Controller string) (cgroups.Hierarchy, error) {
 		return cgroups.V1Controller(v1Controller)
 	}
 	return cgroups.Detect()
-}
-
-// connect opens the store and checks that it answers.
-func connect(ctx context.Context, url string) (*store.Store, error) {
-	st, err := store.Open(url)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := st.Ping(ctx); err != nil {
-		st.Close()
-		return nil, fmt.Errorf("connecting to redis: %w", err)
-	}
-	return st, nil
 }
 
 func openOutput(name string) (io.WriteCloser, error) {

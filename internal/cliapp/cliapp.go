@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 
 	"github.com/inuse-dev/inuse/internal/logging"
@@ -33,6 +34,9 @@ func New(name, usage string, commands []*cli.Command) *cli.App {
 				return err
 			}
 			c.App.Metadata = map[string]any{"log": log}
+			// go-redis logs connection failures itself; the commands
+			// report them, once, through log.
+			redis.SetLogger(quietRedis{})
 			return nil
 		},
 		Commands: commands,
@@ -41,6 +45,10 @@ func New(name, usage string, commands []*cli.Command) *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
 }
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
 
 // Logger returns the logger built before the command ran.
 func Logger(c *cli.Context) *slog.Logger {

@@ -1,11 +1,6 @@
 package cliapp
 
 import (
-	"context"
-	"fmt"
-	"time"
-
-	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 
 	"github.com/inuse-dev/inuse/internal/store"
@@ -34,20 +29,5 @@ func OpenStore(c *cli.Context) (*store.Store, error) {
 	if url == "" {
 		return nil, cli.Exit("no profile store: set --redis or INUSE_REDIS_URL", 2)
 	}
-	redis.SetLogger(quietRedis{}) // callers report failures themselves
-	st, err := store.Open(url)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(c.Context, 5*time.Second)
-	defer cancel()
-	if err := st.Ping(ctx); err != nil {
-		st.Close()
-		return nil, fmt.Errorf("connecting to redis: %w", err)
-	}
-	return st, nil
+	return store.Connect(c.Context, url)
 }
-
-type quietRedis struct{}
-
-func (quietRedis) Printf(context.Context, string, ...any) {}

@@ -55,6 +55,21 @@ const (
 // Close closes the connections.
 func (s *Store) Close() error { return s.rdb.Close() }
 
+// Connect opens the store at rawURL and checks, within 5 s, that it answers.
+func Connect(ctx context.Context, rawURL string) (*Store, error) {
+	st, err := Open(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := st.Ping(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("connecting to redis: %w", err)
+	}
+	return st, nil
+}
+
 // Ping checks that Redis answers.
 func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
 
