@@ -41,10 +41,17 @@ const (
 	// read from /proc (a container already running when it was tracked)
 	// rather than saw happen: evidence says so.
 	Seeded Section = "seeded"
+	// Functions holds "<binary path>|<symbol>" (FunctionMember) for every
+	// vulnerable Go function of the probe plan (GoPlan) that ran.
+	Functions Section = "functions"
+	// Probed holds "<binary path>|<build id>" (ProbedMember), scored by
+	// when every probe of that binary's plan was first in place before a
+	// process of the image ran its code, so that no call was missed.
+	Probed Section = "probed"
 )
 
 // Sections lists every section, in the order the update script takes them.
-var Sections = []Section{FilesRead, FilesWritten, DirsRead, DirsWritten, Exec, Mapped, TCPIn, TCPOut, UDPIn, UDPOut, Syscalls, Seeded}
+var Sections = []Section{FilesRead, FilesWritten, DirsRead, DirsWritten, Exec, Mapped, TCPIn, TCPOut, UDPIn, UDPOut, Syscalls, Seeded, Functions, Probed}
 
 // SeededMember is the member of Seeded that says value of section was
 // read from /proc.
