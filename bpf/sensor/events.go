@@ -74,6 +74,33 @@ func (a Access) Strings() []string {
 // MarshalJSON writes the access as a list of names.
 func (a Access) MarshalJSON() ([]byte, error) { return json.Marshal(a.Strings()) }
 
+// Origin says where a file comes from (enum file_origin in events.h).
+type Origin uint8
+
+// File origins, decided in the kernel from the opened file.
+const (
+	// OriginImage is a file of an image layer (or, for a plain directory
+	// root, any file on the root's filesystem).
+	OriginImage = Origin(sensorFileOriginORIGIN_IMAGE)
+	// OriginContainer is a file only the container's writable layer holds.
+	OriginContainer = Origin(sensorFileOriginORIGIN_CONTAINER)
+	// OriginVolume is a file on another mount: a volume, a tmpfs, /proc, /dev.
+	OriginVolume = Origin(sensorFileOriginORIGIN_VOLUME)
+)
+
+var originNames = map[Origin]string{OriginImage: "image", OriginContainer: "container", OriginVolume: "volume"}
+
+func (o Origin) String() string { return nameOf(originNames, o, "origin") }
+
+// MarshalJSON writes the origin's name.
+func (o Origin) MarshalJSON() ([]byte, error) { return json.Marshal(o.String()) }
+
+// FromImage reports whether the file came with the image. An unknown
+// origin (a script, whose file is closed when it is reported) counts as the
+// image's: only image files can put a package in use, and a script's path
+// is checked against the image's files anyway.
+func (o Origin) FromImage() bool { return o != OriginContainer && o != OriginVolume }
+
 // FileEvent is a file a tracked process opened, or mapped executable.
 type FileEvent struct {
 	Header
@@ -81,6 +108,7 @@ type FileEvent struct {
 	// process's root directory.
 	Path      string      `json:"path"`
 	Access    Access      `json:"access"`
+	Origin    Origin      `json:"origin,omitempty"`
 	Mode      fs.FileMode `json:"-"`
 	Dir       bool        `json:"dir,omitempty"`
 	Dev       uint32      `json:"dev"`
@@ -120,6 +148,7 @@ type ExecEvent struct {
 	// filename joined to the resolved working directory.
 	Path      string `json:"path"`
 	Argv0     string `json:"argv0,omitempty"`
+	Origin    Origin `json:"origin,omitempty"`
 	Dev       uint32 `json:"dev,omitempty"`
 	Ino       uint64 `json:"ino,omitempty"`
 	Truncated bool   `json:"truncated,omitempty"`
@@ -296,7 +325,7 @@ func Decode(raw []byte) (Event, error) {
 		}
 		mode := fileMode(r.Mode)
 		return FileEvent{
-			Header: header(r.Hdr), Path: string(p), Access: Access(r.Access), Mode: mode,
+			Header: header(r.Hdr), Path: string(p), Access: Access(r.Access), Origin: Origin(r.Origin), Mode: mode,
 			Dir: mode.IsDir(), Dev: r.Dev, Ino: r.Ino, Truncated: r.Truncated != 0,
 		}, nil
 	case sensorEventKindEVENT_EXEC:
@@ -313,7 +342,7 @@ func Decode(raw []byte) (Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		ev := ExecEvent{Header: header(r.Hdr), Role: ExecRole(r.Role), Path: string(p), Dev: r.Dev, Ino: r.Ino, Truncated: r.Truncated != 0}
+		ev := ExecEvent{Header: header(r.Hdr), Role: ExecRole(r.Role), Path: string(p), Origin: Origin(r.Origin), Dev: r.Dev, Ino: r.Ino, Truncated: r.Truncated != 0}
 		if ev.Role == RoleScript {
 			ev.Path = scriptPath(string(p), string(aux))
 		} else {

@@ -29,6 +29,14 @@ enum access : __u16 {
 	ACCESS_LOADER = 32, /* mapped by the kernel as PT_INTERP */
 };
 
+/* Where an opened file comes from (origin.h): a layer of the image, the
+ * container's own writable layer, or another mount (a volume, tmpfs, /proc). */
+enum file_origin : __u8 {
+	ORIGIN_IMAGE = 1,
+	ORIGIN_CONTAINER = 2,
+	ORIGIN_VOLUME = 3,
+};
+
 enum exec_role : __u8 {
 	EXEC_BINARY = 1, /* the file the kernel ran (the interpreter of a script) */
 	EXEC_SCRIPT = 2, /* a #! script: path is the cwd when argv filename is relative */
@@ -65,7 +73,8 @@ struct file_event {
 	enum access access;
 	__u16 path_len;
 	__u8 truncated;
-	__u8 _pad[3];
+	enum file_origin origin;
+	__u8 _pad[2];
 };
 
 /* Followed by path_len bytes of path, then aux_len bytes: argv[0] for the
@@ -78,7 +87,8 @@ struct exec_event {
 	__u16 aux_len;
 	enum exec_role role;
 	__u8 truncated;
-	__u8 _pad[6];
+	enum file_origin origin; /* 0 for a script, whose file is closed */
+	__u8 _pad[5];
 };
 
 struct net_event {

@@ -98,8 +98,8 @@ func TestEventJSON(t *testing.T) {
 		ev   Event
 		want string
 	}{
-		{"file", FileEvent{Header: Header{CgroupID: 1, PID: 2, Monotonic: 3}, Path: "/a", Access: AccessWrite | AccessCreate, Dev: 4, Ino: 5},
-			`{"kind":"file","cgroup_id":1,"pid":2,"monotonic_ns":3,"path":"/a","access":["write","create"],"dev":4,"ino":5}`},
+		{"file", FileEvent{Header: Header{CgroupID: 1, PID: 2, Monotonic: 3}, Path: "/a", Access: AccessWrite | AccessCreate, Origin: OriginContainer, Dev: 4, Ino: 5},
+			`{"kind":"file","cgroup_id":1,"pid":2,"monotonic_ns":3,"path":"/a","access":["write","create"],"origin":"container","dev":4,"ino":5}`},
 		{"exec", ExecEvent{Header: Header{CgroupID: 1}, Role: RoleLoader, Path: "/lib/ld.so"},
 			`{"kind":"exec","cgroup_id":1,"pid":0,"monotonic_ns":0,"role":"loader","path":"/lib/ld.so"}`},
 		{"net", NetEvent{Header: Header{CgroupID: 1}, Protocol: TCP, Direction: Inbound, Port: 80, Op: OpListen},

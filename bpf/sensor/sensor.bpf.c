@@ -20,6 +20,7 @@
 
 #include "events.h"
 #include "cgroup.h"
+#include "origin.h"
 #include "path.h"
 #include "syscall.h"
 
@@ -141,6 +142,7 @@ static __always_inline void report_file(struct cgroup_state *st, struct file *fi
 	ev->dev = key.dev;
 	ev->mode = inode->i_mode;
 	ev->access = access;
+	ev->origin = origin_of(task, inode);
 
 	struct path fpath;
 	BPF_CORE_READ_INTO(&fpath, file, f_path);
@@ -365,6 +367,7 @@ static __always_inline void report_exec(struct cgroup_state *st, enum exec_role 
 	ev->dev = 0;
 	ev->path_len = 0;
 	ev->truncated = 0;
+	ev->origin = 0;
 
 	struct path p;
 	struct file_key key = {.cgroup_id = st->cgroup_id, .access = role == EXEC_LOADER ? ACCESS_LOADER : ACCESS_EXEC};
@@ -382,6 +385,7 @@ static __always_inline void report_exec(struct cgroup_state *st, enum exec_role 
 			return;
 		ev->ino = key.ino;
 		ev->dev = key.dev;
+		ev->origin = origin_of(task, inode);
 		dir = &p;
 	}
 	__u32 len = 0;

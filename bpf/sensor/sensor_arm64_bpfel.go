@@ -79,7 +79,8 @@ type sensorExecEvent struct {
 	AuxLen    uint16
 	Role      sensorExecRole
 	Truncated uint8
-	Pad       [6]uint8
+	Origin    sensorFileOrigin
+	Pad       [5]uint8
 }
 
 type sensorExecRole uint8
@@ -99,7 +100,8 @@ type sensorFileEvent struct {
 	Access    sensorAccess
 	PathLen   uint16
 	Truncated uint8
-	Pad       [3]uint8
+	Origin    sensorFileOrigin
+	Pad       [2]uint8
 }
 
 type sensorFileKey struct {
@@ -109,6 +111,14 @@ type sensorFileKey struct {
 	Dev      uint32
 	Access   uint32
 }
+
+type sensorFileOrigin uint8
+
+const (
+	sensorFileOriginORIGIN_IMAGE     sensorFileOrigin = 1
+	sensorFileOriginORIGIN_CONTAINER sensorFileOrigin = 2
+	sensorFileOriginORIGIN_VOLUME    sensorFileOrigin = 3
+)
 
 type sensorNetDirection uint8
 

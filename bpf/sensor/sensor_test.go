@@ -600,6 +600,50 @@ func TestSensorOverlayRootPaths(t *testing.T) {
 	}
 }
 
+// The origin of a file is decided from the file the kernel opened: on an
+// overlay root, a file with a lower copy is the image's (even after an
+// in-place write copied it up), a file only the upper layer holds is the
+// container's, and a file on another mount is a volume's.
+func TestSensorFileOrigins(t *testing.T) {
+	s, h, cgDir, id := tracked(t, Config{})
+	base := t.TempDir()
+	lower, upper, work, merged := testutil.BusyboxRoot(t), filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "merged")
+	for _, d := range []string{upper, work, merged} {
+		require.NoError(t, os.Mkdir(d, 0o755))
+	}
+	require.NoError(t, unix.Mount("overlay", merged, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)))
+	t.Cleanup(func() { _ = unix.Unmount(merged, unix.MNT_DETACH) })
+	require.NoError(t, os.Mkdir(filepath.Join(merged, "vol"), 0o755))
+	require.NoError(t, unix.Mount("tmpfs", filepath.Join(merged, "vol"), "tmpfs", 0, ""))
+	t.Cleanup(func() { _ = unix.Unmount(filepath.Join(merged, "vol"), unix.MNT_DETACH) })
+
+	stop := collect(t, s)
+	cmd := exec.Command("/bin/sh", "-c", `cat /etc/passwd; echo x >> /etc/group; echo new > /tmp/new; cat /tmp/new;
+		echo v > /vol/f; cat /vol/f; cat /bin/busybox > /tmp/busybox; /bin/busybox chmod +x /tmp/busybox; /tmp/busybox true`)
+	cmd.SysProcAttr = &unix.SysProcAttr{Chroot: merged}
+	runIn(t, h, cgDir, cmd)
+	events := stop()
+
+	origins := map[string]Origin{}
+	for p, evs := range filesByPath(events, id) {
+		for _, e := range evs {
+			require.True(t, origins[p] == 0 || origins[p] == e.Origin, "%s reported as %s and %s", p, origins[p], e.Origin)
+			origins[p] = e.Origin
+		}
+	}
+	for path, want := range map[string]Origin{
+		"/etc/passwd": OriginImage, "/etc/group": OriginImage,
+		"/tmp/new": OriginContainer, "/tmp/busybox": OriginContainer, "/vol/f": OriginVolume,
+	} {
+		require.Equal(t, want, origins[path], "%s: %v", path, origins)
+	}
+	execs := map[string]Origin{}
+	for _, e := range ofKind[ExecEvent](events, id) {
+		execs[e.Path] = e.Origin
+	}
+	require.Equal(t, map[string]Origin{"/bin/busybox": OriginImage, "/tmp/busybox": OriginContainer}, execs)
+}
+
 // A cgroup created under an early prefix is tracked by the kernel at
 // mkdir, before anyone calls Track: its first process is seen whole.
 func TestSensorEarlyTracking(t *testing.T) {
