@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -26,6 +28,11 @@ type GoPlan struct {
 	// probe a file with another build: the plan's offsets are for this one.
 	BuildID string    `json:"build_id"`
 	Probes  []GoProbe `json:"probes"`
+	// Since is when a plan with these probes was first written for this
+	// build (unix ms, set by WriteGoPlans, kept while the probes stay the
+	// same). A Probed member scored before it vouches for an older plan,
+	// so the scanner does not take it for this one.
+	Since int64 `json:"since,omitempty"`
 }
 
 // GoProbe is one probe point of a vulnerable function: its entry, or the
@@ -33,10 +40,12 @@ type GoPlan struct {
 type GoProbe struct {
 	// Offset is the file offset of the instruction, as a uprobe takes it.
 	Offset uint64 `json:"offset"`
-	// Symbol is the function's full name, as the Go vulnerability
-	// database and the pclntab spell it, e.g.
+	// Symbol is the function as "<import path>.<symbol>", the symbol as
+	// the Go vulnerability database names it (a method as Type.Method,
+	// whatever its receiver; no type parameters), e.g.
 	// golang.org/x/text/language.ParseAcceptLanguage or
-	// net/http.(*conn).serve.
+	// net/http.conn.serve. Several probes (entry, inlined copies, generic
+	// shapes) may share one.
 	Symbol string `json:"symbol"`
 	// Inlined is set on a probe at an inlined instance (not the entry).
 	Inlined bool `json:"inlined,omitempty"`
@@ -64,10 +73,21 @@ func SplitMember(member string) (path, value string, ok bool) {
 }
 
 // WriteGoPlans replaces the probe plan of the image with plans (by binary
-// path), in one transaction; no plans deletes it.
+// path), in one transaction; no plans deletes it. It sets each plan's
+// Since: kept from the stored plan of the same build with the same
+// probes, now otherwise.
 func (s *Store) WriteGoPlans(ctx context.Context, digest string, plans map[string]GoPlan) error {
+	old, err := s.GoPlans(ctx, digest)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UnixMilli()
 	fields := make([]any, 0, 2*len(plans))
 	for path, p := range plans {
+		p.Since = now
+		if o, ok := old[path]; ok && o.BuildID == p.BuildID && slices.EqualFunc(o.Probes, p.Probes, sameProbe) {
+			p.Since = o.Since
+		}
 		b, err := json.Marshal(p)
 		if err != nil {
 			return fmt.Errorf("encoding the probe plan of %s: %w", path, err)
@@ -75,7 +95,7 @@ func (s *Store) WriteGoPlans(ctx context.Context, digest string, plans map[strin
 		fields = append(fields, path, b)
 	}
 	key := Keys(digest).GoPlan()
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, key)
 		if len(fields) > 0 {
 			p.HSet(ctx, key, fields...)
@@ -86,6 +106,10 @@ func (s *Store) WriteGoPlans(ctx context.Context, digest string, plans map[strin
 		return fmt.Errorf("writing the probe plan of %s: %w", digest, err)
 	}
 	return nil
+}
+
+func sameProbe(a, b GoProbe) bool {
+	return a.Offset == b.Offset && a.Symbol == b.Symbol && a.Inlined == b.Inlined && slices.Equal(a.Vulns, b.Vulns)
 }
 
 // GoPlans reads the probe plan of the image, by binary path; an image

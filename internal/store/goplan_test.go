@@ -26,17 +26,33 @@ func TestGoPlans(t *testing.T) {
 		}},
 		"/bin/other": {BuildID: "e/f/g/h", Probes: []GoProbe{{Offset: 1, Symbol: "net/http.(*conn).serve", Vulns: []string{"GO-2023-0001"}}}},
 	}
+	before := time.Now().UnixMilli()
 	require.NoError(t, st.WriteGoPlans(t.Context(), digest, first))
 	got, err = st.GoPlans(t.Context(), digest)
 	require.NoError(t, err)
-	require.Equal(t, first, got)
+	since := got["/usr/bin/app"].Since
+	require.GreaterOrEqual(t, since, before)
+	for path, p := range got {
+		p.Since = 0
+		require.Equal(t, first[path], p)
+	}
 
-	// A new plan replaces the old one: a binary gone from the image goes.
+	// A new plan replaces the old one: a binary gone from the image goes;
+	// an unchanged plan keeps its Since, a changed one gets a new one.
+	time.Sleep(2 * time.Millisecond)
+	app := first["/usr/bin/app"]
+	app.Probes = app.Probes[:1]
 	second := map[string]GoPlan{"/usr/bin/app": first["/usr/bin/app"]}
 	require.NoError(t, st.WriteGoPlans(t.Context(), digest, second))
 	got, err = st.GoPlans(t.Context(), digest)
 	require.NoError(t, err)
-	require.Equal(t, second, got)
+	require.Len(t, got, 1)
+	require.Equal(t, since, got["/usr/bin/app"].Since)
+	require.NoError(t, st.WriteGoPlans(t.Context(), digest, map[string]GoPlan{"/usr/bin/app": app}))
+	got, err = st.GoPlans(t.Context(), digest)
+	require.NoError(t, err)
+	require.Greater(t, got["/usr/bin/app"].Since, since)
+	require.Len(t, got["/usr/bin/app"].Probes, 1)
 
 	require.NoError(t, st.WriteGoPlans(t.Context(), digest, nil))
 	got, err = st.GoPlans(t.Context(), digest)
