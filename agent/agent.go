@@ -92,6 +92,7 @@ type Agent struct {
 	store     *store.Store         // nil without Redis
 	collector *collector.Collector // nil without Redis
 	output    *jsonLines           // nil without Output
+	funcs     *funcProbes          // nil without Redis, or when the kernel refuses uprobes
 	metrics   *agentMetrics
 	metricsLn net.Listener // nil without MetricsListen
 	closers   []func() error
@@ -141,6 +142,13 @@ func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err erro
 		}
 		a.metrics.flush = newFlushTimer(a.store)
 		a.collector = collector.New(log, a.metrics.flush, ccfg)
+		// Function-level reachability is an addition: without it, Go
+		// binaries stay at package level.
+		if a.funcs, err = openFuncProbes(log, a.sensor, a.store.GoPlans); err != nil {
+			log.Warn("not probing Go functions", logfields.Error, err)
+		} else {
+			a.closers = append(a.closers, a.funcs.Close)
+		}
 	}
 	a.tracker = newTracker(log, a.sensor)
 	return a, nil
@@ -163,6 +171,9 @@ func (a *Agent) attribute() error {
 		sinks = append(sinks, a.output)
 	}
 	a.registry = registry.New(a.log, fanOut(sinks), a.tracker, registry.Config{Hold: a.cfg.Hold})
+	if a.funcs != nil {
+		a.funcs.emit = a.registry.Observe
+	}
 	return nil
 }
 
@@ -236,16 +247,18 @@ func (a *Agent) pipeline(ctx context.Context, sources []func(context.Context) er
 	for _, run := range sources {
 		g.Go(func() error { return run(ctx) })
 	}
-	sensorDone, pumpDone := make(chan struct{}), make(chan struct{})
+	sensorDone, funcsDone, pumpDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	g.Go(func() error {
 		defer close(pumpDone)
 		a.tracker.pump(ctx, a.apply)
 		<-sensorDone // what is still queued is applied after the last events
+		<-funcsDone
 		if drained != nil {
 			drained()
 		}
 		a.tracker.drain(a.apply)
 		a.seeding.Wait()
+		a.funcs.wait()
 		return nil
 	})
 	g.Go(func() error {
@@ -263,6 +276,14 @@ func (a *Agent) pipeline(ctx context.Context, sources []func(context.Context) er
 	g.Go(func() error {
 		defer close(sensorDone)
 		err := a.sensor.Run(ctx, a.observe)
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	})
+	g.Go(func() error {
+		defer close(funcsDone)
+		err := a.funcs.run(ctx)
 		if errors.Is(err, context.Canceled) {
 			return nil
 		}
@@ -288,6 +309,14 @@ func (a *Agent) pipeline(ctx context.Context, sources []func(context.Context) er
 func (a *Agent) apply(ev lifecycle.Event) {
 	a.registry.Handle(ev)
 	c := ev.Container
+	switch {
+	case ev.Kind == lifecycle.Stopped:
+		a.funcs.stopped(c)
+	case c.CgroupPath != "":
+		a.funcs.started(c, a.hierarchy.Path(c.CgroupPath))
+	default: // inuse-agent exec probed it before its command started
+		a.funcs.started(c, "")
+	}
 	if ev.Kind != lifecycle.Started || !c.Partial || c.CgroupID == 0 {
 		return
 	}
@@ -304,6 +333,9 @@ func (a *Agent) apply(ev lifecycle.Event) {
 // observe is the sensor's emit function: every event passes here once.
 func (a *Agent) observe(ev sensor.Event) {
 	a.metrics.sensor.count(ev)
+	if e, ok := ev.(sensor.ExecEvent); ok {
+		a.funcs.exec(e)
+	}
 	if c, ok := ev.(sensor.CgroupEvent); ok {
 		// Tracked by the kernel at creation: the tracker adopts it, and
 		// the registry waits for a runtime to name it.

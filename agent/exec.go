@@ -39,6 +39,13 @@ func (a *Agent) Exec(ctx context.Context, cmd *exec.Cmd, cgroupParent string, im
 		Image:    image,
 		CgroupID: id,
 	}
+	// Probed before the command runs: a Go binary of the image's plan is
+	// probed from its first instruction.
+	root := "/"
+	if cmd.SysProcAttr != nil {
+		root = cmp.Or(cmd.SysProcAttr.Chroot, root)
+	}
+	a.funcs.start(ctr, root)
 	if err := a.tracker.Started(ctr); err != nil {
 		return nil, err
 	}

@@ -361,6 +361,28 @@ func (s *Sensor) Tracked(cgroupID uint64) bool {
 	return ok
 }
 
+// Tracking is the sensor's set of tracked cgroups as another BPF object
+// built on cgroup.h takes it: the maps of cgroup.h by their names in C, for
+// ebpf.CollectionOptions.MapReplacements, and the cgroup_v1_subsys they are
+// keyed by (-1: cgroup2). The sensor still owns the maps.
+type Tracking struct {
+	Maps           map[string]*ebpf.Map
+	CgroupV1Subsys int32
+}
+
+// Tracking returns the tracked cgroups for another BPF object to filter by.
+func (s *Sensor) Tracking() (Tracking, error) {
+	t := Tracking{Maps: map[string]*ebpf.Map{
+		sensorMapInuseCgstate:   s.objs.InuseCgstate,
+		sensorMapInuseV1Tracked: s.objs.InuseV1Tracked,
+		sensorMapInuseV1State:   s.objs.InuseV1State,
+	}}
+	if err := s.objs.CgroupV1Subsys.Get(&t.CgroupV1Subsys); err != nil {
+		return Tracking{}, fmt.Errorf("reading cgroup_v1_subsys: %w", err)
+	}
+	return t, nil
+}
+
 // forgetSeen deletes the dedup entries of one cgroup.
 func (s *Sensor) forgetSeen(cgroupID uint64) error {
 	err := errors.Join(

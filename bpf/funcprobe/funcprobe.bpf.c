@@ -1,0 +1,76 @@
+//go:build ignore
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// Function probes: an entry uprobe at each planned instruction of a Go
+// binary. The program sees only the sensor's tracked cgroups (cgroup.h, whose
+// maps user space replaces with the sensor's) and reports the first call
+// per probe and cgroup; user space then detaches the probe, so a hot
+// function traps a handful of times, never per call.
+
+#include "vmlinux.h"
+#include "bpf_helpers.h"
+#include "bpf_tracing.h"
+#include "../sensor/cgroup.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* A planned instruction ran in a tracked cgroup (bpf2go -type func_hit). */
+struct func_hit {
+	__u64 cgroup_id;
+	__u64 cookie;	 /* the probe, as user space numbered it at attach */
+	__u64 monotonic; /* CLOCK_MONOTONIC, ns */
+	__u32 pid;
+	__u32 _pad;
+};
+
+/* Only the pointer's type matters: it puts func_hit into the BTF bpf2go reads. */
+const struct func_hit *unused_func_hit __attribute__((unused));
+
+/* (probe, cgroup) pairs reported already: the calls made before user space
+ * detaches the probe cost a trap, not a record each. */
+struct hit_key {
+	__u64 cookie;
+	__u64 cgroup_id;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct hit_key);
+	__type(value, __u8);
+} inuse_func_seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} inuse_func_hits SEC(".maps");
+
+/* Every time a probe fired, tracked or not: what the probes cost. */
+__u64 traps = 0;
+
+SEC("uprobe")
+int inuse_func_entry(struct pt_regs *ctx)
+{
+	__sync_fetch_and_add(&traps, 1);
+	struct cgroup_state *st = tracked_state();
+	if (!st)
+		return 0;
+	struct hit_key key = {.cookie = bpf_get_attach_cookie(ctx), .cgroup_id = st->cgroup_id};
+	if (bpf_map_lookup_elem(&inuse_func_seen, &key))
+		return 0;
+	struct func_hit *hit = bpf_ringbuf_reserve(&inuse_func_hits, sizeof(*hit), 0);
+	if (!hit) {
+		/* Not marked seen: the next call tries again. */
+		count_loss(st);
+		return 0;
+	}
+	hit->cgroup_id = key.cgroup_id;
+	hit->cookie = key.cookie;
+	hit->monotonic = bpf_ktime_get_ns();
+	hit->pid = bpf_get_current_pid_tgid() >> 32;
+	hit->_pad = 0;
+	bpf_ringbuf_submit(hit, 0);
+	__u8 one = 1;
+	bpf_map_update_elem(&inuse_func_seen, &key, &one, BPF_ANY);
+	return 0;
+}

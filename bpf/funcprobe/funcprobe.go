@@ -1,0 +1,132 @@
+// Package funcprobe loads and owns the function probes: one entry uprobe
+// program (funcprobe.bpf.c) that user space attaches at the planned
+// instructions of Go binaries, each link numbered by its BPF cookie, and the
+// ring buffer where the program reports the first call per probe and
+// tracked cgroup. The program filters by the sensor's tracked cgroups: it
+// shares the sensor's maps rather than keeping a set of its own.
+package funcprobe
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/inuse-dev/inuse/bpf/sensor"
+)
+
+// Probe owns the program, its ring buffer and its counters. The links it
+// attaches belong to the caller, who closes them.
+type Probe struct {
+	objs funcprobeObjects
+	rd   *ringbuf.Reader
+}
+
+// Hit is the first call of a probed instruction in a tracked cgroup.
+type Hit struct {
+	CgroupID uint64
+	// Cookie is the probe's number, as given to Attach.
+	Cookie uint64
+	PID    uint32
+	// Monotonic is CLOCK_MONOTONIC in nanoseconds when the call trapped.
+	Monotonic uint64
+}
+
+// Open loads the program, filtering by the cgroups the sensor tracks.
+func Open(tracking sensor.Tracking) (_ *Probe, err error) {
+	p := &Probe{}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, p.Close())
+		}
+	}()
+	spec, err := loadFuncprobe()
+	if err != nil {
+		return nil, fmt.Errorf("loading function probe spec: %w", err)
+	}
+	// The sensor sized its maps (the v1 table): replacements must match.
+	for name, m := range tracking.Maps {
+		ms, ok := spec.Maps[name]
+		if !ok {
+			return nil, fmt.Errorf("function probe has no map %s", name)
+		}
+		ms.MaxEntries = m.MaxEntries()
+	}
+	var specs funcprobeSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return nil, fmt.Errorf("reading function probe spec: %w", err)
+	}
+	if err := specs.CgroupV1Subsys.Set(tracking.CgroupV1Subsys); err != nil {
+		return nil, fmt.Errorf("setting cgroup v1 controller: %w", err)
+	}
+	if err := spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{MapReplacements: tracking.Maps}); err != nil {
+		return nil, fmt.Errorf("loading function probe program: %+w", err)
+	}
+	if p.rd, err = ringbuf.NewReader(p.objs.InuseFuncHits); err != nil {
+		return nil, fmt.Errorf("opening function hit ring buffer: %w", err)
+	}
+	return p, nil
+}
+
+// Close frees the program and its maps; links attached with Attach keep
+// the program alive until they are closed.
+func (p *Probe) Close() error {
+	var err error
+	if p.rd != nil {
+		err = p.rd.Close()
+	}
+	return errors.Join(err, p.objs.Close())
+}
+
+// Attach puts an entry uprobe at the file offset of exe, numbered cookie.
+// Entry only: a uretprobe rewrites the return address, which Go's stack
+// moves and tracebacks do not survive.
+func (p *Probe) Attach(exe *link.Executable, offset, cookie uint64) (link.Link, error) {
+	l, err := exe.Uprobe("inuse_func", p.objs.InuseFuncEntry, &link.UprobeOptions{Address: offset, Cookie: cookie})
+	if err != nil {
+		return nil, fmt.Errorf("attaching uprobe at offset %#x: %w", offset, err)
+	}
+	return l, nil
+}
+
+// Traps returns how many times a probe fired since Open, in tracked
+// cgroups or not.
+func (p *Probe) Traps() (uint64, error) {
+	var n uint64
+	if err := p.objs.Traps.Get(&n); err != nil {
+		return 0, fmt.Errorf("reading function probe traps: %w", err)
+	}
+	return n, nil
+}
+
+// Run reads hits until ctx is done and hands each to emit, from this
+// goroutine only. When ctx ends, what the kernel already wrote is still
+// read and emitted before Run returns.
+func (p *Probe) Run(ctx context.Context, emit func(Hit)) error {
+	stop := context.AfterFunc(ctx, func() { _ = p.rd.Flush() })
+	defer stop()
+	var rec ringbuf.Record
+	for {
+		err := p.rd.ReadInto(&rec)
+		switch {
+		case err == nil:
+			var raw funcprobeFuncHit
+			if len(rec.RawSample) < int(unsafe.Sizeof(raw)) {
+				continue
+			}
+			if _, err := binary.Decode(rec.RawSample, binary.NativeEndian, &raw); err != nil {
+				continue
+			}
+			emit(Hit{CgroupID: raw.CgroupId, Cookie: raw.Cookie, PID: raw.Pid, Monotonic: raw.Monotonic})
+		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, ringbuf.ErrClosed):
+			return ctx.Err()
+		default:
+			return fmt.Errorf("reading function hit ring buffer: %w", err)
+		}
+	}
+}

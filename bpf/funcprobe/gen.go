@@ -1,0 +1,5 @@
+package funcprobe
+
+// The hit record of funcprobe.bpf.c is generated, so C is the single source
+// of its layout.
+//go:generate go tool bpf2go -tags linux -target amd64,arm64 -type func_hit funcprobe funcprobe.bpf.c -- -I../include -Wall -Wpadded -O2 -g
