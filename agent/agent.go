@@ -196,7 +196,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	var sources []func(context.Context) error
 	if nri := a.cfg.NRI; nri.Socket != "" {
 		if _, err := os.Stat(nri.Socket); err == nil || nri.Required {
-			p := plugin.New(a.log, a.tracker, a.hierarchy)
+			p := plugin.New(a.log, a.Tracker(), a.hierarchy)
 			a.metrics.nri = &p.Stats
 			if nri.ContainerdAddress != "" {
 				images, err := plugin.NewCRIImages(nri.ContainerdAddress)
@@ -214,7 +214,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	if a.cfg.Docker {
-		if d, err := dockerplugin.New(a.log, a.hierarchy, a.tracker); err != nil {
+		if d, err := dockerplugin.New(a.log, a.hierarchy, a.Tracker()); err != nil {
 			a.log.Warn("not following docker", logfields.Error, err)
 		} else if err := d.Ping(ctx); err != nil {
 			a.log.Info("dockerd does not answer: not following docker", logfields.Error, err)
@@ -371,4 +371,6 @@ func (nopCloser) Close() error { return nil }
 // Tracker is where a discovery source hands its containers; Run gives it
 // to the NRI plugin and the Docker listener, and a caller that discovers
 // containers itself (a benchmark, a test) uses it while Run runs.
-func (a *Agent) Tracker() lifecycle.Tracker { return a.tracker }
+func (a *Agent) Tracker() lifecycle.Tracker {
+	return probingTracker{tracker: a.tracker, funcs: a.funcs, hierarchy: a.hierarchy}
+}

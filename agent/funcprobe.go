@@ -18,13 +18,19 @@ import (
 
 	"github.com/inuse-dev/inuse/bpf/funcprobe"
 	"github.com/inuse-dev/inuse/bpf/sensor"
+	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/logfields"
 	"github.com/inuse-dev/inuse/internal/store"
 )
 
-// planTimeout bounds reading an image's probe plan from Redis.
-const planTimeout = 5 * time.Second
+// planTimeout bounds reading an image's probe plan from Redis;
+// startTimeout while a runtime waits for the container to start (NRI's
+// hooks time out after 2 s).
+const (
+	planTimeout  = 5 * time.Second
+	startTimeout = 500 * time.Millisecond
+)
 
 // funcProbes puts the Go probe plans of tracked images (store.GoPlan, made
 // by the scanner) into the kernel as entry uprobes, and turns their first
@@ -143,18 +149,18 @@ func (f *funcProbes) started(c lifecycle.Container, cgroupDir string) {
 	f.work.Add(1)
 	go func() {
 		defer f.work.Done()
-		var roots []string
-		if cgroupDir != "" {
-			pids, err := cgroupPIDs(cgroupDir)
-			if err != nil {
-				f.log.Debug("finding the root of a container", logfields.ContainerID, c.ID, logfields.Error, err)
-			}
-			for _, pid := range pids {
-				roots = append(roots, "/proc/"+strconv.Itoa(pid)+"/root")
-			}
-		}
-		f.load(c, cg, roots)
+		f.load(c, cg, f.roots(c, cgroupDir), planTimeout)
 	}()
+}
+
+// starting probes the binaries of the plan of a container about to start
+// before it returns, through the processes of cgroupDir (the runtime's,
+// which has entered the container's root): its first instruction runs
+// probed. The plan's read is bounded by the time a runtime waits.
+func (f *funcProbes) starting(c lifecycle.Container, cgroupDir string) {
+	if cg := f.track(c); cg != nil {
+		f.load(c, cg, f.roots(c, cgroupDir), startTimeout)
+	}
 }
 
 // start probes the binaries of a container's image plan found under root
@@ -163,8 +169,24 @@ func (f *funcProbes) started(c lifecycle.Container, cgroupDir string) {
 // its first instruction.
 func (f *funcProbes) start(c lifecycle.Container, root string) {
 	if cg := f.track(c); cg != nil {
-		f.load(c, cg, []string{root})
+		f.load(c, cg, []string{root}, planTimeout)
 	}
+}
+
+// roots lists the root directories of the processes of cgroupDir.
+func (f *funcProbes) roots(c lifecycle.Container, cgroupDir string) []string {
+	if cgroupDir == "" {
+		return nil
+	}
+	pids, err := cgroupPIDs(cgroupDir)
+	if err != nil {
+		f.log.Debug("finding the root of a container", logfields.ContainerID, c.ID, logfields.Error, err)
+	}
+	roots := make([]string, 0, len(pids))
+	for _, pid := range pids {
+		roots = append(roots, "/proc/"+strconv.Itoa(pid)+"/root")
+	}
+	return roots
 }
 
 // track registers a container of an image, so that its exec events and
@@ -185,13 +207,13 @@ func (f *funcProbes) track(c lifecycle.Container) *probedCgroup {
 
 // load reads the plan of cg's image once and probes each planned binary
 // not probed yet for it that one of roots holds.
-func (f *funcProbes) load(c lifecycle.Container, cg *probedCgroup, roots []string) {
+func (f *funcProbes) load(c lifecycle.Container, cg *probedCgroup, roots []string, timeout time.Duration) {
 	var plans map[string]store.GoPlan
 	f.mu.Lock()
 	planned := cg.plans != nil
 	f.mu.Unlock()
 	if !planned {
-		ctx, cancel := context.WithTimeout(context.Background(), planTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		var err error
 		if plans, err = f.plans(ctx, cg.digest); err != nil {
@@ -408,4 +430,26 @@ func goBuildID(file string) (string, error) {
 		return "", fmt.Errorf("%s: malformed Go build id note", file)
 	}
 	return string(note[16 : 16+n]), nil
+}
+
+// probingTracker is the tracker as discovery sources hold it: a container
+// about to start (not Partial) has the probes of its image's plan in place
+// before Started returns, so that when the runtime waits for it
+// (containerd's NRI StartContainer runs before the container's process
+// does) its process runs probed from the first instruction.
+type probingTracker struct {
+	*tracker
+	funcs     *funcProbes
+	hierarchy cgroups.Hierarchy
+}
+
+// Started implements lifecycle.Tracker.
+func (t probingTracker) Started(c lifecycle.Container) error {
+	if err := t.tracker.Started(c); err != nil {
+		return err
+	}
+	if !c.Partial && c.CgroupPath != "" {
+		t.funcs.starting(c, t.hierarchy.Path(c.CgroupPath))
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/inuse-dev/inuse/internal/redistest"
 	"github.com/inuse-dev/inuse/internal/store"
 	"github.com/inuse-dev/inuse/internal/testutil"
+	"github.com/inuse-dev/inuse/tests/runtimes"
 )
 
 // functions lists the Functions members of a profile.
@@ -60,4 +62,48 @@ func TestFunctionProbesExec(t *testing.T) {
 	require.Empty(t, functions(b))
 	require.True(t, has(b, store.Probed, store.ProbedMember(bin, plan.BuildID)), "probed: %v", b.Sections[store.Probed])
 	require.True(t, has(b, store.Exec, bin))
+}
+
+// The same through containerd's CRI: a container whose Go process started
+// before the agent gets its planned functions recorded once the agent has
+// probed it (not Probed: it ran unprobed before), and a container of
+// another image started under the agent is probed at NRI's StartContainer,
+// before its process runs (Probed, and no function of mode B).
+func TestFunctionProbesContainerd(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	ctx := context.Background()
+	bin, plan, err := gofunc.Build(t.TempDir(), true)
+	require.NoError(t, err)
+	root := testutil.BusyboxRoot(t)
+	const path = "/app/target"
+	runtimes.CopyFile(t, bin, filepath.Join(root, path))
+	c := runtimes.StartContainerd(t, nil)
+	c.ImportPause(t)
+	const refA, refB = "docker.io/inuse-test/gofunc-a:1", "docker.io/inuse-test/gofunc-b:1"
+	digestA := c.ImportImage(t, root, refA, path, "loop-A")
+	digestB := c.ImportImage(t, root, refB, path, "B")
+	require.NotEqual(t, digestA, digestB)
+	srv := redistest.Start(t)
+	st, err := store.Open(srv.URL())
+	require.NoError(t, err)
+	defer st.Close()
+	for _, d := range []string{digestA, digestB} {
+		require.NoError(t, st.WriteGoPlans(ctx, d, map[string]store.GoPlan{path: plan}))
+	}
+
+	pod := c.RunPod(t, "gofunc-7c9d8f6b5-a1b2c", "shop", "uid-gofunc")
+	c.Run(t, pod, refA, "loop", path, "loop-A")
+	a := runtimes.StartAgent(t, agentBinary, nil, "--redis", srv.URL(), "--nri-socket", c.NRI, "--docker=false",
+		"--flush-interval", "200ms", "--node-name", "e2e")
+	want := []string{store.FunctionMember(path, gofunc.Planned[0]), store.FunctionMember(path, gofunc.Planned[1])}
+	p := waitProfile(t, st, digestA, func(p *store.Profile) bool { return len(functions(p)) == len(want) })
+	require.ElementsMatch(t, want, functions(p))
+	require.Empty(t, p.Sections[store.Probed], "the process ran before it was probed")
+
+	c.RunToExit(t, pod, refB, "once", path, "B")
+	p = waitProfile(t, st, digestB, func(p *store.Profile) bool { return has(p, store.Exec, path) && len(p.Sections[store.Probed]) > 0 })
+	require.True(t, has(p, store.Probed, store.ProbedMember(path, plan.BuildID)), "probed: %v", p.Sections[store.Probed])
+	require.Empty(t, functions(p))
+	noErrors(t, a)
+	a.Stop(t)
 }
