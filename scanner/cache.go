@@ -27,6 +27,9 @@ type image struct {
 	pkgs    []Package // sorted, without verdicts
 	distro  Distro
 	matches map[time.Time][]Vulnerability // by database build time
+	// goBins are the Go binaries' function tables, by path (none for an
+	// image catalogued before they were read).
+	goBins map[string]GoBinary
 }
 
 // cacheMeta is meta.json of a cached image.
@@ -44,6 +47,7 @@ const (
 	sbomFile   = "sbom.syft.json"
 	ownersFile = "owners.json"
 	metaFile   = "meta.json"
+	goBinsFile = "gobinaries.json"
 )
 
 func (s *Scanner) dir(digest string) string {
@@ -62,7 +66,7 @@ func (s *Scanner) Cached(digest string) bool {
 
 // write stores one image's cache entry; it appears at once, complete, or
 // not at all (a directory renamed into place).
-func (s *Scanner) write(digest string, sb *sbom.SBOM, owners *Owners, meta cacheMeta) error {
+func (s *Scanner) write(digest string, sb *sbom.SBOM, owners *Owners, goBins map[string]GoBinary, meta cacheMeta) error {
 	dir := s.dir(digest)
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return fmt.Errorf("creating cache directory: %w", err)
@@ -79,7 +83,7 @@ func (s *Scanner) write(digest string, sb *sbom.SBOM, owners *Owners, meta cache
 	if err := os.WriteFile(filepath.Join(tmp, sbomFile), buf.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("writing sbom cache: %w", err)
 	}
-	for name, v := range map[string]any{ownersFile: owners, metaFile: meta} {
+	for name, v := range map[string]any{ownersFile: owners, goBinsFile: goBins, metaFile: meta} {
 		b, err := json.Marshal(v)
 		if err != nil {
 			return fmt.Errorf("encoding %s: %w", name, err)
@@ -126,7 +130,11 @@ func (s *Scanner) load(digest string) (*image, error) {
 	if err := readJSON(filepath.Join(dir, ownersFile), owners); err != nil {
 		return nil, err
 	}
-	im = &image{meta: meta, sbom: sb, raw: raw, owners: owners, matches: map[time.Time][]Vulnerability{}}
+	var goBins map[string]GoBinary
+	if err := readJSON(filepath.Join(dir, goBinsFile), &goBins); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	im = &image{meta: meta, sbom: sb, raw: raw, owners: owners, goBins: goBins, matches: map[time.Time][]Vulnerability{}}
 	im.pkgs, im.distro = packages(sb)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -173,7 +181,8 @@ func (s *Scanner) matches(ctx context.Context, digest string, im *image) ([]Vuln
 	if ok {
 		return vs, nil
 	}
-	path := filepath.Join(s.dir(digest), fmt.Sprintf("matches-%d.json", built.UnixNano()))
+	// v2: with the Go symbols of the matches
+	path := filepath.Join(s.dir(digest), fmt.Sprintf("matches-%d.v2.json", built.UnixNano()))
 	if err := readJSON(path, &vs); err == nil {
 		s.mu.Lock()
 		im.matches = map[time.Time][]Vulnerability{built: vs}
@@ -183,6 +192,9 @@ func (s *Scanner) matches(ctx context.Context, digest string, im *image) ([]Vuln
 	start := time.Now()
 	vs, err = matchSBOM(ctx, vp, im.raw)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.db.goSymbols(vs); err != nil {
 		return nil, err
 	}
 	s.log.Info("vulnerabilities matched", "digest", digest, "matches", len(vs), "db_built", built, "duration", time.Since(start))

@@ -75,7 +75,8 @@ func (s *Scanner) Catalog(ctx context.Context, spec SourceSpec) (string, error) 
 	if err != nil {
 		return "", fmt.Errorf("indexing file owners: %w", err)
 	}
-	if err := s.write(digest, sb, owners, cacheMeta{
+	goBins := indexGoBinaries(owners, resolver, s.log)
+	if err := s.write(digest, sb, owners, goBins, cacheMeta{
 		Name: name, Digest: digest, Source: spec.userInput(), Created: time.Now().UTC(),
 		Version: version.Version, Packages: sb.Artifacts.Packages.PackageCount(),
 	}); err != nil {

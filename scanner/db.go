@@ -46,6 +46,10 @@ type DBStatus struct {
 	From          string    `json:"from,omitempty"`
 	Valid         bool      `json:"valid"`
 	Error         string    `json:"error,omitempty"`
+	// GoSymbols is whether the database carries the vulnerable symbols of
+	// Go vulnerabilities (the Go vulnerability database's records, GO-…):
+	// without them every Go verdict stays at package level.
+	GoSymbols bool `json:"go_symbols"`
 }
 
 // DB is grype's v6 database through grype's own curator.
@@ -56,6 +60,7 @@ type DB struct {
 	mu    sync.Mutex
 	stamp time.Time // mtime of import.json when vp was opened
 	vp    vulnerability.Provider
+	rdr   v6.Reader // the reader vp reads through
 	built time.Time
 }
 
@@ -110,8 +115,15 @@ func (d *DB) Status() (DBStatus, error) {
 	st := DBStatus{Path: s.Path, SchemaVersion: s.SchemaVersion, Built: s.Built, From: s.From, Valid: s.Error == nil}
 	if s.Error != nil {
 		st.Error = s.Error.Error()
+		return st, nil
 	}
-	return st, nil
+	rdr, err := c.Reader()
+	if err != nil {
+		return st, fmt.Errorf("opening vulnerability database: %w", err)
+	}
+	defer rdr.Close()
+	st.GoSymbols, err = hasGoSymbols(rdr)
+	return st, err
 }
 
 // Import installs a database from a file (vulnerability.db or a grype
@@ -257,7 +269,7 @@ func (d *DB) provider() (vulnerability.Provider, time.Time, error) {
 	if d.vp != nil {
 		_ = d.vp.Close()
 	}
-	d.vp, d.built, d.stamp = v6.NewVulnerabilityProvider(rdr), s.Built, fi.ModTime()
+	d.vp, d.rdr, d.built, d.stamp = v6.NewVulnerabilityProvider(rdr), rdr, s.Built, fi.ModTime()
 	return d.vp, d.built, nil
 }
 

@@ -45,11 +45,17 @@ func CycloneDX(rep *Report) *cdx.BOM {
 	vulns := make([]cdx.Vulnerability, 0, len(rep.Vulnerabilities))
 	for _, v := range rep.Vulnerabilities {
 		an := &cdx.VulnerabilityAnalysis{State: cdxStates[v.Verdict]}
-		switch v.Verdict {
-		case NotObserved:
+		switch {
+		case v.Reachability == ReachFunctionExecuted:
+			f := v.Functions[0]
+			an.Detail = "the vulnerable function " + f.Symbol + " ran in " + f.Binary
+		case v.Reachability == ReachFunctionNotObserved:
+			an.Justification = cdx.IAJCodeNotReachable
+			an.Detail = "the package ran, but none of its vulnerable functions did (" + strings.Join(v.Symbols, ", ") + ")"
+		case v.Verdict == NotObserved:
 			an.Justification = cdx.IAJCodeNotReachable
 			an.Detail = "no file of the package was loaded while the image ran"
-		case InUse:
+		case v.Verdict == InUse:
 			an.Detail = "a file of the package was loaded at runtime"
 		default:
 			an.State = cdx.IASInTriage

@@ -61,10 +61,18 @@ func OpenVEX(rep *Report) (*vex.VEX, error) {
 			Timestamp: &now,
 		}
 		switch {
+		case v.Verdict == NotObserved && done && v.Reachability == ReachFunctionNotObserved:
+			st.Status = vex.StatusNotAffected
+			st.Justification = vex.VulnerableCodeNotInExecutePath
+			st.ImpactStatement = "the package runs, but none of its vulnerable functions (" + strings.Join(v.Symbols, ", ") +
+				") ran while probed from the start of every process (runtime profile done)"
 		case v.Verdict == NotObserved && done:
 			st.Status = vex.StatusNotAffected
 			st.Justification = vex.VulnerableCodeNotInExecutePath
 			st.ImpactStatement = "no file of the package was loaded while the image ran (runtime profile done)"
+		case v.Verdict == InUse && v.Reachability == ReachFunctionExecuted:
+			st.Status = vex.StatusAffected
+			st.ActionStatement = "the vulnerable function " + v.Functions[0].Symbol + " ran: update the package"
 		case v.Verdict == InUse:
 			st.Status = vex.StatusAffected
 			st.ActionStatement = "the package is loaded at runtime: update it"

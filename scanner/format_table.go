@@ -12,13 +12,19 @@ import (
 var verdictLabels = map[Verdict]string{InUse: "yes", NotObserved: "no", Unknown: "?"}
 
 // WriteTable writes the vulnerabilities with an In Use column, then the
-// summary.
+// summary. A verdict found at function level says so: "yes (function)", a
+// vulnerable function ran; "no (function)", the package ran but none of
+// its vulnerable functions did.
 func WriteTable(w io.Writer, rep *Report) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEVERITY\tVULNERABILITY\tPACKAGE\tVERSION\tFIXED IN\tIN USE")
 	for _, v := range rep.Vulnerabilities {
+		inUse := verdictLabels[v.Verdict]
+		if v.Reachability == ReachFunctionExecuted || v.Reachability == ReachFunctionNotObserved {
+			inUse += " (function)"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Severity, v.ID, v.PackageName, v.PackageVersion,
-			strings.Join(v.FixedIn, ","), verdictLabels[v.Verdict])
+			strings.Join(v.FixedIn, ","), inUse)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

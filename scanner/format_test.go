@@ -34,6 +34,8 @@ func goldenReport(profiled bool) *Report {
 				Arch: "amd64", OS: true, Verdict: NotObserved},
 			{ID: "bz2-i386-id", Name: "libbz2-1.0", Version: "1.0.8-5+b1", Type: "deb", PURL: "pkg:deb/debian/libbz2-1.0@1.0.8-5%2Bb1?arch=i386&distro=debian-12",
 				Arch: "i386", OS: true, Verdict: NotObserved},
+			{ID: "text-id", Name: "golang.org/x/text", Version: "v0.3.7", Type: "go-module", PURL: "pkg:golang/golang.org/x/text@v0.3.7",
+				Verdict: InUse, Evidence: []Evidence{{Path: "/usr/bin/app", How: HowExec, FirstSeen: seen}}},
 			{ID: "yaml-id", Name: "gopkg.in/yaml.v3", Version: "v3.0.0", Type: "go-module", PURL: "pkg:golang/gopkg.in/yaml.v3@v3.0.0", Verdict: Unknown},
 			{ID: "zlib-id", Name: "zlib1g", Version: "1:1.2.13.dfsg-1", Type: "deb", PURL: "pkg:deb/debian/zlib1g@1%3A1.2.13.dfsg-1?arch=amd64&distro=debian-12",
 				Arch: "amd64", OS: true, Verdict: InUse, Evidence: []Evidence{
@@ -50,14 +52,28 @@ func goldenReport(profiled bool) *Report {
 		}
 	}
 	p := rep.Packages
-	zlib := vuln("CVE-2099-0001", "Critical", p[4], "1:1.2.13.dfsg-2")
+	zlib := vuln("CVE-2099-0001", "Critical", p[5], "1:1.2.13.dfsg-2")
 	zlib.FixState, zlib.Description = "fixed", "zlib overflows its window on a crafted stream"
+	// Go vulnerabilities with symbols: one whose function ran, one whose
+	// functions did not though the module's binary ran.
+	ran := vuln("GO-2022-1059", "High", p[3], "v0.3.8")
+	ran.Symbols = []string{"golang.org/x/text/language.MatchStrings", "golang.org/x/text/language.ParseAcceptLanguage"}
+	ran.Reachability, ran.Functions = ReachFunctionExecuted, []FunctionEvidence{{Binary: "/usr/bin/app", Symbol: "golang.org/x/text/language.ParseAcceptLanguage", FirstSeen: seen.Add(time.Minute)}}
+	notRan := vuln("GO-2099-0005", "Medium", p[3], "v0.3.9")
+	notRan.Symbols = []string{"golang.org/x/text/unicode/norm.Iter.Next"}
+	notRan.Reachability, notRan.Verdict = ReachFunctionNotObserved, NotObserved
 	rep.Vulnerabilities = []Vulnerability{
-		vuln("CVE-2099-0003", "Medium", p[3]),
+		vuln("CVE-2099-0003", "Medium", p[4]),
 		vuln("CVE-2099-0002", "High", p[1]),
 		zlib,
 		vuln("CVE-2099-0002", "High", p[2]),
 		vuln("CVE-2099-0004", "Low", p[0]),
+		ran, notRan,
+	}
+	for i := range rep.Vulnerabilities {
+		if rep.Vulnerabilities[i].Reachability == "" {
+			rep.Vulnerabilities[i].Reachability = ReachPackage
+		}
 	}
 	if profiled {
 		rep.Profile = ProfileState{Found: true, State: "done", Confidence: "high", Revision: 42, FirstSeen: seen, LastSeen: at.Add(-time.Minute)}
@@ -66,7 +82,8 @@ func goldenReport(profiled bool) *Report {
 			rep.Packages[i].Verdict, rep.Packages[i].Evidence = Unknown, nil
 		}
 		for i := range rep.Vulnerabilities {
-			rep.Vulnerabilities[i].Verdict = Unknown
+			v := &rep.Vulnerabilities[i]
+			v.Verdict, v.Reachability, v.Functions = Unknown, ReachPackage, nil
 		}
 	}
 	sortVulnerabilities(rep.Vulnerabilities)

@@ -42,6 +42,14 @@ type Vulnerability struct {
 	PackageType    string  `json:"package_type"`
 	PURL           string  `json:"purl"`
 	Verdict        Verdict `json:"verdict"`
+	// Symbols are the vulnerable functions of a Go vulnerability, as
+	// "<import path>.<symbol>", from the Go vulnerability database.
+	Symbols []string `json:"symbols,omitempty"`
+	// Reachability says whether Verdict is the package's or was found at
+	// function level.
+	Reachability Reachability `json:"reachability"`
+	// Functions are the vulnerable functions that ran, first seen first.
+	Functions []FunctionEvidence `json:"functions,omitempty"`
 }
 
 // Distro is the image's operating system, as syft detected it.
@@ -129,9 +137,15 @@ func (s *Scanner) Report(ctx context.Context, digest string, profile *store.Prof
 		rep.Packages[i] = p
 	}
 	for i, v := range vulns {
-		v.Verdict = verdictOf(v.PackageID).Verdict
+		v.Verdict, v.Reachability = verdictOf(v.PackageID).Verdict, ReachPackage
 		rep.Vulnerabilities[i] = v
 	}
+	stored, err := s.publishGoPlans(ctx, digest, goPlans(im, vulns))
+	if err != nil {
+		// the report stands at package level for Go
+		s.log.Warn("publishing the Go probe plan", "digest", digest, "error", err)
+	}
+	reachability(rep.Vulnerabilities, verdicts, goBinariesOf(im), stored, profile)
 	sortVulnerabilities(rep.Vulnerabilities)
 	rep.Summary = countVulnerabilities(rep.Vulnerabilities)
 	return rep, nil

@@ -21,6 +21,9 @@ type Config struct {
 	Log      *slog.Logger
 	// MaxInMemory bounds the images kept decoded in memory (default 64).
 	MaxInMemory int
+	// Plans is where the Go probe plans are published for the agents
+	// (nil: not published, and Go verdicts stay at package level).
+	Plans PlanStore
 }
 
 // Scanner catalogs images once per manifest digest and joins their
@@ -34,6 +37,8 @@ type Scanner struct {
 	images map[string]*image // by digest
 	// catalogs serialises cataloguing of one digest.
 	catalogs map[string]*sync.Mutex
+	// published is the probe plan last written per digest, as JSON.
+	published map[string]string
 }
 
 // New returns a scanner over cfg's cache and database.
@@ -54,7 +59,7 @@ func New(cfg Config) (*Scanner, error) {
 		return nil, fmt.Errorf("creating cache directory: %w", err)
 	}
 	log := cfg.Log.With("component", "scanner")
-	return &Scanner{cfg: cfg, log: log, db: OpenDB(cfg.DB, log), images: map[string]*image{}, catalogs: map[string]*sync.Mutex{}}, nil
+	return &Scanner{cfg: cfg, log: log, db: OpenDB(cfg.DB, log), images: map[string]*image{}, catalogs: map[string]*sync.Mutex{}, published: map[string]string{}}, nil
 }
 
 // DB is the scanner's vulnerability database.

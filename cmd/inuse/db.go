@@ -45,6 +45,11 @@ var dbCommand = &cli.Command{
 					return cli.Exit("", 1)
 				}
 				fmt.Fprintln(w, "status:  valid")
+				goSymbols := "no: Go vulnerabilities stay at package level"
+				if st.GoSymbols {
+					goSymbols = "yes: Go vulnerabilities can be told at function level"
+				}
+				fmt.Fprintf(w, "go symbols: %s\n", goSymbols)
 				return nil
 			},
 		},

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	v6 "github.com/anchore/grype/grype/db/v6"
 	"github.com/stretchr/testify/require"
 
 	"github.com/inuse-dev/inuse/scanner/vulndbtest"
@@ -35,6 +36,7 @@ func TestDBImportStatus(t *testing.T) {
 	out, err = runInuse(t, "db", "status", "--cache-dir", cache)
 	require.NoError(t, err)
 	require.Contains(t, out, "status:  valid")
+	require.Contains(t, out, "go symbols: no")
 	require.Contains(t, out, filepath.Join(cache, "db", "6", "vulnerability.db"))
 
 	out, err = runInuse(t, "db", "status", "--cache-dir", cache, "--format", "json")
@@ -50,6 +52,18 @@ func TestDBImportStatus(t *testing.T) {
 	require.Regexp(t, `^v6\.`, st.Schema)
 	require.WithinDuration(t, time.Now(), st.Built, time.Hour)
 	require.Equal(t, "manual import", st.From)
+
+	// a database with Go vulnerability database records has Go symbols
+	goDB, err := vulndbtest.Write(filepath.Join(t.TempDir(), "go"), []vulndbtest.Advisory{vulndbtest.Go(
+		"GO-2022-1059", "high", "golang.org/x/text", "< 0.3.8", "0.3.8", []string{"CVE-2022-32149"},
+		v6.GoImport{Path: "golang.org/x/text/language", Symbols: []string{"MatchStrings", "ParseAcceptLanguage"}})})
+	require.NoError(t, err)
+	goCache := t.TempDir()
+	_, err = runInuse(t, "db", "import", "--cache-dir", goCache, goDB)
+	require.NoError(t, err)
+	out, err = runInuse(t, "db", "status", "--cache-dir", goCache)
+	require.NoError(t, err)
+	require.Contains(t, out, "go symbols: yes")
 
 	// --db-dir wins over the cache directory
 	dbDir := t.TempDir()

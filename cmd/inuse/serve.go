@@ -91,6 +91,7 @@ func runServe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	scfg.Plans = st // the Go probe plans, for the agents
 	sc, err := scanner.New(scfg)
 	if err != nil {
 		return err

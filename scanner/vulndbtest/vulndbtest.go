@@ -44,6 +44,23 @@ type Advisory struct {
 	VersionFormat string
 	// Fixed is the first fixed version, "" when there is none.
 	Fixed string
+	// Aliases are the other ids of the vulnerability (a Go vulnerability
+	// database record, GO-…, names its CVE and GHSA ids here).
+	Aliases []string
+	// GoImports are the vulnerable packages and symbols of a Go
+	// vulnerability database record, as grype's v6 builder keeps them (a
+	// GoImports package qualifier).
+	GoImports []v6.GoImport
+}
+
+// Go is a record of the Go vulnerability database as grype's v6 builder
+// writes it: a GO-… id on ecosystem go-module (the standard library is
+// module "stdlib"), go version ranges, aliases and the vulnerable symbols.
+func Go(id, severity, module, constraint, fixed string, aliases []string, imports ...v6.GoImport) Advisory {
+	return Advisory{
+		ID: id, Severity: severity, Package: module, Ecosystem: "go-module", Constraint: constraint,
+		VersionFormat: "go", Fixed: fixed, Aliases: aliases, GoImports: imports,
+	}
 }
 
 // Write writes a v6 database holding advisories into dir and returns the
@@ -94,6 +111,7 @@ func write(w v6.ReadWriter, advisories []Advisory) error {
 				ID:          a.ID,
 				Description: a.Description,
 				References:  []v6.Reference{{URL: "https://security-tracker.debian.org/tracker/" + a.ID}},
+				Aliases:     a.Aliases,
 				Severities:  []v6.Severity{{Scheme: v6.SeveritySchemeCHMLN, Value: a.Severity}},
 			},
 		}
@@ -115,6 +133,12 @@ func write(w v6.ReadWriter, advisories []Advisory) error {
 			OperatingSystem: os,
 			Package:         &v6.Package{Ecosystem: a.Ecosystem, Name: a.Package},
 			BlobValue:       &v6.PackageBlob{CVEs: []string{a.ID}, Ranges: []v6.Range{rng}},
+		}
+		if len(a.Aliases) > 0 {
+			ap.BlobValue.CVEs = a.Aliases
+		}
+		if len(a.GoImports) > 0 {
+			ap.BlobValue.Qualifiers = &v6.PackageQualifiers{GoImports: a.GoImports}
 		}
 		if err := w.AddAffectedPackages(ap); err != nil {
 			return fmt.Errorf("writing %s of %s: %w", a.Package, a.ID, err)

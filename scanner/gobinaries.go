@@ -1,0 +1,99 @@
+package scanner
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/anchore/syft/syft/file"
+	syftPkg "github.com/anchore/syft/syft/pkg"
+
+	"github.com/inuse-dev/inuse/scanner/gosym"
+)
+
+// GoBinary is where the functions of one Go binary of an image are, read
+// from its pclntab when the image is catalogued (the image is not at hand
+// when a vulnerability database comes later), cached as gobinaries.json.
+type GoBinary struct {
+	BuildID string `json:"build_id"`
+	// Funcs maps "<import path>.<symbol>", the symbol as the Go
+	// vulnerability database names it (gosym.Symbol), to its probe points.
+	Funcs map[string][]GoPoint `json:"funcs"`
+}
+
+// GoPoint is one probe point: a file offset, at a function's entry or at
+// the start of a copy of it inlined into another function.
+type GoPoint struct {
+	Offset  uint64 `json:"o"`
+	Inlined bool   `json:"i,omitempty"`
+}
+
+// maxGoBinary bounds the size of a binary read whole to index it.
+const maxGoBinary = 1 << 30
+
+// generated are the compiler's names for closures and wrappers: they run
+// only once the function they are named after has, and the vulnerability
+// database never names them.
+var generated = regexp.MustCompile(`\.(func|gowrap|deferwrap)\d+(\.|$)`)
+
+// indexGoBinaries reads the function tables of the binaries that Go
+// modules were found compiled into. A binary that cannot be read (not
+// Go 1.20+, damaged) is left out: its vulnerabilities keep package-level
+// verdicts.
+func indexGoBinaries(owners *Owners, resolver file.Resolver, log *slog.Logger) map[string]GoBinary {
+	out := map[string]GoBinary{}
+	for path, idx := range owners.Binaries {
+		if !slices.ContainsFunc(idx, func(i int) bool { return owners.Packages[i].Type == string(syftPkg.GoModulePkg) }) {
+			continue
+		}
+		bin, err := indexGoBinary(resolver, path)
+		if err != nil {
+			log.Debug("no Go function table", "path", path, "error", err)
+			continue
+		}
+		out[path] = bin
+	}
+	return out
+}
+
+func indexGoBinary(resolver file.Resolver, path string) (GoBinary, error) {
+	locs, err := resolver.FilesByPath(path)
+	if err != nil || len(locs) == 0 {
+		return GoBinary{}, fmt.Errorf("finding %s in the image: %w", path, err)
+	}
+	rc, err := resolver.FileContentsByLocation(locs[0])
+	if err != nil {
+		return GoBinary{}, fmt.Errorf("opening %s: %w", path, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxGoBinary))
+	if err != nil {
+		return GoBinary{}, fmt.Errorf("reading %s: %w", path, err)
+	}
+	tb, err := gosym.NewTable(bytes.NewReader(b))
+	if err != nil {
+		return GoBinary{}, err
+	}
+	id, err := tb.BuildID()
+	if err != nil {
+		return GoBinary{}, err
+	}
+	bin := GoBinary{BuildID: id, Funcs: map[string][]GoPoint{}}
+	keep := func(name string) bool {
+		return !strings.HasPrefix(name, "type:") && !strings.HasPrefix(name, "go:") && !generated.MatchString(name)
+	}
+	for _, in := range tb.Instances(keep) {
+		pkg, sym := gosym.Symbol(in.Name)
+		off, ok := tb.FileOffset(in.Addr)
+		if pkg == "" || !ok {
+			continue
+		}
+		key := pkg + "." + sym
+		bin.Funcs[key] = append(bin.Funcs[key], GoPoint{Offset: off, Inlined: in.Inlined})
+	}
+	return bin, nil
+}

@@ -1,0 +1,168 @@
+package scanner_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	v6 "github.com/anchore/grype/grype/db/v6"
+	"github.com/stretchr/testify/require"
+
+	"github.com/inuse-dev/inuse/internal/redistest"
+	"github.com/inuse-dev/inuse/internal/store"
+	"github.com/inuse-dev/inuse/scanner"
+	"github.com/inuse-dev/inuse/scanner/vulndbtest"
+)
+
+// goAdvisories are Go vulnerability database records. GO-2022-1059 is
+// the real one (golang.org/x/text's ParseAcceptLanguage and MatchStrings,
+// fixed in v0.3.8); the module cache here holds x/text v0.42.0, not
+// v0.3.7, so GO-2099-0001 is made up for the test: the same symbols on
+// the version the test builds with, matched through its GHSA alias (a
+// GHSA record joins the GO record by alias). GO-2099-0002 is on the
+// test's own module: a function inlined at its call site, a pointer
+// method, a generic function.
+var goAdvisories = []vulndbtest.Advisory{
+	vulndbtest.Go("GO-2022-1059", "high", "golang.org/x/text", "< 0.3.8", "0.3.8", []string{"CVE-2022-32149", "GHSA-69ch-w2m2-3vjp"},
+		v6.GoImport{Path: "golang.org/x/text/language", Symbols: []string{"MatchStrings", "ParseAcceptLanguage"}}),
+	vulndbtest.Go("GO-2099-0001", "high", "golang.org/x/text", "< 0.42.1", "0.42.1", []string{"GHSA-2099-0001-0001"},
+		v6.GoImport{Path: "golang.org/x/text/language", Symbols: []string{"MatchStrings", "ParseAcceptLanguage"}}),
+	{ID: "GHSA-2099-0001-0001", Severity: "high", Package: "golang.org/x/text", Ecosystem: "go-module", Constraint: "< 0.42.1", VersionFormat: "go", Fixed: "0.42.1"},
+	vulndbtest.Go("GO-2099-0002", "medium", "example.com/inusetest", "< 1.0.1", "1.0.1", nil,
+		v6.GoImport{Path: "example.com/inusetest/vuln", Symbols: []string{"Small", "Counter.Add", "Map"}}),
+	vulndbtest.Go("GO-2099-0003", "low", "example.com/inusetest", "< 1.0.1", "1.0.1", nil,
+		v6.GoImport{Path: "example.com/inusetest/vuln", Symbols: []string{"Safe"}}),
+}
+
+// goImage is a root holding /usr/bin/app, built from
+// gosym/testdata/prog as module example.com/inusetest v1.0.0 (a git tag
+// stamps the version), stripped when asked.
+func goImage(t *testing.T, stripped bool) string {
+	t.Helper()
+	src := t.TempDir()
+	require.NoError(t, os.CopyFS(src, os.DirFS("gosym/testdata/prog")))
+	env := append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com",
+		"GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off", "CGO_ENABLED=0")
+	root := t.TempDir()
+	args := []string{"build", "-buildvcs=true", "-o", filepath.Join(root, "usr/bin/app")}
+	if stripped {
+		args = append(args, "-ldflags=-s -w")
+	}
+	for _, cmd := range [][]string{
+		{"git", "init", "-q"}, {"git", "add", "."}, {"git", "commit", "-qm", "v1"}, {"git", "tag", "v1.0.0"},
+		append([]string{"go"}, append(args, ".")...),
+	} {
+		c := exec.Command(cmd[0], cmd[1:]...)
+		c.Dir, c.Env = src, env
+		out, err := c.CombinedOutput()
+		require.NoError(t, err, "%v: %s", cmd, out)
+	}
+	return root
+}
+
+func TestGoReachability(t *testing.T) {
+	tmp := t.TempDir()
+	dbPath, err := vulndbtest.Write(filepath.Join(tmp, "build-db"), goAdvisories)
+	require.NoError(t, err)
+	st, err := store.Open(redistest.Start(t).URL())
+	require.NoError(t, err)
+	defer st.Close()
+	for _, stripped := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unstripped", true: "stripped"}[stripped], func(t *testing.T) {
+			sc, err := scanner.New(scanner.Config{CacheDir: filepath.Join(t.TempDir(), "cache"), Plans: st})
+			require.NoError(t, err)
+			defer sc.Close()
+			require.NoError(t, sc.DB().Import(t.Context(), dbPath, nil))
+			status, err := sc.DB().Status()
+			require.NoError(t, err)
+			require.True(t, status.GoSymbols)
+
+			digest := "sha256:" + map[bool]string{false: "1111111111111111111111111111111111111111111111111111111111111111", true: "2222222222222222222222222222222222222222222222222222222222222222"}[stripped]
+			_, err = sc.Catalog(t.Context(), scanner.SourceSpec{Kind: scanner.Rootfs, Ref: goImage(t, stripped), Digest: digest, Name: "go/app:1"})
+			require.NoError(t, err)
+
+			// No profile: every vulnerability at package level; the plan
+			// is published all the same, so the agent can probe the
+			// first run.
+			rep, err := sc.Report(t.Context(), digest, nil)
+			require.NoError(t, err)
+			vulns := byID(rep)
+			require.Contains(t, vulns, "GO-2099-0001")
+			require.Contains(t, vulns, "GHSA-2099-0001-0001")
+			require.NotContains(t, vulns, "GO-2022-1059", "x/text v0.42.0 is fixed")
+			require.Equal(t, []string{"golang.org/x/text/language.MatchStrings", "golang.org/x/text/language.ParseAcceptLanguage"}, vulns["GHSA-2099-0001-0001"].Symbols, "joined by alias")
+			require.Contains(t, vulns, "GO-2099-0002", "the test's own module, v1.0.0 by its tag")
+			for _, v := range rep.Vulnerabilities {
+				require.Equal(t, scanner.ReachPackage, v.Reachability)
+			}
+			plans, err := st.GoPlans(t.Context(), digest)
+			require.NoError(t, err)
+			require.Contains(t, plans, "/usr/bin/app")
+			plan := plans["/usr/bin/app"]
+			symbols := map[string][]store.GoProbe{}
+			for _, p := range plan.Probes {
+				symbols[p.Symbol] = append(symbols[p.Symbol], p)
+			}
+			require.Len(t, symbols["golang.org/x/text/language.ParseAcceptLanguage"], 1)
+			require.Equal(t, []string{"GHSA-2099-0001-0001", "GO-2099-0001"}, symbols["golang.org/x/text/language.ParseAcceptLanguage"][0].Vulns)
+			require.NotContains(t, symbols, "golang.org/x/text/language.MatchStrings", "not linked")
+			require.NotEmpty(t, symbols["example.com/inusetest/vuln.Small"])
+			require.True(t, symbols["example.com/inusetest/vuln.Small"][0].Inlined, "Small is inlined only")
+			require.Len(t, symbols["example.com/inusetest/vuln.Counter.Add"], 1)
+			require.Len(t, symbols["example.com/inusetest/vuln.Map"], 2)
+			require.Len(t, symbols["example.com/inusetest/vuln.Safe"], 1)
+
+			lc := store.LearningConfig{MinObserved: time.Millisecond, StableWindow: time.Millisecond}
+			t0 := time.Now()
+			profile := func(d *store.Delta) *store.Profile {
+				_, err := st.Apply(t.Context(), map[string]*store.Delta{digest: d}, t0, lc)
+				require.NoError(t, err)
+				p, err := st.Profile(t.Context(), digest, t0.Add(time.Hour), lc)
+				require.NoError(t, err)
+				require.Equal(t, store.Done, p.State)
+				return p
+			}
+			report := func(p *store.Profile) map[string]scanner.Vulnerability {
+				rep, err := sc.Report(t.Context(), digest, p)
+				require.NoError(t, err)
+				return byID(rep)
+			}
+
+			// The binary ran, unprobed: package level.
+			ran := t0.Add(time.Second)
+			d := store.NewDelta()
+			d.Add(store.Exec, "/usr/bin/app", ran.UnixMilli())
+			vulns = report(profile(d))
+			require.Equal(t, scanner.InUse, vulns["GO-2099-0002"].Verdict)
+			require.Equal(t, scanner.ReachPackage, vulns["GO-2099-0002"].Reachability)
+
+			// Probed from before its first run: nothing hit is
+			// function_not_observed, a hit is function_executed.
+			d = store.NewDelta()
+			d.Add(store.Probed, store.ProbedMember("/usr/bin/app", plan.BuildID), ran.UnixMilli())
+			d.Add(store.Functions, store.FunctionMember("/usr/bin/app", "example.com/inusetest/vuln.Small"), ran.Add(time.Second).UnixMilli())
+			vulns = report(profile(d))
+			for _, id := range []string{"GO-2099-0001", "GHSA-2099-0001-0001", "GO-2099-0003"} {
+				require.Equal(t, scanner.ReachFunctionNotObserved, vulns[id].Reachability, id)
+				require.Equal(t, scanner.NotObserved, vulns[id].Verdict, id)
+			}
+			own := vulns["GO-2099-0002"]
+			require.Equal(t, scanner.ReachFunctionExecuted, own.Reachability)
+			require.Equal(t, scanner.InUse, own.Verdict)
+			require.Equal(t, []scanner.FunctionEvidence{{Binary: "/usr/bin/app", Symbol: "example.com/inusetest/vuln.Small", FirstSeen: time.UnixMilli(ran.Add(time.Second).UnixMilli())}}, own.Functions)
+			pkg := slices.IndexFunc(rep.Packages, func(p scanner.Package) bool { return p.Name == "golang.org/x/text" })
+			require.GreaterOrEqual(t, pkg, 0)
+		})
+	}
+}
+
+func byID(rep *scanner.Report) map[string]scanner.Vulnerability {
+	out := map[string]scanner.Vulnerability{}
+	for _, v := range rep.Vulnerabilities {
+		out[v.ID] = v
+	}
+	return out
+}
