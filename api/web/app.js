@@ -69,6 +69,18 @@ function verdictBadge(v) {
   return badge("Unknown", "unknown");
 }
 function stateBadge(s) { return badge(s, "state-" + s); }
+// reachNote says when a verdict was found at function level: which
+// vulnerable function ran, or that none did though the package runs.
+function reachNote(v) {
+  if (v.reachability === "function_executed" && v.functions && v.functions.length) {
+    const f = v.functions[0];
+    return el("div", { class: "muted mono reach", title: `first seen ${when(f.first_seen)} in ${f.binary}` }, "ran: " + f.symbol);
+  }
+  if (v.reachability === "function_not_observed") {
+    return el("div", { class: "muted reach", title: (v.symbols || []).join(", ") }, "no vulnerable function ran");
+  }
+  return "";
+}
 
 function bar(share) {
   const fill = el("span");
@@ -134,7 +146,7 @@ async function showImage(digest) {
       el("td", {}, sevBadge(v.severity)),
       el("td", {}, v.package_name, el("div", { class: "muted mono" }, v.package_version)),
       el("td", {}, v.package_type),
-      el("td", { class: "inuse-col" }, verdictBadge(v.verdict)),
+      el("td", { class: "inuse-col", "data-reachability": v.reachability || "package" }, verdictBadge(v.verdict), reachNote(v)),
       el("td", { class: "muted" }, v.fixed_in && v.fixed_in.length ? v.fixed_in.join(", ") : v.fix_state || ""))));
     if (!list.length) tbody.append(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No vulnerability matches these filters.")));
   }
