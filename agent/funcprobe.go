@@ -453,3 +453,13 @@ func (t probingTracker) Started(c lifecycle.Container) error {
 	}
 	return nil
 }
+
+// FunctionProbeTraps is how many times the function probes fired since the
+// agent opened, in tracked cgroups or not: what they cost. Zero without
+// function probes.
+func (a *Agent) FunctionProbeTraps() (uint64, error) {
+	if a.funcs == nil {
+		return 0, nil
+	}
+	return a.funcs.probe.Traps()
+}

@@ -31,7 +31,7 @@ func functions(p *store.Profile) []string {
 // before it runs. Mode A calls the planned functions, one of them only
 // inlined: both are recorded. Mode B calls only another function of the
 // same package: none is. Both binaries were probed from their first
-// instruction, which Probed says.
+// instruction, which Probed says. A plan for another build is not applied.
 func TestFunctionProbesExec(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	ctx := context.Background()
@@ -42,7 +42,7 @@ func TestFunctionProbesExec(t *testing.T) {
 	require.NoError(t, err)
 	defer st.Close()
 
-	run := func(digest, mode string) *store.Profile {
+	run := func(digest, mode string, plan store.GoPlan) *store.Profile {
 		t.Helper()
 		require.NoError(t, st.WriteGoPlans(ctx, digest, map[string]store.GoPlan{bin: plan}))
 		out, err := exec.Command(agentBinary, "exec", "--redis", srv.URL(), "--image-digest", digest, "--image-name", "ci/gofunc:"+mode,
@@ -52,16 +52,25 @@ func TestFunctionProbesExec(t *testing.T) {
 		require.NoError(t, err)
 		return p
 	}
-	a := run("sha256:"+strings.Repeat("a1", 32), "A")
+	a := run("sha256:"+strings.Repeat("a1", 32), "A", plan)
 	want := []string{store.FunctionMember(bin, gofunc.Planned[0]), store.FunctionMember(bin, gofunc.Planned[1])}
 	require.ElementsMatch(t, want, functions(a))
 	require.True(t, has(a, store.Probed, store.ProbedMember(bin, plan.BuildID)), "probed: %v", a.Sections[store.Probed])
 	require.True(t, has(a, store.Exec, bin))
 
-	b := run("sha256:"+strings.Repeat("b2", 32), "B")
+	b := run("sha256:"+strings.Repeat("b2", 32), "B", plan)
 	require.Empty(t, functions(b))
 	require.True(t, has(b, store.Probed, store.ProbedMember(bin, plan.BuildID)), "probed: %v", b.Sections[store.Probed])
 	require.True(t, has(b, store.Exec, bin))
+
+	// A plan made for another build of the binary is not applied: its
+	// offsets are not this file's.
+	stale := plan
+	stale.BuildID = "another/build/of/target"
+	c := run("sha256:"+strings.Repeat("c3", 32), "A", stale)
+	require.Empty(t, functions(c))
+	require.Empty(t, c.Sections[store.Probed])
+	require.True(t, has(c, store.Exec, bin))
 }
 
 // The same through containerd's CRI: a container whose Go process started

@@ -1,0 +1,194 @@
+// Command funcprobe measures what a function probe costs a Go program that
+// calls a planned function in a hot loop: 10,000,000 calls of vulnlib.Parse
+// (bench/funcprobe/gofunc), untraced and run by inuse-agent exec's pipeline
+// (agent.Exec, in this process, with a redis-server holding a plan that
+// probes Parse and the inlined Count). The agent removes a probe after its
+// first hit, so the traced program pays a few traps and then runs as
+// untraced. Rounds alternate; the medians of the loop's whole time and of
+// its last nine tenths (after the first hit) are printed against untraced,
+// with the traps each traced run took (counted in BPF).
+//
+// Run as root: go run ./bench/funcprobe
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/inuse-dev/inuse/agent"
+	"github.com/inuse-dev/inuse/bench/funcprobe/gofunc"
+	"github.com/inuse-dev/inuse/internal/lifecycle"
+	"github.com/inuse-dev/inuse/internal/store"
+)
+
+const digest = "sha256:f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"
+
+func main() {
+	calls := flag.Int("calls", 10_000_000, "calls of the planned function per run")
+	rounds := flag.Int("rounds", 7, "runs per configuration")
+	flag.Parse()
+	if err := run(*calls, *rounds); err != nil {
+		fmt.Fprintln(os.Stderr, "funcprobe:", err)
+		os.Exit(1)
+	}
+}
+
+// timing is what the target prints: the loop's time and that of its last
+// nine tenths.
+type timing struct{ total, tail time.Duration }
+
+func run(calls, rounds int) error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("lifting the memlock limit: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "inuse-bench-funcprobe-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin, plan, err := gofunc.Build(dir, false)
+	if err != nil {
+		return err
+	}
+	url, stop, err := startRedis(dir)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	ctx := context.Background()
+	st, err := store.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.WriteGoPlans(ctx, digest, map[string]store.GoPlan{bin: plan}); err != nil {
+		return err
+	}
+	fmt.Printf("%d calls of %s, %d rounds; plan: %d probes\n", calls, gofunc.Planned[0], rounds, len(plan.Probes))
+
+	var untraced, traced []timing
+	var traps []uint64
+	for r := range rounds {
+		// Alternate which goes first, so that drift hits both alike.
+		for i := range 2 {
+			if (r+i)%2 == 0 {
+				t, err := target(exec.Command(bin, "bench", strconv.Itoa(calls)))
+				if err != nil {
+					return err
+				}
+				untraced = append(untraced, t)
+				continue
+			}
+			t, n, err := tracedRun(ctx, url, bin, calls)
+			if err != nil {
+				return err
+			}
+			traced, traps = append(traced, t), append(traps, n)
+		}
+	}
+	p, err := st.Profile(ctx, digest, time.Now(), store.DefaultLearning)
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(p.Sections[store.Functions], func(e store.Entry) bool {
+		return e.Value == store.FunctionMember(bin, gofunc.Planned[0])
+	}) {
+		return errors.New("the traced runs did not record the planned function")
+	}
+	report := func(what string, pick func(timing) time.Duration) {
+		u, t := median(untraced, pick), median(traced, pick)
+		fmt.Printf("%-22s untraced %8.2f ms  traced %8.2f ms  %.4fx\n", what, ms(u), ms(t), float64(t)/float64(u))
+	}
+	report("whole loop", func(t timing) time.Duration { return t.total })
+	report("after the first tenth", func(t timing) time.Duration { return t.tail })
+	slices.Sort(traps)
+	fmt.Printf("traps per traced run: min %d, median %d, max %d\n", traps[0], traps[len(traps)/2], traps[len(traps)-1])
+	return nil
+}
+
+// tracedRun runs the target through a fresh agent, as inuse-agent exec
+// does, and returns its timing and the traps the probes took.
+func tracedRun(ctx context.Context, url, bin string, calls int) (timing, uint64, error) {
+	a, err := agent.Open(ctx, slog.New(slog.DiscardHandler), agent.Config{Redis: url})
+	if err != nil {
+		return timing{}, 0, err
+	}
+	defer a.Close()
+	cmd := exec.Command(bin, "bench", strconv.Itoa(calls))
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	waitErr, err := a.Exec(ctx, cmd, "inuse-bench", lifecycle.Image{Name: "bench/funcprobe:1", Digest: digest})
+	if err = cmp.Or(err, waitErr); err != nil {
+		return timing{}, 0, err
+	}
+	n, err := a.FunctionProbeTraps()
+	if err != nil {
+		return timing{}, 0, err
+	}
+	t, err := parse(out.String())
+	return t, n, err
+}
+
+// target runs the target untraced.
+func target(cmd *exec.Cmd) (timing, error) {
+	out, err := cmd.Output()
+	if err != nil {
+		return timing{}, fmt.Errorf("running the target: %w", err)
+	}
+	return parse(string(out))
+}
+
+func parse(out string) (timing, error) {
+	f := strings.Fields(out)
+	if len(f) != 3 {
+		return timing{}, fmt.Errorf("unexpected target output %q", out)
+	}
+	total, err1 := strconv.ParseInt(f[0], 10, 64)
+	tail, err2 := strconv.ParseInt(f[1], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return timing{}, fmt.Errorf("unexpected target output %q: %w", out, err)
+	}
+	return timing{time.Duration(total), time.Duration(tail)}, nil
+}
+
+// startRedis runs a redis-server on a unix socket in dir.
+func startRedis(dir string) (string, func(), error) {
+	sock := filepath.Join(dir, "redis.sock")
+	cmd := exec.Command("redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--dir", dir, "--loglevel", "warning")
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("starting redis-server (make deps installs it): %w", err)
+	}
+	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	for range 100 {
+		if _, err := os.Stat(sock); err == nil {
+			return "unix://" + sock, stop, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	return "", nil, errors.New("redis-server did not open its socket")
+}
+
+func median(ts []timing, pick func(timing) time.Duration) time.Duration {
+	d := make([]time.Duration, len(ts))
+	for i, t := range ts {
+		d[i] = pick(t)
+	}
+	slices.Sort(d)
+	return d[len(d)/2]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
