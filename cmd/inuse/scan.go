@@ -137,6 +137,14 @@ func report(c *cli.Context, spec scanner.SourceSpec) (*scanner.Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.String(cliapp.RedisFlag.Name) != "" {
+		st, err := cliapp.OpenStore(c)
+		if err != nil {
+			return nil, err
+		}
+		defer st.Close()
+		cfg.Plans = st // the Go probe plans, for the agents
+	}
 	sc, err := scanner.New(cfg)
 	if err != nil {
 		return nil, err
