@@ -55,6 +55,8 @@ type Config struct {
 	Redis string
 	// Collector tunes the folding into profiles (with Redis).
 	Collector collector.Config
+	// Limits bound each image's profile in Redis (zero fields: defaults).
+	Limits store.Limits
 	// Output is where JSON lines go: a file, "-" for stdout, or empty
 	// for none.
 	Output string
@@ -133,6 +135,7 @@ func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err erro
 		if a.store, err = store.Connect(ctx, cfg.Redis); err != nil {
 			return nil, err
 		}
+		a.store.SetLimits(cfg.Limits)
 		a.closers = append(a.closers, a.store.Close)
 		ccfg := cfg.Collector
 		if ccfg.Node == "" {

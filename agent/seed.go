@@ -115,19 +115,76 @@ func (s *seeder) process(pid int) {
 		}
 		return p, true
 	}
+	origin := rootOf(proc).origin
 	if exe, err := os.Readlink(proc + "/exe"); err == nil {
 		if p, ok := path(exe); ok && s.once("exec "+p) {
-			s.emit(sensor.ExecEvent{Header: s.header(pid), Role: sensor.RoleBinary, Path: p})
+			s.emit(sensor.ExecEvent{Header: s.header(pid), Role: sensor.RoleBinary, Path: p, Origin: origin(p)})
 		}
 	}
-	s.mappings(pid, proc, path)
-	s.openFiles(pid, proc, path)
+	s.mappings(pid, proc, path, origin)
+	s.openFiles(pid, proc, path, origin)
 	s.sockets(pid, proc)
+}
+
+// processRoot is what decides the origin of a process's files from user
+// space, as origin.h does in the kernel: the device of its root, and the
+// upper (writable) directory when the root is an overlay.
+type processRoot struct {
+	proc  string
+	dev   uint64
+	upper string
+}
+
+func rootOf(proc string) processRoot {
+	r := processRoot{proc: proc}
+	var st unix.Stat_t
+	if unix.Stat(proc+"/root/", &st) == nil {
+		r.dev = st.Dev
+	}
+	b, err := os.ReadFile(proc + "/mountinfo")
+	if err != nil {
+		return r
+	}
+	for line := range strings.Lines(string(b)) {
+		// id parent dev root mountpoint options... - fstype source superoptions
+		pre, post, ok := strings.Cut(line, " - ")
+		mount, super := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(mount) < 5 || mount[4] != "/" || len(super) < 3 || super[0] != "overlay" {
+			continue
+		}
+		for opt := range strings.SplitSeq(super[2], ",") {
+			if v, ok := strings.CutPrefix(opt, "upperdir="); ok && strings.HasPrefix(v, "/") {
+				r.upper = v
+			}
+		}
+	}
+	return r
+}
+
+// origin of the file at p (a path in the process's root). On another
+// device than the root it is a volume's. On an overlay whose layers share
+// a filesystem (as the runtimes' snapshots do), a file that only the upper
+// directory holds is the container's: overlayfs gives a file with a lower
+// copy the lower copy's inode number, and a file of the upper layer alone
+// the upper file's.
+func (r processRoot) origin(p string) sensor.Origin {
+	var st unix.Stat_t
+	if r.dev == 0 || unix.Stat(r.proc+"/root"+p, &st) != nil {
+		return sensor.OriginImage
+	}
+	if st.Dev != r.dev {
+		return sensor.OriginVolume
+	}
+	var up unix.Stat_t
+	if r.upper != "" && unix.Stat(r.upper+p, &up) == nil && up.Ino == st.Ino {
+		return sensor.OriginContainer
+	}
+	return sensor.OriginImage
 }
 
 // mappings reads the executable file mappings: shared libraries, the ELF
 // loader, native extension modules.
-func (s *seeder) mappings(pid int, proc string, path func(string) (string, bool)) {
+func (s *seeder) mappings(pid int, proc string, path func(string) (string, bool), origin func(string) sensor.Origin) {
 	f, err := os.Open(proc + "/maps")
 	if err != nil {
 		return
@@ -141,14 +198,14 @@ func (s *seeder) mappings(pid int, proc string, path func(string) (string, bool)
 			continue
 		}
 		if p, ok := path(strings.TrimLeft(fields[5], " ")); ok && s.once("mapped "+p) {
-			s.emit(sensor.FileEvent{Header: s.header(pid), Path: p, Access: sensor.AccessMapped})
+			s.emit(sensor.FileEvent{Header: s.header(pid), Path: p, Access: sensor.AccessMapped, Origin: origin(p)})
 		}
 	}
 }
 
 // openFiles reads the regular files the process holds open, e.g. a JVM's
 // class-path jars.
-func (s *seeder) openFiles(pid int, proc string, path func(string) (string, bool)) {
+func (s *seeder) openFiles(pid int, proc string, path func(string) (string, bool), origin func(string) sensor.Origin) {
 	fds, err := os.ReadDir(proc + "/fd")
 	if err != nil {
 		return
@@ -168,7 +225,7 @@ func (s *seeder) openFiles(pid int, proc string, path func(string) (string, bool
 		}
 		access := openAccess(proc + "/fdinfo/" + fd.Name())
 		if access != 0 && s.once(fmt.Sprintf("file %d %s", access, p)) {
-			s.emit(sensor.FileEvent{Header: s.header(pid), Path: p, Access: access})
+			s.emit(sensor.FileEvent{Header: s.header(pid), Path: p, Access: access, Origin: origin(p)})
 		}
 	}
 }

@@ -176,7 +176,7 @@ func (c *cache) poll(ctx context.Context) {
 		if e == nil || old.Workloads != st.Workloads {
 			// Names and workloads come from the profile; sections are
 			// read again by the scan.
-			p, err := c.cfg.Store.Profile(ctx, st.Digest, now, c.cfg.Learning)
+			p, err := c.cfg.Store.ProfileSections(ctx, st.Digest, now, c.cfg.Learning)
 			if err != nil {
 				c.log.Warn("reading profile", logfields.Image, st.Digest, logfields.Error, err)
 				continue

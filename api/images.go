@@ -134,7 +134,10 @@ type ImageDetail struct {
 	Workloads  []store.Workload `json:"workloads"`
 	Nodes      []string         `json:"nodes"`
 	// Sections counts the members of each profile section.
-	Sections     map[store.Section]int `json:"sections"`
+	Sections map[store.Section]int `json:"sections"`
+	// Folded are the patterns that bounded sections count members under
+	// past their cap (see meta.truncated for the profile's ceiling).
+	Folded       []store.FoldedPattern `json:"folded"`
 	ReportStatus string                `json:"report_status"`
 	ReportError  string                `json:"report_error,omitempty"`
 	Report       *ReportSummary        `json:"report,omitempty"`
@@ -148,24 +151,28 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p, err := s.cfg.Store.Profile(r.Context(), digest, time.Now(), s.cfg.Learning)
+	p, err := s.cfg.Store.ProfileSections(r.Context(), digest, time.Now(), s.cfg.Learning)
 	if errors.Is(err, store.ErrNotFound) {
 		return noProfile(r.PathValue("ref"))
 	}
 	if err != nil {
 		return err
 	}
+	sizes, err := s.cfg.Store.SectionSizes(r.Context(), digest)
+	if err != nil {
+		return err
+	}
 	rep, status, rerr := s.cache.reportOf(r.Context(), p.Digest)
 	d := ImageDetail{
 		Digest: p.Digest, Names: nonNil(p.Names), State: p.State, Confidence: p.Confidence, Meta: p.Meta,
-		Workloads: nonNil(p.Workloads), Nodes: nonNil(p.NodeNames), Sections: map[store.Section]int{},
+		Workloads: nonNil(p.Workloads), Nodes: nonNil(p.NodeNames), Sections: map[store.Section]int{}, Folded: nonNil(p.Folded),
 		ReportStatus: string(status), Report: summarize(rep),
 	}
 	if rerr != nil {
 		d.ReportError = scanFailure(rerr)
 	}
-	for _, sec := range store.Sections {
-		d.Sections[sec] = len(p.Sections[sec])
+	for sec, n := range sizes {
+		d.Sections[sec] = int(n)
 	}
 	writeJSON(w, http.StatusOK, d)
 	return nil

@@ -50,7 +50,7 @@ func (c *cache) scan(ctx context.Context, job scanJob) {
 	go c.renew(scanCtx, stop, d)
 
 	start := time.Now()
-	p, err := c.cfg.Store.Profile(scanCtx, d, start, c.cfg.Learning)
+	p, err := c.cfg.Store.ProfileSections(scanCtx, d, start, c.cfg.Learning, scanner.ProfileSections...)
 	if err != nil {
 		c.scanFailed(ctx, d, err)
 		return

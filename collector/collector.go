@@ -153,7 +153,9 @@ func (c *Collector) Observe(ctr lifecycle.Container, ev sensor.Event) {
 	}
 	seeded := sensor.Seeded(ev)
 	for _, m := range members(ev) {
-		if c.add(d, m, ms) && seeded {
+		// Evidence says which loaded files were read from /proc; what
+		// bounded sections hold is no evidence, and Seeded is not bounded.
+		if c.add(d, m, ms) && seeded && !m.section.Bounded() {
 			c.add(d, member{store.Seeded, store.SeededMember(m.section, m.value)}, ms)
 		}
 	}
@@ -291,15 +293,15 @@ type member struct {
 	value   string
 }
 
-// members maps an event to the profile members it adds.
+// members maps an event to the profile members it adds. Files that did
+// not come with the image go to the bounded runtime sections, and those
+// executed or mapped to Drift: only image files can put a package in use.
 func members(ev sensor.Event) []member {
 	switch e := ev.(type) {
 	case sensor.FileEvent:
 		var out []member
-		read, written := store.FilesRead, store.FilesWritten
-		if e.Dir {
-			read, written = store.DirsRead, store.DirsWritten
-		}
+		fromImage := e.Origin.FromImage()
+		read, written := fileSections(e.Dir, fromImage)
 		if e.Access&sensor.AccessRead != 0 {
 			out = append(out, member{read, e.Path})
 		}
@@ -307,11 +309,11 @@ func members(ev sensor.Event) []member {
 			out = append(out, member{written, e.Path})
 		}
 		if e.Access&sensor.AccessMapped != 0 {
-			out = append(out, member{store.Mapped, e.Path})
+			out = append(out, loaded(store.Mapped, e.Origin, e.Path))
 		}
 		return out
 	case sensor.ExecEvent:
-		return []member{{store.Exec, e.Path}}
+		return []member{loaded(store.Exec, e.Origin, e.Path)}
 	case sensor.NetEvent:
 		sec, ok := portSections[portUse{e.Protocol, e.Direction}]
 		if !ok {
@@ -326,6 +328,28 @@ func members(ev sensor.Event) []member {
 		return out
 	}
 	return functionMembers(ev)
+}
+
+// fileSections are where a file or directory read and written goes.
+func fileSections(dir, fromImage bool) (read, written store.Section) {
+	switch {
+	case dir && fromImage:
+		return store.DirsRead, store.DirsWritten
+	case dir:
+		return store.RuntimeDirsRead, store.RuntimeDirsWritten
+	case fromImage:
+		return store.FilesRead, store.FilesWritten
+	}
+	return store.RuntimeFilesRead, store.RuntimeFilesWritten
+}
+
+// loaded is the member of a file executed or mapped: in sec for an image
+// file, in Drift for one the image did not bring.
+func loaded(sec store.Section, origin sensor.Origin, path string) member {
+	if origin.FromImage() {
+		return member{sec, path}
+	}
+	return member{store.Drift, store.DriftMember(string(sec), origin.String(), path)}
 }
 
 type portUse struct {

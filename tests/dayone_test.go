@@ -249,13 +249,13 @@ func (sc scanning) scanInUse(t *testing.T, d *runtimes.Dockerd, redisURL, ref st
 
 // scan runs `inuse scan` on the image, with the profile of redisURL when
 // given, and returns its packages as its JSON says them.
-func (sc scanning) scan(t *testing.T, d *runtimes.Dockerd, redisURL, ref string) []scannedPackage {
+func (sc scanning) scan(t *testing.T, d *runtimes.Dockerd, redisURL, ref string, extra ...string) []scannedPackage {
 	t.Helper()
 	args := []string{"--log-level", "warn", "scan", "--cache-dir", sc.cache, "--format", "json"}
 	if redisURL != "" {
 		args = append(args, "--redis", redisURL)
 	}
-	cmd := exec.Command(sc.inuse, append(args, "docker:"+ref)...)
+	cmd := exec.Command(sc.inuse, slices.Concat(args, extra, []string{"docker:" + ref})...)
 	cmd.Env = append(os.Environ(), "DOCKER_HOST="+d.Host)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -280,11 +280,11 @@ func requireSeededInUse(t *testing.T, packages []scannedPackage, pkgs ...string)
 
 // serve starts `inuse serve` on redisURL, cataloguing images from d, and
 // returns its base URL.
-func (sc scanning) serve(t *testing.T, d *runtimes.Dockerd, redisURL, admin string) string {
+func (sc scanning) serve(t *testing.T, d *runtimes.Dockerd, redisURL, admin string, extra ...string) string {
 	t.Helper()
 	addr := testutil.FreeAddr(t)
-	cmd := exec.Command(sc.inuse, "--log-level", "warn", "serve", "--redis", redisURL, "--listen", addr,
-		"--cache-dir", sc.cache, "--catalog-from", "docker", "--poll-interval", "200ms")
+	cmd := exec.Command(sc.inuse, append([]string{"--log-level", "warn", "serve", "--redis", redisURL, "--listen", addr,
+		"--cache-dir", sc.cache, "--catalog-from", "docker", "--poll-interval", "200ms"}, extra...)...)
 	cmd.Env = append(os.Environ(), "DOCKER_HOST="+d.Host, "INUSE_ADMIN_TOKEN="+admin)
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs

@@ -9,6 +9,7 @@ import (
 	"github.com/inuse-dev/inuse/agent"
 	"github.com/inuse-dev/inuse/collector"
 	"github.com/inuse-dev/inuse/internal/cliapp"
+	"github.com/inuse-dev/inuse/internal/store"
 )
 
 // sensorFlags configure the sensor in every command that loads it.
@@ -32,6 +33,14 @@ var storeFlags = slices.Concat([]cli.Flag{
 	&cli.Float64Flag{Name: "max-cpu", EnvVars: []string{"INUSE_MAX_CPU"}, Usage: "pause profiling while the agent uses more than this share of a core (0: no limit)"},
 	&cli.Uint64Flag{Name: "max-rss-bytes", EnvVars: []string{"INUSE_MAX_RSS_BYTES"}, Usage: "pause profiling while the agent's resident memory is above this (0: no limit)"},
 	&cli.DurationFlag{Name: "guard-cool-down", Value: 30 * time.Second, EnvVars: []string{"INUSE_GUARD_COOL_DOWN"}, Usage: "least time a resource-guard pause lasts"},
+	&cli.Int64Flag{
+		Name: "profile-section-cap", Value: store.DefaultLimits.SectionCap, EnvVars: []string{"INUSE_PROFILE_SECTION_CAP"},
+		Usage: "most members of each bounded section of an image's profile (runtime files, drift, ports, syscalls); past it, members fold into counted patterns such as /tmp/cache/*",
+	},
+	&cli.Int64Flag{
+		Name: "profile-max-bytes", Value: store.DefaultLimits.MaxBytes, EnvVars: []string{"INUSE_PROFILE_MAX_BYTES"},
+		Usage: "ceiling of an image's profile in Redis memory (estimated); past it, new members are counted, not stored, and the profile is truncated",
+	},
 }, cliapp.LearningFlags)
 
 // agentConfig reads the flags that every command loading the sensor
@@ -44,6 +53,7 @@ func agentConfig(c *cli.Context) agent.Config {
 		RingBufferBytes:    uint32(c.Uint("ring-buffer-bytes")),
 		Redis:              c.String(cliapp.RedisFlag.Name),
 		Output:             c.String("output"),
+		Limits:             store.Limits{SectionCap: c.Int64("profile-section-cap"), MaxBytes: c.Int64("profile-max-bytes")},
 		Collector: collector.Config{
 			Node:          c.String("node-name"),
 			FlushInterval: c.Duration("flush-interval"),

@@ -96,11 +96,26 @@ func showProfile(w io.Writer, p *store.Profile) {
 	fmt.Fprintf(w, "containers  %d   nodes %s\n", len(p.Containers), strings.Join(p.NodeNames, ", "))
 	fmt.Fprintf(w, "events      %d   lost %d   partial containers %d   guard pauses %d   revision %d\n",
 		m.Events, m.Losses, m.PartialContainers, m.GuardPauses, m.Revision)
+	fmt.Fprintf(w, "size        %d bytes (estimated)\n", m.Bytes)
+	if m.Truncated {
+		fmt.Fprintf(w, "truncated   yes: the profile reached its ceiling; %d new members were counted, not stored, and nothing is not_observed\n", m.Dropped)
+	}
 	for _, sec := range store.Sections {
 		entries := p.Sections[sec]
 		fmt.Fprintf(w, "\n%s (%d)\n", sec, len(entries))
 		for _, e := range entries {
+			if sec == store.Drift {
+				d := store.ParseDrift(e.Value)
+				fmt.Fprintf(w, "  %-7s %-10s %s\n", d.How, d.Origin, d.Path)
+				continue
+			}
 			fmt.Fprintf(w, "  %s\n", e.Value)
+		}
+	}
+	if len(p.Folded) > 0 {
+		fmt.Fprintf(w, "\nfolded (members past a section's cap, counted)\n")
+		for _, f := range p.Folded {
+			fmt.Fprintf(w, "  %-22s %-40s %d\n", f.Section, f.Pattern, f.Count)
 		}
 	}
 }

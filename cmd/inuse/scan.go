@@ -173,7 +173,7 @@ func readProfile(c *cli.Context, digest string) (*store.Profile, error) {
 		return nil, err
 	}
 	defer st.Close()
-	p, err := st.Profile(c.Context, digest, time.Now(), cliapp.Learning(c))
+	p, err := st.ProfileSections(c.Context, digest, time.Now(), cliapp.Learning(c), scanner.ProfileSections...)
 	if errors.Is(err, store.ErrNotFound) {
 		cliapp.Logger(c).Warn("no runtime profile of the image yet: every package is unknown", "digest", digest)
 		return nil, nil

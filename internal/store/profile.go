@@ -15,8 +15,9 @@ const (
 	Learning State = "learning"
 	// Done: observed long enough and stable: what was not seen is not used.
 	Done State = "done"
-	// Incomplete: long enough and stable, but events were lost, so the
-	// profile cannot say that something was not used.
+	// Incomplete: long enough and stable, but events were lost, or the
+	// profile reached its ceiling (Meta.Truncated), so it cannot say that
+	// something was not used.
 	Incomplete State = "incomplete"
 )
 
@@ -53,6 +54,12 @@ type Meta struct {
 	Revision          int64     `json:"revision"`
 	Containers        int64     `json:"containers"`
 	Nodes             int64     `json:"nodes"`
+	// Bytes estimates the Redis memory of the profile's members.
+	Bytes int64 `json:"bytes"`
+	// Truncated says the profile reached its ceiling (Limits.MaxBytes):
+	// Dropped new members were counted, not stored.
+	Truncated bool  `json:"truncated"`
+	Dropped   int64 `json:"dropped"`
 }
 
 // State of the profile at now. It is derived from times and counters
@@ -68,7 +75,7 @@ func (m Meta) State(now time.Time, lc LearningConfig) State {
 	if now.Sub(last) < lc.StableWindow {
 		return Learning
 	}
-	if m.Losses > 0 {
+	if m.Losses > 0 || m.Truncated {
 		return Incomplete
 	}
 	return Done
@@ -94,7 +101,7 @@ func (m Meta) Confidence(now time.Time, lc LearningConfig) Confidence {
 	if m.State(now, lc) == Done {
 		score++
 	}
-	if m.Losses > 0 {
+	if m.Losses > 0 || m.Truncated {
 		score -= 2
 	}
 	if m.PartialContainers > 0 {
@@ -129,6 +136,7 @@ func parseMeta(h map[string]string, containers, nodes int64) Meta {
 		FirstSeen: ms(FieldFirstSeen), LastSeen: ms(FieldLastSeen), LastNew: ms(FieldLastNew),
 		Events: n(FieldEvents), Losses: n(FieldLosses), PartialContainers: n(FieldPartialContainers),
 		GuardPauses: n(FieldGuardPauses), Revision: n(FieldRevision), Containers: containers, Nodes: nodes,
+		Bytes: n(FieldBytes), Truncated: n(FieldTruncated) != 0, Dropped: n(FieldDropped),
 	}
 }
 
@@ -149,6 +157,9 @@ type Profile struct {
 	NodeNames  []string            `json:"nodes"`
 	Workloads  []Workload          `json:"workloads"`
 	Sections   map[Section][]Entry `json:"sections"`
+	// Folded are the patterns that bounded sections count members under
+	// past their cap.
+	Folded []FoldedPattern `json:"folded"`
 }
 
 // ProfileStats is one line of the image index: what a profile is (its

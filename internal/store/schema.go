@@ -24,14 +24,16 @@ const Prefix = "inuse:"
 type Section string
 
 // Sections of a profile: sorted sets of members scored by first seen
-// (unix milliseconds).
+// (unix milliseconds). The file sections hold the image's own files, one
+// member each; what the container wrote or a volume holds goes to the
+// runtime sections and to Drift, which are bounded (limits.go).
 const (
-	FilesRead    Section = "files:read"    // regular files opened for reading
-	FilesWritten Section = "files:written" // regular files opened for writing or created
+	FilesRead    Section = "files:read"    // regular files of the image opened for reading
+	FilesWritten Section = "files:written" // regular files of the image opened for writing
 	DirsRead     Section = "dirs:read"
 	DirsWritten  Section = "dirs:written"
-	Exec         Section = "exec"   // executed binaries, #! scripts, ELF loaders
-	Mapped       Section = "mapped" // files mapped executable (dlopen)
+	Exec         Section = "exec"   // executed binaries, #! scripts, ELF loaders of the image
+	Mapped       Section = "mapped" // files of the image mapped executable (dlopen)
 	TCPIn        Section = "tcp:in" // ports listened on or accepted
 	TCPOut       Section = "tcp:out"
 	UDPIn        Section = "udp:in"
@@ -48,10 +50,24 @@ const (
 	// when every probe of that binary's plan was first in place before a
 	// process of the image ran its code, so that no call was missed.
 	Probed Section = "probed"
+	// The runtime sections hold files and directories that did not come
+	// with the image: made by the container (its writable layer) or on
+	// another mount (a volume, a tmpfs, /proc).
+	RuntimeFilesRead    Section = "runtime:files:read"
+	RuntimeFilesWritten Section = "runtime:files:written"
+	RuntimeDirsRead     Section = "runtime:dirs:read"
+	RuntimeDirsWritten  Section = "runtime:dirs:written"
+	// Drift holds "<how>|<origin>|<path>" (DriftMember) for every file
+	// that did not come with the image and was executed or mapped
+	// executable: code the container wrote or downloaded at runtime.
+	Drift Section = "drift"
 )
 
 // Sections lists every section, in the order the update script takes them.
-var Sections = []Section{FilesRead, FilesWritten, DirsRead, DirsWritten, Exec, Mapped, TCPIn, TCPOut, UDPIn, UDPOut, Syscalls, Seeded, Functions, Probed}
+var Sections = []Section{
+	FilesRead, FilesWritten, DirsRead, DirsWritten, Exec, Mapped, TCPIn, TCPOut, UDPIn, UDPOut, Syscalls, Seeded, Functions, Probed,
+	RuntimeFilesRead, RuntimeFilesWritten, RuntimeDirsRead, RuntimeDirsWritten, Drift,
+}
 
 // SeededMember is the member of Seeded that says value of section was
 // read from /proc.
@@ -84,6 +100,9 @@ const (
 	FieldRevision          = "revision"
 	FieldLearningState     = "learning_state"
 	FieldConfidence        = "confidence"
+	FieldBytes             = "bytes"     // estimated Redis memory of the profile's members
+	FieldTruncated         = "truncated" // 1 once the profile reached its ceiling (Limits.MaxBytes)
+	FieldDropped           = "dropped"   // new members counted, not stored, past the ceiling
 )
 
 // Keys outside any image.
@@ -119,6 +138,11 @@ func (k ImageKeys) key(suffix string) string {
 // Meta is the hash of counters, times, state and confidence.
 func (k ImageKeys) Meta() string { return k.key("meta") }
 
+// Folded is the hash of counted patterns: field "<section>|<pattern>"
+// (such as "runtime:files:written|/tmp/cache/*"), value the number of
+// members that section did not store one by one (limits.go).
+func (k ImageKeys) Folded() string { return k.key("folded") }
+
 // Section is the sorted set of one section.
 func (k ImageKeys) Section(s Section) string { return k.key(string(s)) }
 
@@ -131,6 +155,7 @@ func (k ImageKeys) all() []string {
 	for _, s := range sets {
 		keys = append(keys, k.Set(s))
 	}
+	keys = append(keys, k.Folded())
 	for _, s := range Sections {
 		keys = append(keys, k.Section(s))
 	}

@@ -18,7 +18,8 @@ var ErrNotFound = errors.New("store: no profile for this image")
 
 // Store reads and writes profiles in Redis or Redis Cluster.
 type Store struct {
-	rdb redis.UniversalClient
+	rdb    redis.UniversalClient
+	limits Limits
 }
 
 // Open connects to the Redis at url: redis://host:port[/db] for one server,
@@ -34,7 +35,7 @@ func Open(rawURL string) (*Store, error) {
 			return nil, fmt.Errorf("parsing redis cluster URL: %w", err)
 		}
 		opts.DialerRetries = failFastDials
-		return &Store{rdb: redis.NewClusterClient(opts)}, nil
+		return &Store{rdb: redis.NewClusterClient(opts), limits: DefaultLimits}, nil
 	}
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
@@ -42,7 +43,7 @@ func Open(rawURL string) (*Store, error) {
 	}
 	opts.DialerRetries = failFastDials
 	opts.MaxRetries = failFastRetries
-	return &Store{rdb: redis.NewClient(opts)}, nil
+	return &Store{rdb: redis.NewClient(opts), limits: DefaultLimits}, nil
 }
 
 // A flush that cannot reach Redis fails fast: the collector keeps the
@@ -51,6 +52,10 @@ const (
 	failFastDials   = 1
 	failFastRetries = -1
 )
+
+// SetLimits sets the bounds that this store's writes keep profiles in;
+// zero fields keep their defaults. Set it before writing.
+func (s *Store) SetLimits(l Limits) { s.limits = l.orDefault() }
 
 // Close closes the connections.
 func (s *Store) Close() error { return s.rdb.Close() }
@@ -74,17 +79,26 @@ func Connect(ctx context.Context, rawURL string) (*Store, error) {
 func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
 
 // applyScript merges one delta into one image's keys, atomically (all keys
-// share the image's hash tag). KEYS: meta, the plain sets, the sections, in
-// ImageKeys.all order. ARGV: now, first, events, losses, partial, pauses,
-// then for each plain set a count and its members, then for each section a
-// count and (score, member) pairs. ZADD LT keeps the earliest first-seen
-// time, so that replays and other nodes merge to the same result. It returns
-// the meta hash and the sizes of the containers and nodes sets.
+// share the image's hash tag). KEYS: meta, the plain sets, the folded
+// hash, the sections, in ImageKeys.all order. ARGV: now, first, events,
+// losses, partial, pauses, the section cap, the ceiling in bytes, the
+// per-member overhead; then for each plain set a count and its members;
+// then for each section its groups (sectionArgs): a fold field ("" for an
+// exact section), the coarser field it gives way to when the folded hash
+// holds cap fields, a count and (score, member) pairs. ZADD LT keeps the
+// earliest first-seen time, so that replays and other nodes merge to the
+// same result. A bounded section keeps at most cap members and counts the
+// new members past it under the group's fold field; past the ceiling
+// nothing new is stored, only counted, and the profile is truncated. The
+// counts count reports: a file folded on two nodes counts twice. It returns the meta
+// hash and the sizes of the containers and nodes sets.
 var applyScript = redis.NewScript(`
-local meta = KEYS[1]
-local now = tonumber(ARGV[1])
-local first = tonumber(ARGV[2])
-local i = 7
+local meta, folded = KEYS[1], KEYS[6]
+local now, first = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cap, ceiling, overhead = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+local dropped = 0
+local i = 10
 for k = 2, 5 do -- the plain sets
   local n = tonumber(ARGV[i]); i = i + 1
   local s = i
@@ -95,16 +109,77 @@ for k = 2, 5 do -- the plain sets
   end
   i = i + n
 end
-local added = 0
-for k = 6, #KEYS do -- the sections
-  local n = tonumber(ARGV[i]) * 2; i = i + 1
-  local s = i
-  while s < i + n do
-    local e = math.min(s + 1999, i + n - 1)
-    added = added + redis.call('ZADD', KEYS[k], 'LT', unpack(ARGV, s, e))
-    s = e + 1
+-- unseen counts the members of the pairs ARGV[s..e] that key does not hold.
+local function unseen(key, s, e)
+  local n = 0
+  while s <= e do
+    local c = math.min(s + 1999, e)
+    local members = {}
+    for j = s + 1, c, 2 do members[#members + 1] = ARGV[j] end
+    for _, score in ipairs(redis.call('ZMSCORE', key, unpack(members))) do
+      if not score then n = n + 1 end
+    end
+    s = c + 1
   end
-  i = i + n
+  return n
+end
+-- zadd adds the pairs ARGV[s..e] to key a chunk at a time while the profile
+-- is under its ceiling, and counts the new members past it as dropped.
+local function zadd(key, s, e)
+  local added = 0
+  while s <= e do
+    if bytes >= ceiling then
+      dropped = dropped + unseen(key, s, e)
+      break
+    end
+    -- no more members than fit below the ceiling, at a typical size
+    local c = math.min(s + 1999, e, s + 2 * math.ceil((ceiling - bytes) / (overhead + 64)) - 1)
+    local n = redis.call('ZADD', key, 'LT', unpack(ARGV, s, c))
+    if n > 0 then
+      local len = 0
+      for j = s + 1, c, 2 do len = len + #ARGV[j] end
+      bytes = bytes + n * (overhead + len * 2 / (c - s + 1))
+    end
+    added = added + n
+    s = c + 1
+  end
+  return added
+end
+local added = 0
+for k = 7, #KEYS do -- the sections
+  local groups = tonumber(ARGV[i]); i = i + 1
+  local card
+  for g = 1, groups do
+    local field, coarse, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]) * 2
+    i = i + 3
+    if field == '' then
+      added = added + zadd(KEYS[k], i, i + n - 1)
+    else
+      card = card or redis.call('ZCARD', KEYS[k])
+      local keep = math.min(math.max(cap - card, 0) * 2, n)
+      local a = zadd(KEYS[k], i, i + keep - 1)
+      card = card + a
+      added = added + a
+      if keep < n then
+        local over = unseen(KEYS[k], i + keep, i + n - 1)
+        if over > 0 then
+          if redis.call('HEXISTS', folded, field) == 0 and redis.call('HLEN', folded) >= cap then
+            field = coarse
+          end
+          if redis.call('HINCRBY', folded, field, over) == over then
+            bytes = bytes + overhead + #field
+            added = added + 1
+          end
+        end
+      end
+    end
+    i = i + n
+  end
+end
+redis.call('HSET', meta, 'bytes', math.floor(bytes))
+if dropped > 0 then
+  redis.call('HINCRBY', meta, 'dropped', dropped)
+  redis.call('HSET', meta, 'truncated', 1)
 end
 local old = tonumber(redis.call('HGET', meta, 'first_seen') or '0')
 if old == 0 or first < old then redis.call('HSET', meta, 'first_seen', first) end
@@ -139,7 +214,7 @@ func (s *Store) Apply(ctx context.Context, deltas map[string]*Delta, now time.Ti
 	run := func(which []int, eval func(ctx context.Context, c redis.Scripter, keys []string, args ...any) *redis.Cmd) error {
 		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, i := range which {
-				cmds[i] = eval(ctx, p, Keys(digests[i]).all(), scriptArgs(deltas[digests[i]], nowMS)...)
+				cmds[i] = eval(ctx, p, Keys(digests[i]).all(), scriptArgs(deltas[digests[i]], nowMS, s.limits)...)
 			}
 			return nil
 		})
@@ -193,7 +268,7 @@ func (s *Store) Apply(ctx context.Context, deltas map[string]*Delta, now time.Ti
 	return metas, nil
 }
 
-func scriptArgs(d *Delta, now int64) []any {
+func scriptArgs(d *Delta, now int64, l Limits) []any {
 	first := int64(math.MaxInt64)
 	for _, m := range d.Sections {
 		for _, ms := range m {
@@ -203,7 +278,7 @@ func scriptArgs(d *Delta, now int64) []any {
 	if first == math.MaxInt64 {
 		first = now
 	}
-	args := []any{now, first, d.Events, d.Losses, d.PartialContainers, d.GuardPauses}
+	args := []any{now, first, d.Events, d.Losses, d.PartialContainers, d.GuardPauses, l.SectionCap, l.MaxBytes, memberOverhead}
 	for _, set := range sets {
 		args = append(args, len(d.Sets[set]))
 		for v := range d.Sets[set] {
@@ -211,10 +286,7 @@ func scriptArgs(d *Delta, now int64) []any {
 		}
 	}
 	for _, sec := range Sections {
-		args = append(args, len(d.Sections[sec]))
-		for v, ms := range d.Sections[sec] {
-			args = append(args, ms, v)
-		}
+		args = sectionArgs(args, sec, d.Sections[sec])
 	}
 	return args
 }
@@ -257,18 +329,26 @@ func (s *Store) Resolve(ctx context.Context, ref string) (string, error) {
 
 // Profile reads the whole profile of one image.
 func (s *Store) Profile(ctx context.Context, digest string, now time.Time, lc LearningConfig) (*Profile, error) {
+	return s.ProfileSections(ctx, digest, now, lc, Sections...)
+}
+
+// ProfileSections reads one image's profile with only the sections named
+// (the others are left out of Profile.Sections), so that a reader that
+// needs the image's loaded files does not read everything else.
+func (s *Store) ProfileSections(ctx context.Context, digest string, now time.Time, lc LearningConfig, secs ...Section) (*Profile, error) {
 	keys := Keys(digest)
 	var (
-		meta     *redis.MapStringStringCmd
-		members  = map[Set]*redis.StringSliceCmd{}
-		sections = map[Section]*redis.ZSliceCmd{}
+		meta, folded *redis.MapStringStringCmd
+		members      = map[Set]*redis.StringSliceCmd{}
+		sections     = map[Section]*redis.ZSliceCmd{}
 	)
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		meta = p.HGetAll(ctx, keys.Meta())
+		folded = p.HGetAll(ctx, keys.Folded())
 		for _, set := range sets {
 			members[set] = p.SMembers(ctx, keys.Set(set))
 		}
-		for _, sec := range Sections {
+		for _, sec := range secs {
 			sections[sec] = p.ZRangeWithScores(ctx, keys.Section(sec), 0, -1)
 		}
 		return nil
@@ -291,9 +371,10 @@ func (s *Store) Profile(ctx context.Context, digest string, now time.Time, lc Le
 	p.Meta = parseMeta(h, int64(len(p.Containers)), int64(len(p.NodeNames)))
 	p.State = p.Meta.State(now, lc)
 	p.Confidence = p.Meta.Confidence(now, lc)
-	for _, sec := range Sections {
-		p.Sections[sec] = entries(sections[sec].Val())
+	for sec, z := range sections {
+		p.Sections[sec] = entries(z.Val())
 	}
+	p.Folded = parseFolded(folded.Val())
 	return p, nil
 }
 
@@ -316,6 +397,25 @@ func (s *Store) Exists(ctx context.Context, digest string) (bool, error) {
 		return false, fmt.Errorf("reading profile %s: %w", digest, err)
 	}
 	return n > 0, nil
+}
+
+// SectionSizes counts the members of every section of one image's profile.
+func (s *Store) SectionSizes(ctx context.Context, digest string) (map[Section]int64, error) {
+	cards := map[Section]*redis.IntCmd{}
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, sec := range Sections {
+			cards[sec] = p.ZCard(ctx, Keys(digest).Section(sec))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("counting profile %s: %w", digest, err)
+	}
+	out := make(map[Section]int64, len(cards))
+	for sec, c := range cards {
+		out[sec] = c.Val()
+	}
+	return out, nil
 }
 
 // Entries reads one section of one image's profile, by value.

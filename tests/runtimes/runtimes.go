@@ -337,11 +337,32 @@ func (c *Containerd) RunPodWithLabels(t *testing.T, name, namespace, uid string,
 	return Pod{id: resp.PodSandboxId, config: cfg}
 }
 
+// RunOptions are what some containers need beyond an image and a command.
+type RunOptions struct {
+	// Mounts bind host directories (values) at container paths (keys).
+	Mounts map[string]string
+	// Timeout bounds the wait for the container's end; zero: a minute.
+	Timeout time.Duration
+}
+
+func (o RunOptions) timeout() time.Duration {
+	if o.Timeout == 0 {
+		return time.Minute
+	}
+	return o.Timeout
+}
+
 // RunToExit creates and starts a container in the pod and waits for its end.
 func (c *Containerd) RunToExit(t *testing.T, p Pod, image, name string, cmd ...string) string {
 	t.Helper()
-	id := c.start(t, p, image, name, cmd)
-	c.waitState(t, id, name, cri.ContainerState_CONTAINER_EXITED)
+	return c.RunToExitWith(t, RunOptions{Timeout: 30 * time.Second}, p, image, name, cmd...)
+}
+
+// RunToExitWith is RunToExit with options.
+func (c *Containerd) RunToExitWith(t *testing.T, o RunOptions, p Pod, image, name string, cmd ...string) string {
+	t.Helper()
+	id := c.startWith(t, o, p, image, name, cmd)
+	c.waitStateWithin(t, id, name, cri.ContainerState_CONTAINER_EXITED, o.timeout())
 	return id
 }
 
@@ -361,11 +382,20 @@ func (c *Containerd) Run(t *testing.T, p Pod, image, name string, cmd ...string)
 
 func (c *Containerd) start(t *testing.T, p Pod, image, name string, cmd []string) string {
 	t.Helper()
+	return c.startWith(t, RunOptions{}, p, image, name, cmd)
+}
+
+func (c *Containerd) startWith(t *testing.T, o RunOptions, p Pod, image, name string, cmd []string) string {
+	t.Helper()
 	ctx := context.Background()
+	var mounts []*cri.Mount
+	for ctrPath, hostPath := range o.Mounts {
+		mounts = append(mounts, &cri.Mount{ContainerPath: ctrPath, HostPath: hostPath})
+	}
 	created, err := c.CRI.CreateContainer(ctx, &cri.CreateContainerRequest{
 		PodSandboxId: p.id, SandboxConfig: p.config,
 		Config: &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: name}, Image: &cri.ImageSpec{Image: image},
-			Command: cmd, LogPath: name + ".log", Linux: &cri.LinuxContainerConfig{}},
+			Command: cmd, LogPath: name + ".log", Linux: &cri.LinuxContainerConfig{}, Mounts: mounts},
 	})
 	require.NoError(t, err)
 	_, err = c.CRI.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: created.ContainerId})
@@ -377,8 +407,13 @@ func (c *Containerd) start(t *testing.T, p Pod, image, name string, cmd []string
 // must have exited 0.
 func (c *Containerd) waitState(t *testing.T, id, name string, state cri.ContainerState) {
 	t.Helper()
+	c.waitStateWithin(t, id, name, state, 30*time.Second)
+}
+
+func (c *Containerd) waitStateWithin(t *testing.T, id, name string, state cri.ContainerState, timeout time.Duration) {
+	t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		st, err := c.CRI.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: id})
 		require.NoError(t, err)
@@ -463,8 +498,18 @@ func (d *Dockerd) ImportImage(t *testing.T, root, ref string, changes ...string)
 // Run starts a container and returns its id; wait blocks until it exits.
 func (d *Dockerd) Run(t *testing.T, ref string, cmd ...string) (id string, wait func()) {
 	t.Helper()
+	return d.RunWith(t, RunOptions{}, ref, cmd...)
+}
+
+// RunWith is Run with options.
+func (d *Dockerd) RunWith(t *testing.T, o RunOptions, ref string, cmd ...string) (id string, wait func()) {
+	t.Helper()
 	ctx := context.Background()
-	created, err := d.Client.ContainerCreate(ctx, &container.Config{Image: ref, Cmd: cmd}, &container.HostConfig{NetworkMode: "none"}, nil, nil, "")
+	host := &container.HostConfig{NetworkMode: "none"}
+	for ctrPath, hostPath := range o.Mounts {
+		host.Binds = append(host.Binds, hostPath+":"+ctrPath)
+	}
+	created, err := d.Client.ContainerCreate(ctx, &container.Config{Image: ref, Cmd: cmd}, host, nil, nil, "")
 	require.NoError(t, err)
 	statusC, errC := d.Client.ContainerWait(ctx, created.ID, container.WaitConditionNextExit)
 	require.NoError(t, d.Client.ContainerStart(ctx, created.ID, container.StartOptions{}))
@@ -474,7 +519,7 @@ func (d *Dockerd) Run(t *testing.T, ref string, cmd ...string) (id string, wait 
 			require.Zero(t, st.StatusCode)
 		case err := <-errC:
 			require.NoError(t, err)
-		case <-time.After(60 * time.Second):
+		case <-time.After(o.timeout()):
 			t.Fatal("container did not exit")
 		}
 	}
