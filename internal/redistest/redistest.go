@@ -36,6 +36,28 @@ func (s *Server) Addr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.
 // URL is the redis:// URL of the server.
 func (s *Server) URL() string { return "redis://" + s.Addr() }
 
+// MemoryUsage sums MEMORY USAGE over the keys that match pattern: what
+// they cost the server, as an operator would measure it.
+func (s *Server) MemoryUsage(tb testing.TB, pattern string) int64 {
+	tb.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	keys, err := rdb.Keys(ctx, pattern).Result()
+	if err != nil {
+		tb.Fatalf("listing keys %s: %v", pattern, err)
+	}
+	var total int64
+	for _, k := range keys {
+		n, err := rdb.MemoryUsage(ctx, k, 0).Result()
+		if err != nil {
+			tb.Fatalf("memory usage of %s: %v", k, err)
+		}
+		total += n
+	}
+	return total
+}
+
 // Start runs a standalone redis-server without persistence.
 func Start(tb testing.TB) *Server {
 	tb.Helper()

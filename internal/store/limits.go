@@ -132,6 +132,13 @@ func parseFolded(h map[string]string) []FoldedPattern {
 // section are grouped by the pattern they fold into, so that the script
 // folds what is past the cap with one count per pattern.
 func sectionArgs(args []any, sec Section, members map[string]int64) []any {
+	if !sec.Bounded() {
+		args = append(args, 1, "", "", len(members))
+		for m, ms := range members {
+			args = append(args, ms, m)
+		}
+		return args
+	}
 	groups := map[string][]string{}
 	for m := range members {
 		pattern, _ := foldUnder(sec, m)

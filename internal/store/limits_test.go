@@ -5,26 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/inuse-dev/inuse/internal/redistest"
 	"github.com/inuse-dev/inuse/internal/store"
 )
-
-// memoryUsage sums MEMORY USAGE over every key of one image.
-func memoryUsage(t *testing.T, rdb *redis.Client, digest string) int64 {
-	t.Helper()
-	keys, err := rdb.Keys(t.Context(), "inuse:{"+digest+"}:*").Result()
-	require.NoError(t, err)
-	var total int64
-	for _, k := range keys {
-		n, err := rdb.MemoryUsage(t.Context(), k, 0).Result()
-		require.NoError(t, err)
-		total += n
-	}
-	return total
-}
 
 func TestBoundedSectionsFold(t *testing.T) {
 	srv := redistest.Start(t)
@@ -73,8 +58,6 @@ func TestBoundedSectionsFold(t *testing.T) {
 
 func TestCeilingTruncates(t *testing.T) {
 	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	defer rdb.Close()
 	st, err := store.Open(srv.URL())
 	require.NoError(t, err)
 	defer st.Close()
@@ -105,7 +88,7 @@ func TestCeilingTruncates(t *testing.T) {
 	require.Len(t, p.Sections[store.FilesRead], kept)
 	require.EqualValues(t, 2*(5000-kept), p.Meta.Dropped)
 	require.Equal(t, store.Incomplete, p.State, "a truncated profile cannot say what was not used")
-	used := memoryUsage(t, rdb, digest)
+	used := srv.MemoryUsage(t, "inuse:{"+digest+"}:*")
 	t.Logf("kept %d members, estimated %d bytes, MEMORY USAGE %d", kept, p.Meta.Bytes, used)
 	require.Less(t, used, int64(ceiling*5/4), "the ceiling bounds the memory")
 }
