@@ -1,11 +1,8 @@
 package agent
 
 import (
-	"bytes"
 	"context"
-	"debug/elf"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,6 +19,7 @@ import (
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/logfields"
 	"github.com/inuse-dev/inuse/internal/store"
+	"github.com/inuse-dev/inuse/scanner/gosym"
 )
 
 // planTimeout bounds reading an image's probe plan from Redis;
@@ -324,7 +322,7 @@ func (f *funcProbes) acquire(cg *probedCgroup, path string, plan store.GoPlan, f
 		cg.binaries[key] = true
 		return
 	}
-	id, err := goBuildID(file)
+	id, err := gosym.ReadBuildID(file)
 	if err != nil || id != plan.BuildID {
 		f.log.Info("not probing a binary of another build than planned", logfields.Path, path, logfields.Image, cg.digest,
 			"build_id", id, "planned", plan.BuildID, logfields.Error, err)
@@ -403,33 +401,6 @@ func monotonicNow() uint64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint64(ts.Nano())
-}
-
-// goBuildID reads the Go build id of an ELF file, the desc of its
-// .note.go.buildid note (name "Go", type 4), which stripping keeps.
-func goBuildID(file string) (string, error) {
-	f, err := elf.Open(file)
-	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", file, err)
-	}
-	defer f.Close()
-	sec := f.Section(".note.go.buildid")
-	if sec == nil {
-		return "", fmt.Errorf("%s has no Go build id", file)
-	}
-	note, err := sec.Data()
-	if err != nil {
-		return "", fmt.Errorf("reading the Go build id of %s: %w", file, err)
-	}
-	const goNoteType = 4
-	if len(note) < 16 || f.ByteOrder.Uint32(note[8:]) != goNoteType || !bytes.Equal(note[12:16], []byte("Go\x00\x00")) {
-		return "", fmt.Errorf("%s: malformed Go build id note", file)
-	}
-	n := int(f.ByteOrder.Uint32(note[4:]))
-	if f.ByteOrder.Uint32(note[0:]) != 4 || 16+n > len(note) {
-		return "", fmt.Errorf("%s: malformed Go build id note", file)
-	}
-	return string(note[16 : 16+n]), nil
 }
 
 // probingTracker is the tracker as discovery sources hold it: a container
