@@ -35,11 +35,16 @@ var goAdvisories = []vulndbtest.Advisory{
 		v6.GoImport{Path: "example.com/inusetest/vuln", Symbols: []string{"Small", "Counter.Add", "Map"}}),
 	vulndbtest.Go("GO-2099-0003", "low", "example.com/inusetest", "< 1.0.1", "1.0.1", nil,
 		v6.GoImport{Path: "example.com/inusetest/vuln", Symbols: []string{"Safe"}}),
+	// the standard library: fmt.Println is inlined into main.main
+	vulndbtest.Go("GO-2099-0004", "low", "stdlib", "< 1.99.0", "1.99.0", nil,
+		v6.GoImport{Path: "fmt", Symbols: []string{"Println"}}),
 }
 
 // goImage is a root holding /usr/bin/app, built from
 // gosym/testdata/prog as module example.com/inusetest v1.0.0 (a git tag
-// stamps the version), stripped when asked.
+// stamps the version), stripped when asked, and /usr/bin/nosym, the same
+// without its function table (.gopclntab removed; its build information
+// still names its modules).
 func goImage(t *testing.T, stripped bool) string {
 	t.Helper()
 	src := t.TempDir()
@@ -54,6 +59,7 @@ func goImage(t *testing.T, stripped bool) string {
 	for _, cmd := range [][]string{
 		{"git", "init", "-q"}, {"git", "add", "."}, {"git", "commit", "-qm", "v1"}, {"git", "tag", "v1.0.0"},
 		append([]string{"go"}, append(args, ".")...),
+		{"objcopy", "--remove-section", ".gopclntab", filepath.Join(root, "usr/bin/app"), filepath.Join(root, "usr/bin/nosym")},
 	} {
 		c := exec.Command(cmd[0], cmd[1:]...)
 		c.Dir, c.Env = src, env
@@ -101,6 +107,7 @@ func TestGoReachability(t *testing.T) {
 			plans, err := st.GoPlans(t.Context(), digest)
 			require.NoError(t, err)
 			require.Contains(t, plans, "/usr/bin/app")
+			require.NotContains(t, plans, "/usr/bin/nosym", "no function table: package level, no error")
 			plan := plans["/usr/bin/app"]
 			symbols := map[string][]store.GoProbe{}
 			for _, p := range plan.Probes {
@@ -114,6 +121,8 @@ func TestGoReachability(t *testing.T) {
 			require.Len(t, symbols["example.com/inusetest/vuln.Counter.Add"], 1)
 			require.Len(t, symbols["example.com/inusetest/vuln.Map"], 2)
 			require.Len(t, symbols["example.com/inusetest/vuln.Safe"], 1)
+			require.Contains(t, vulns, "GO-2099-0004", "the standard library")
+			require.NotEmpty(t, symbols["fmt.Println"])
 
 			lc := store.LearningConfig{MinObserved: time.Millisecond, StableWindow: time.Millisecond}
 			t0 := time.Now()
@@ -125,10 +134,28 @@ func TestGoReachability(t *testing.T) {
 				require.Equal(t, store.Done, p.State)
 				return p
 			}
+			// report keeps the matches on the packages that the profile
+			// puts in use through /usr/bin/app; every other match (on
+			// nosym's packages, if syft keeps them apart) stays at package
+			// level.
 			report := func(p *store.Profile) map[string]scanner.Vulnerability {
 				rep, err := sc.Report(t.Context(), digest, p)
 				require.NoError(t, err)
-				return byID(rep)
+				app := map[string]bool{}
+				for _, pkg := range rep.Packages {
+					for _, e := range pkg.Evidence {
+						app[pkg.ID] = app[pkg.ID] || e.Path == "/usr/bin/app"
+					}
+				}
+				out := map[string]scanner.Vulnerability{}
+				for _, v := range rep.Vulnerabilities {
+					if app[v.PackageID] {
+						out[v.ID] = v
+					} else {
+						require.Equal(t, scanner.ReachPackage, v.Reachability, "%s on %s", v.ID, v.PackageID)
+					}
+				}
+				return out
 			}
 
 			// The binary ran, unprobed: package level.
@@ -145,7 +172,7 @@ func TestGoReachability(t *testing.T) {
 			d.Add(store.Probed, store.ProbedMember("/usr/bin/app", plan.BuildID), ran.UnixMilli())
 			d.Add(store.Functions, store.FunctionMember("/usr/bin/app", "example.com/inusetest/vuln.Small"), ran.Add(time.Second).UnixMilli())
 			vulns = report(profile(d))
-			for _, id := range []string{"GO-2099-0001", "GHSA-2099-0001-0001", "GO-2099-0003"} {
+			for _, id := range []string{"GO-2099-0001", "GHSA-2099-0001-0001", "GO-2099-0003", "GO-2099-0004"} {
 				require.Equal(t, scanner.ReachFunctionNotObserved, vulns[id].Reachability, id)
 				require.Equal(t, scanner.NotObserved, vulns[id].Verdict, id)
 			}
