@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/link"
@@ -28,6 +29,10 @@ import (
 const (
 	planTimeout  = 5 * time.Second
 	startTimeout = 500 * time.Millisecond
+	// planBackoff is how long after a failed read of a plan a starting
+	// container is not held for its plan: Redis is away, and the
+	// background read after the start will do.
+	planBackoff = 10 * time.Second
 )
 
 // funcProbes puts the Go probe plans of tracked images (store.GoPlan, made
@@ -43,8 +48,9 @@ type funcProbes struct {
 	probe *funcprobe.Probe
 	plans func(ctx context.Context, digest string) (map[string]store.GoPlan, error)
 	// emit hands an event to the registry, like the sensor's.
-	emit func(sensor.Event)
-	work sync.WaitGroup // attaches in flight
+	emit       func(sensor.Event)
+	work       sync.WaitGroup // attaches in flight
+	planFailed atomic.Int64   // unix ns of the last failed read of a plan
 
 	mu       sync.Mutex
 	cookie   uint64 // last cookie given to a probe
@@ -156,6 +162,9 @@ func (f *funcProbes) started(c lifecycle.Container, cgroupDir string) {
 // which has entered the container's root): its first instruction runs
 // probed. The plan's read is bounded by the time a runtime waits.
 func (f *funcProbes) starting(c lifecycle.Container, cgroupDir string) {
+	if f == nil || time.Since(time.Unix(0, f.planFailed.Load())) < planBackoff {
+		return
+	}
 	if cg := f.track(c); cg != nil {
 		f.load(c, cg, f.roots(c, cgroupDir), startTimeout)
 	}
@@ -215,6 +224,7 @@ func (f *funcProbes) load(c lifecycle.Container, cg *probedCgroup, roots []strin
 		defer cancel()
 		var err error
 		if plans, err = f.plans(ctx, cg.digest); err != nil {
+			f.planFailed.Store(time.Now().UnixNano())
 			f.log.Warn("reading the probe plan", logfields.Image, cg.digest, logfields.Error, err)
 			return
 		}
@@ -323,9 +333,13 @@ func (f *funcProbes) acquire(cg *probedCgroup, path string, plan store.GoPlan, f
 		return
 	}
 	id, err := gosym.ReadBuildID(file)
-	if err != nil || id != plan.BuildID {
+	if err != nil {
+		f.log.Debug("reading the build id of a planned binary", logfields.Path, path, logfields.Error, err)
+		return
+	}
+	if id != plan.BuildID {
 		f.log.Info("not probing a binary of another build than planned", logfields.Path, path, logfields.Image, cg.digest,
-			"build_id", id, "planned", plan.BuildID, logfields.Error, err)
+			"build_id", id, "planned", plan.BuildID)
 		return
 	}
 	exe, err := link.OpenExecutable(file)
