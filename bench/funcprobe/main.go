@@ -30,11 +30,16 @@ import (
 
 	"github.com/inuse-dev/inuse/agent"
 	"github.com/inuse-dev/inuse/bench/funcprobe/gofunc"
+	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/store"
 )
 
-const digest = "sha256:f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"
+const (
+	digest = "sha256:f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"
+	// cgroupParent holds the runs' cgroups, as inuse-agent exec's default.
+	cgroupParent = "inuse"
+)
 
 func main() {
 	calls := flag.Int("calls", 10_000_000, "calls of the planned function per run")
@@ -78,6 +83,17 @@ func run(calls, rounds int) error {
 		return err
 	}
 	fmt.Printf("%d calls of %s, %d rounds; plan: %d probes\n", calls, gofunc.Planned[0], rounds, len(plan.Probes))
+	h, err := cgroups.Detect()
+	if err != nil {
+		return err
+	}
+	// The untraced run gets a fresh cgroup beside the ones the traced runs
+	// get, so that CPU shares treat both alike.
+	cgroup, _, err := h.Create(fmt.Sprintf("%s/untraced-%d", cgroupParent, os.Getpid()))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = cgroups.Remove(cgroup) }()
 
 	var untraced, traced []timing
 	var traps []uint64
@@ -85,7 +101,7 @@ func run(calls, rounds int) error {
 		// Alternate which goes first, so that drift hits both alike.
 		for i := range 2 {
 			if (r+i)%2 == 0 {
-				t, err := target(exec.Command(bin, "bench", strconv.Itoa(calls)))
+				t, err := untracedRun(h, cgroup, bin, calls)
 				if err != nil {
 					return err
 				}
@@ -130,7 +146,7 @@ func tracedRun(ctx context.Context, url, bin string, calls int) (timing, uint64,
 	cmd := exec.Command(bin, "bench", strconv.Itoa(calls))
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
-	waitErr, err := a.Exec(ctx, cmd, "inuse-bench", lifecycle.Image{Name: "bench/funcprobe:1", Digest: digest})
+	waitErr, err := a.Exec(ctx, cmd, cgroupParent, lifecycle.Image{Name: "bench/funcprobe:1", Digest: digest})
 	if err = cmp.Or(err, waitErr); err != nil {
 		return timing{}, 0, err
 	}
@@ -142,13 +158,18 @@ func tracedRun(ctx context.Context, url, bin string, calls int) (timing, uint64,
 	return t, n, err
 }
 
-// target runs the target untraced.
-func target(cmd *exec.Cmd) (timing, error) {
-	out, err := cmd.Output()
-	if err != nil {
+// untracedRun runs the target untraced, in the cgroup at dir.
+func untracedRun(h cgroups.Hierarchy, dir, bin string, calls int) (timing, error) {
+	cmd := exec.Command(bin, "bench", strconv.Itoa(calls))
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	if err := h.Start(cmd, dir); err != nil {
+		return timing{}, err
+	}
+	if err := cmd.Wait(); err != nil {
 		return timing{}, fmt.Errorf("running the target: %w", err)
 	}
-	return parse(string(out))
+	return parse(out.String())
 }
 
 func parse(out string) (timing, error) {
