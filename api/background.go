@@ -3,9 +3,11 @@ package api
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +32,13 @@ type cache struct {
 
 	mu     sync.RWMutex
 	images map[string]*entry
+	// version counts the changes of images that runtimeimages shows
+	// (workloads, reports, images gone); runtime is the sorted list of
+	// its entries at runtimeVersion, kept until the next change, so that
+	// paging through a large cluster does not sort it for every page.
+	version        uint64
+	runtime        []runtimeEntry
+	runtimeVersion uint64
 	// polled is closed and replaced after every poll, for tests and
 	// waiters that want the next poll.
 	polled chan struct{}
@@ -45,9 +54,11 @@ type entry struct {
 	// in the LRU, or in Redis.
 	reported  bool
 	reportFor store.ReportStamp
-	inUse     []runtimePackage
-	verdicts  map[scanner.Verdict]int
-	scanning  bool
+	// inUse is the report's in-use packages as runtimeimages writes
+	// them, encoded once per report rather than on every page.
+	inUse    json.RawMessage
+	verdicts map[scanner.Verdict]int
+	scanning bool
 	// err is the last scan failure; retryAt is when to try again.
 	err     error
 	retryAt time.Time
@@ -187,6 +198,7 @@ func (c *cache) poll(ctx context.Context) {
 				c.images[st.Digest] = e
 			}
 			e.workloads, e.names = p.Workloads, p.Names
+			c.version++
 			c.mu.Unlock()
 		}
 		want := store.ReportStamp{Revision: st.Revision, State: st.State, Confidence: st.Confidence, DBBuild: build}
@@ -205,6 +217,7 @@ func (c *cache) poll(ctx context.Context) {
 		if !seen[d] {
 			delete(c.images, d)
 			c.reports.remove(d)
+			c.version++
 		}
 	}
 	c.metrics.setImages(c.images)
@@ -272,7 +285,8 @@ func (c *cache) setReport(digest string, stamp store.ReportStamp, rep *scanner.R
 		return
 	}
 	e.reported, e.reportFor = true, stamp
-	e.inUse, e.verdicts = runtimePackages(rep), verdictCounts(rep)
+	e.inUse, e.verdicts = runtimePackagesJSON(runtimePackages(rep)), verdictCounts(rep)
+	c.version++
 	e.err, e.retryAt = nil, time.Time{}
 	c.metrics.setImages(c.images)
 }
@@ -291,23 +305,39 @@ type runtimeEntry struct {
 	key      string // digest "\n" workload member: the cursor order
 	digest   string
 	workload store.Workload
-	packages []runtimePackage
+	kind     string // the workload's kind as Kubernetes spells it
+	packages json.RawMessage
 }
 
-// runtimeEntries lists every (image, workload) whose image has a report,
-// in cursor order.
+// runtimeEntries lists every (image, Kubernetes workload) whose image has
+// a report, in cursor order. The list is shared by every caller until the
+// cache changes: it must not be modified.
 func (c *cache) runtimeEntries() []runtimeEntry {
 	c.mu.RLock()
-	var out []runtimeEntry
+	if c.runtime != nil && c.runtimeVersion == c.version {
+		defer c.mu.RUnlock()
+		return c.runtime
+	}
+	version := c.version
+	out := []runtimeEntry{}
 	for d, e := range c.images {
 		if !e.reported {
 			continue
 		}
 		for _, w := range e.workloads {
-			out = append(out, runtimeEntry{key: d + "\n" + w.Member(), digest: d, workload: w, packages: e.inUse})
+			kind := kubernetesKinds[strings.ToLower(w.Kind)]
+			if kind == "" {
+				continue
+			}
+			out = append(out, runtimeEntry{key: d + "\n" + w.Member(), digest: d, workload: w, kind: kind, packages: e.inUse})
 		}
 	}
 	c.mu.RUnlock()
 	slices.SortFunc(out, func(a, b runtimeEntry) int { return cmp.Compare(a.key, b.key) })
+	c.mu.Lock()
+	if c.version == version {
+		c.runtime, c.runtimeVersion = out, version
+	}
+	c.mu.Unlock()
 	return out
 }

@@ -87,6 +87,16 @@ func runtimePackages(rep *scanner.Report) []runtimePackage {
 	return out
 }
 
+// runtimePackagesJSON is ps as runtimeimages writes them.
+func runtimePackagesJSON(ps []runtimePackage) json.RawMessage {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // as the answer around it
+	// Strings and booleans only: encoding cannot fail.
+	_ = enc.Encode(ps)
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
 // RuntimeImages is the answer of runtimeimages.
 type RuntimeImages struct {
 	Page RuntimePage    `json:"page"`
@@ -102,12 +112,15 @@ type RuntimePage struct {
 
 // RuntimeImage is one container of one workload running an image.
 type RuntimeImage struct {
-	ImageID      string           `json:"imageID"`
-	Namespace    string           `json:"namespace"`
-	WorkloadName string           `json:"workloadName"`
-	WorkloadKind string           `json:"workloadKind"`
-	Container    string           `json:"container"`
-	Packages     []runtimePackage `json:"packages"`
+	ImageID      string `json:"imageID"`
+	Namespace    string `json:"namespace"`
+	WorkloadName string `json:"workloadName"`
+	WorkloadKind string `json:"workloadKind"`
+	Container    string `json:"container"`
+	// Packages is the list of in-use packages: objects with purl, name,
+	// version and installedViaPackageManager, and osFamily, osVersion and
+	// arch for OS packages or type for the others.
+	Packages json.RawMessage `json:"packages"`
 }
 
 // runtimeImages answers GET /api/scanning/eveintegration/v2/runtimeimages.
@@ -149,9 +162,7 @@ func (s *Server) runtimeImages(w http.ResponseWriter, r *http.Request) error {
 		writeRuntimeImages(w, r, out)
 		return nil
 	}
-	entries := slices.DeleteFunc(s.cache.runtimeEntries(), func(e runtimeEntry) bool {
-		return kubernetesKinds[strings.ToLower(e.workload.Kind)] == ""
-	})
+	entries := s.cache.runtimeEntries()
 	start := 0
 	if after != "" {
 		start = sort.Search(len(entries), func(i int) bool { return entries[i].key > after })
@@ -160,7 +171,7 @@ func (s *Server) runtimeImages(w http.ResponseWriter, r *http.Request) error {
 	for _, e := range entries[start:end] {
 		out.Data = append(out.Data, RuntimeImage{
 			ImageID: e.digest, Namespace: e.workload.Namespace, WorkloadName: e.workload.Name,
-			WorkloadKind: kubernetesKinds[strings.ToLower(e.workload.Kind)], Container: e.workload.Container, Packages: e.packages,
+			WorkloadKind: e.kind, Container: e.workload.Container, Packages: e.packages,
 		})
 	}
 	out.Page.Returned = len(out.Data)
@@ -184,13 +195,51 @@ var kubernetesKinds = map[string]string{
 // writeRuntimeImages answers 200 with out, gzip-encoded when the client
 // accepts it: a scrape of a large cluster is megabytes of repetitive JSON.
 func writeRuntimeImages(w http.ResponseWriter, r *http.Request, out RuntimeImages) {
+	body := runtimeImagesJSON(out)
+	w.Header().Set("Content-Type", "application/json")
 	if !acceptsGzip(r.Header) {
-		writeJSON(w, http.StatusOK, out)
+		w.WriteHeader(http.StatusOK)
+		w.Write(body)
 		return
 	}
 	gz := gzipped(w)
-	writeJSON(gz, http.StatusOK, out)
+	gz.WriteHeader(http.StatusOK)
+	gz.Write(body)
 	gz.Close()
+}
+
+// runtimeImageHead is a RuntimeImage without its packages.
+type runtimeImageHead struct {
+	ImageID      string `json:"imageID"`
+	Namespace    string `json:"namespace"`
+	WorkloadName string `json:"workloadName"`
+	WorkloadKind string `json:"workloadKind"`
+	Container    string `json:"container"`
+}
+
+// runtimeImagesJSON is out as JSON, each entry's packages copied as they
+// were encoded with the report: encoding/json would check every byte of
+// them again on every page, most of the time of a page.
+func runtimeImagesJSON(out RuntimeImages) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // purls keep their & readable; answers are never HTML
+	// Strings and integers only: encoding cannot fail.
+	buf.WriteString(`{"page":`)
+	_ = enc.Encode(out.Page)
+	buf.WriteString(`,"data":[`)
+	for i, d := range out.Data {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		_ = enc.Encode(runtimeImageHead{d.ImageID, d.Namespace, d.WorkloadName, d.WorkloadKind, d.Container})
+		buf.Truncate(buf.Len() - len("}\n"))
+		buf.WriteString(`,"packages":`)
+		buf.Write(d.Packages)
+		buf.WriteByte('}')
+	}
+	buf.WriteString("]}\n")
+	return buf.Bytes()
 }
 
 // cursorVersion starts every cursor, so that the format can change
