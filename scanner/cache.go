@@ -2,6 +2,7 @@ package scanner
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,9 +28,8 @@ type image struct {
 	pkgs    []Package // sorted, without verdicts
 	distro  Distro
 	matches map[time.Time][]Vulnerability // by database build time
-	// goBins are the Go binaries' function tables, by path (none for an
-	// image catalogued before they were read).
-	goBins map[string]GoBinary
+	// goPlan is the probe plan for the matches of one database build.
+	goPlan *goPlan
 }
 
 // cacheMeta is meta.json of a cached image.
@@ -47,7 +47,7 @@ const (
 	sbomFile   = "sbom.syft.json"
 	ownersFile = "owners.json"
 	metaFile   = "meta.json"
-	goBinsFile = "gobinaries.json"
+	goBinsFile = "gobinaries.json.gz"
 )
 
 func (s *Scanner) dir(digest string) string {
@@ -83,7 +83,10 @@ func (s *Scanner) write(digest string, sb *sbom.SBOM, owners *Owners, goBins map
 	if err := os.WriteFile(filepath.Join(tmp, sbomFile), buf.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("writing sbom cache: %w", err)
 	}
-	for name, v := range map[string]any{ownersFile: owners, goBinsFile: goBins, metaFile: meta} {
+	if err := writeGzipJSON(filepath.Join(tmp, goBinsFile), goBins); err != nil {
+		return err
+	}
+	for name, v := range map[string]any{ownersFile: owners, metaFile: meta} {
 		b, err := json.Marshal(v)
 		if err != nil {
 			return fmt.Errorf("encoding %s: %w", name, err)
@@ -130,11 +133,7 @@ func (s *Scanner) load(digest string) (*image, error) {
 	if err := readJSON(filepath.Join(dir, ownersFile), owners); err != nil {
 		return nil, err
 	}
-	var goBins map[string]GoBinary
-	if err := readJSON(filepath.Join(dir, goBinsFile), &goBins); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	im = &image{meta: meta, sbom: sb, raw: raw, owners: owners, goBins: goBins, matches: map[time.Time][]Vulnerability{}}
+	im = &image{meta: meta, sbom: sb, raw: raw, owners: owners, matches: map[time.Time][]Vulnerability{}}
 	im.pkgs, im.distro = packages(sb)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -159,6 +158,43 @@ func readJSON(path string, v any) error {
 	return nil
 }
 
+func writeGzipJSON(path string, v any) error {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(v); err != nil {
+		return fmt.Errorf("encoding %s: %w", filepath.Base(path), err)
+	}
+	if err := zw.Close(); err != nil {
+		return fmt.Errorf("compressing %s: %w", filepath.Base(path), err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+// goBinaries reads the cached function tables of the image's Go binaries;
+// none for an image catalogued before they were read.
+func (s *Scanner) goBinaries(digest string) (map[string]GoBinary, error) {
+	f, err := os.Open(filepath.Join(s.dir(digest), goBinsFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", goBinsFile, err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", goBinsFile, err)
+	}
+	var bins map[string]GoBinary
+	if err := json.NewDecoder(zr).Decode(&bins); err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", goBinsFile, err)
+	}
+	return bins, nil
+}
+
 // SBOM returns the cached syft JSON of digest.
 func (s *Scanner) SBOM(digest string) ([]byte, error) {
 	im, err := s.load(digest)
@@ -170,16 +206,16 @@ func (s *Scanner) SBOM(digest string) ([]byte, error) {
 
 // matches returns the vulnerabilities of digest in the current database,
 // matching once per database build and caching the result on disk.
-func (s *Scanner) matches(ctx context.Context, digest string, im *image) ([]Vulnerability, error) {
+func (s *Scanner) matches(ctx context.Context, digest string, im *image) ([]Vulnerability, time.Time, error) {
 	vp, built, err := s.db.provider()
 	if err != nil {
-		return nil, err
+		return nil, built, err
 	}
 	s.mu.Lock()
 	vs, ok := im.matches[built]
 	s.mu.Unlock()
 	if ok {
-		return vs, nil
+		return vs, built, nil
 	}
 	// v2: with the Go symbols of the matches
 	path := filepath.Join(s.dir(digest), fmt.Sprintf("matches-%d.v2.json", built.UnixNano()))
@@ -187,15 +223,15 @@ func (s *Scanner) matches(ctx context.Context, digest string, im *image) ([]Vuln
 		s.mu.Lock()
 		im.matches = map[time.Time][]Vulnerability{built: vs}
 		s.mu.Unlock()
-		return vs, nil
+		return vs, built, nil
 	}
 	start := time.Now()
 	vs, err = matchSBOM(ctx, vp, im.raw)
 	if err != nil {
-		return nil, err
+		return nil, built, err
 	}
 	if err := s.db.goSymbols(vs); err != nil {
-		return nil, err
+		return nil, built, err
 	}
 	s.log.Info("vulnerabilities matched", "digest", digest, "matches", len(vs), "db_built", built, "duration", time.Since(start))
 	if b, err := json.Marshal(vs); err == nil {
@@ -207,5 +243,5 @@ func (s *Scanner) matches(ctx context.Context, digest string, im *image) ([]Vuln
 	s.mu.Lock()
 	im.matches = map[time.Time][]Vulnerability{built: vs}
 	s.mu.Unlock()
-	return vs, nil
+	return vs, built, nil
 }

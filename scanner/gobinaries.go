@@ -17,19 +17,23 @@ import (
 
 // GoBinary is where the functions of one Go binary of an image are, read
 // from its pclntab when the image is catalogued (the image is not at hand
-// when a vulnerability database comes later), cached as gobinaries.json.
+// when a vulnerability database comes later), cached gzipped as
+// gobinaries.json.gz and read only when a vulnerability names symbols.
+// A 96 MB binary (inuse itself: 88,000 functions, 405,000 probe points)
+// took 2 to 3 s to index here, on a busy machine, and 2 MB gzipped.
 type GoBinary struct {
 	BuildID string `json:"build_id"`
 	// Funcs maps "<import path>.<symbol>", the symbol as the Go
 	// vulnerability database names it (gosym.Symbol), to its probe points.
-	Funcs map[string][]GoPoint `json:"funcs"`
+	Funcs map[string]GoPoints `json:"funcs"`
 }
 
-// GoPoint is one probe point: a file offset, at a function's entry or at
-// the start of a copy of it inlined into another function.
-type GoPoint struct {
-	Offset  uint64 `json:"o"`
-	Inlined bool   `json:"i,omitempty"`
+// GoPoints are the probe points of one symbol, as file offsets: its
+// entries (one per body: generic shapes have several) and the starts of
+// its copies inlined into other functions.
+type GoPoints struct {
+	Entries []uint64 `json:"e,omitempty"`
+	Inlined []uint64 `json:"i,omitempty"`
 }
 
 // maxGoBinary bounds the size of a binary read whole to index it.
@@ -74,7 +78,12 @@ func indexGoBinary(resolver file.Resolver, path string) (GoBinary, error) {
 	if err != nil {
 		return GoBinary{}, fmt.Errorf("reading %s: %w", path, err)
 	}
-	tb, err := gosym.NewTable(bytes.NewReader(b))
+	return readGoBinary(bytes.NewReader(b))
+}
+
+// readGoBinary reads the function table of one Go binary.
+func readGoBinary(r io.ReaderAt) (GoBinary, error) {
+	tb, err := gosym.NewTable(r)
 	if err != nil {
 		return GoBinary{}, err
 	}
@@ -82,7 +91,7 @@ func indexGoBinary(resolver file.Resolver, path string) (GoBinary, error) {
 	if err != nil {
 		return GoBinary{}, err
 	}
-	bin := GoBinary{BuildID: id, Funcs: map[string][]GoPoint{}}
+	bin := GoBinary{BuildID: id, Funcs: map[string]GoPoints{}}
 	keep := func(name string) bool {
 		return !strings.HasPrefix(name, "type:") && !strings.HasPrefix(name, "go:") && !generated.MatchString(name)
 	}
@@ -93,7 +102,13 @@ func indexGoBinary(resolver file.Resolver, path string) (GoBinary, error) {
 			continue
 		}
 		key := pkg + "." + sym
-		bin.Funcs[key] = append(bin.Funcs[key], GoPoint{Offset: off, Inlined: in.Inlined})
+		pts := bin.Funcs[key]
+		if in.Inlined {
+			pts.Inlined = append(pts.Inlined, off)
+		} else {
+			pts.Entries = append(pts.Entries, off)
+		}
+		bin.Funcs[key] = pts
 	}
 	return bin, nil
 }

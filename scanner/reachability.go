@@ -41,16 +41,49 @@ type PlanStore interface {
 	GoPlans(ctx context.Context, digest string) (map[string]store.GoPlan, error)
 }
 
-// goBinariesOf maps each package index to the Go binaries it is compiled
-// into that have a function table.
-func goBinariesOf(im *image) map[string][]string {
+// goPlan is the probe plan of an image for the matches of one database
+// build, and the Go binaries (with a function table) of each package.
+type goPlan struct {
+	built time.Time
+	plans map[string]store.GoPlan
+	bins  map[string][]string // package id -> binary paths
+}
+
+// goPlanFor returns the image's probe plan for vulns, the matches of the
+// database built at built, computing it once per build: the function
+// tables are read only when a vulnerability names symbols.
+func (s *Scanner) goPlanFor(digest string, im *image, built time.Time, vulns []Vulnerability) (*goPlan, error) {
+	s.mu.Lock()
+	gp := im.goPlan
+	s.mu.Unlock()
+	if gp != nil && gp.built.Equal(built) {
+		return gp, nil
+	}
+	gp = &goPlan{built: built, plans: map[string]store.GoPlan{}, bins: map[string][]string{}}
+	if slices.ContainsFunc(vulns, func(v Vulnerability) bool { return len(v.Symbols) > 0 }) {
+		gbs, err := s.goBinaries(digest)
+		if err != nil {
+			return nil, err
+		}
+		gp.bins = goBinariesOf(im.owners, gbs)
+		gp.plans = goPlans(gbs, gp.bins, vulns)
+	}
+	s.mu.Lock()
+	im.goPlan = gp
+	s.mu.Unlock()
+	return gp, nil
+}
+
+// goBinariesOf maps each package id to the Go binaries with a function
+// table it is compiled into.
+func goBinariesOf(owners *Owners, gbs map[string]GoBinary) map[string][]string {
 	out := map[string][]string{}
-	for path, idx := range im.owners.Binaries {
-		if _, ok := im.goBins[path]; !ok {
+	for path, idx := range owners.Binaries {
+		if _, ok := gbs[path]; !ok {
 			continue
 		}
 		for _, i := range idx {
-			id := im.owners.Packages[i].ID
+			id := owners.Packages[i].ID
 			out[id] = append(out[id], path)
 		}
 	}
@@ -60,16 +93,16 @@ func goBinariesOf(im *image) map[string][]string {
 	return out
 }
 
-// goPlans is the probe plan of the image for vulns: every Go binary that a
+// goPlans is the probe plan for vulns: every Go binary that a
 // vulnerability with symbols is compiled into gets the entries and
 // inlined copies of those symbols; a binary that links none of them gets
 // an empty plan, which still lets the agent vouch that none ran.
-func goPlans(im *image, vulns []Vulnerability) map[string]store.GoPlan {
-	bins := goBinariesOf(im)
+func goPlans(gbs map[string]GoBinary, bins map[string][]string, vulns []Vulnerability) map[string]store.GoPlan {
 	type key struct {
-		path string
-		pt   GoPoint
-		sym  string
+		path    string
+		offset  uint64
+		inlined bool
+		sym     string
 	}
 	probes := map[key][]string{}
 	plans := map[string]store.GoPlan{}
@@ -78,13 +111,16 @@ func goPlans(im *image, vulns []Vulnerability) map[string]store.GoPlan {
 			continue
 		}
 		for _, path := range bins[v.PackageID] {
-			gb := im.goBins[path]
+			gb := gbs[path]
 			plans[path] = store.GoPlan{BuildID: gb.BuildID, Probes: []store.GoProbe{}}
 			for _, sym := range v.Symbols {
-				for _, pt := range gb.Funcs[sym] {
-					k := key{path, pt, sym}
-					if !slices.Contains(probes[k], v.ID) {
-						probes[k] = append(probes[k], v.ID)
+				pts := gb.Funcs[sym]
+				for i, offs := range [][]uint64{pts.Entries, pts.Inlined} {
+					for _, off := range offs {
+						k := key{path, off, i == 1, sym}
+						if !slices.Contains(probes[k], v.ID) {
+							probes[k] = append(probes[k], v.ID)
+						}
 					}
 				}
 			}
@@ -93,7 +129,7 @@ func goPlans(im *image, vulns []Vulnerability) map[string]store.GoPlan {
 	for k, ids := range probes {
 		p := plans[k.path]
 		slices.Sort(ids)
-		p.Probes = append(p.Probes, store.GoProbe{Offset: k.pt.Offset, Symbol: k.sym, Inlined: k.pt.Inlined, Vulns: ids})
+		p.Probes = append(p.Probes, store.GoProbe{Offset: k.offset, Symbol: k.sym, Inlined: k.inlined, Vulns: ids})
 		plans[k.path] = p
 	}
 	for path, p := range plans {

@@ -110,7 +110,11 @@ func (s *Scanner) Report(ctx context.Context, digest string, profile *store.Prof
 	if err != nil {
 		return nil, err
 	}
-	vulns, err := s.matches(ctx, digest, im)
+	vulns, built, err := s.matches(ctx, digest, im)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := s.goPlanFor(digest, im, built, vulns)
 	if err != nil {
 		return nil, err
 	}
@@ -140,12 +144,12 @@ func (s *Scanner) Report(ctx context.Context, digest string, profile *store.Prof
 		v.Verdict, v.Reachability = verdictOf(v.PackageID).Verdict, ReachPackage
 		rep.Vulnerabilities[i] = v
 	}
-	stored, err := s.publishGoPlans(ctx, digest, goPlans(im, vulns))
+	stored, err := s.publishGoPlans(ctx, digest, plan.plans)
 	if err != nil {
 		// the report stands at package level for Go
 		s.log.Warn("publishing the Go probe plan", "digest", digest, "error", err)
 	}
-	reachability(rep.Vulnerabilities, verdicts, goBinariesOf(im), stored, profile)
+	reachability(rep.Vulnerabilities, verdicts, plan.bins, stored, profile)
 	sortVulnerabilities(rep.Vulnerabilities)
 	rep.Summary = countVulnerabilities(rep.Vulnerabilities)
 	return rep, nil
