@@ -251,12 +251,19 @@ func (sc scanning) scanInUse(t *testing.T, d *runtimes.Dockerd, redisURL, ref st
 // given, and returns its packages as its JSON says them.
 func (sc scanning) scan(t *testing.T, d *runtimes.Dockerd, redisURL, ref string, extra ...string) []scannedPackage {
 	t.Helper()
-	args := []string{"--log-level", "warn", "scan", "--cache-dir", sc.cache, "--format", "json"}
+	return sc.scanWith(t, []string{"DOCKER_HOST=" + d.Host}, redisURL, append(extra, "docker:"+ref)...)
+}
+
+// scanWith runs `inuse scan` with args and env, with the profile of
+// redisURL when given.
+func (sc scanning) scanWith(t *testing.T, env []string, redisURL string, args ...string) []scannedPackage {
+	t.Helper()
+	all := []string{"--log-level", "warn", "scan", "--cache-dir", sc.cache, "--format", "json"}
 	if redisURL != "" {
-		args = append(args, "--redis", redisURL)
+		all = append(all, "--redis", redisURL)
 	}
-	cmd := exec.Command(sc.inuse, slices.Concat(args, extra, []string{"docker:" + ref})...)
-	cmd.Env = append(os.Environ(), "DOCKER_HOST="+d.Host)
+	cmd := exec.Command(sc.inuse, append(all, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
