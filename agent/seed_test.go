@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/inuse-dev/inuse/bpf/sensor"
 	"github.com/inuse-dev/inuse/internal/cgroups"
@@ -119,4 +120,41 @@ func TestSeedRunningContainer(t *testing.T) {
 	n := len(sink.events)
 	(&seeder{cgroupID: id, emit: func(ev sensor.Event) { sink.Observe(c, ev) }, seen: map[string]bool{}, netns: map[string]bool{}}).process(1 << 30)
 	require.Len(t, sink.events, n)
+}
+
+// Seeded files get the origin the kernel would give them: on an overlay
+// root, a file only the upper layer holds is the container's, one with a
+// lower copy the image's; a file on another mount is a volume's.
+func TestSeedOrigins(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	base := t.TempDir()
+	lower, upper, work, merged := testutil.BusyboxRoot(t), filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "merged")
+	for _, d := range []string{upper, work, merged} {
+		require.NoError(t, os.Mkdir(d, 0o755))
+	}
+	require.NoError(t, unix.Mount("overlay", merged, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)))
+	t.Cleanup(func() { _ = unix.Unmount(merged, unix.MNT_DETACH) })
+	vol := filepath.Join(merged, "vol")
+	require.NoError(t, os.Mkdir(vol, 0o755))
+	require.NoError(t, unix.Mount("tmpfs", vol, "tmpfs", 0, ""))
+	t.Cleanup(func() { _ = unix.Unmount(vol, unix.MNT_DETACH) })
+
+	cmd := exec.Command("/bin/sh", "-c", `echo x > /tmp/made; echo v > /vol/f; exec 3</tmp/made 4</etc/passwd 5</vol/f; exec /bin/busybox sleep 30`)
+	cmd.SysProcAttr = &unix.SysProcAttr{Chroot: merged}
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	want := map[string]sensor.Origin{"/tmp/made": sensor.OriginContainer, "/etc/passwd": sensor.OriginImage, "/vol/f": sensor.OriginVolume}
+	var got map[string]sensor.Origin
+	require.Eventually(t, func() bool {
+		got = map[string]sensor.Origin{}
+		s := &seeder{emit: func(ev sensor.Event) {
+			if f, ok := ev.(sensor.FileEvent); ok && f.Access == sensor.AccessRead {
+				got[f.Path] = f.Origin
+			}
+		}, seen: map[string]bool{}, netns: map[string]bool{}}
+		s.process(cmd.Process.Pid)
+		return len(got) == len(want)
+	}, 10*time.Second, 50*time.Millisecond, "the three files held open: %v", got)
+	require.Equal(t, want, got)
 }
