@@ -127,17 +127,8 @@ func TestSeedRunningContainer(t *testing.T) {
 // lower copy the image's; a file on another mount is a volume's.
 func TestSeedOrigins(t *testing.T) {
 	testutil.RequirePrivileged(t)
-	base := t.TempDir()
-	lower, upper, work, merged := testutil.BusyboxRoot(t), filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "merged")
-	for _, d := range []string{upper, work, merged} {
-		require.NoError(t, os.Mkdir(d, 0o755))
-	}
-	require.NoError(t, unix.Mount("overlay", merged, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)))
-	t.Cleanup(func() { _ = unix.Unmount(merged, unix.MNT_DETACH) })
-	vol := filepath.Join(merged, "vol")
-	require.NoError(t, os.Mkdir(vol, 0o755))
-	require.NoError(t, unix.Mount("tmpfs", vol, "tmpfs", 0, ""))
-	t.Cleanup(func() { _ = unix.Unmount(vol, unix.MNT_DETACH) })
+	merged := testutil.OverlayRoot(t, testutil.BusyboxRoot(t))
+	testutil.MountTmpfs(t, filepath.Join(merged, "vol"))
 
 	cmd := exec.Command("/bin/sh", "-c", `echo x > /tmp/made; echo v > /vol/f; exec 3</tmp/made 4</etc/passwd 5</vol/f; exec /bin/busybox sleep 30`)
 	cmd.SysProcAttr = &unix.SysProcAttr{Chroot: merged}

@@ -2,7 +2,7 @@ package tests
 
 import (
 	"encoding/json"
-		"net/http"
+	"net/http"
 	"os/exec"
 	"slices"
 	"strconv"

@@ -557,8 +557,7 @@ func TestSensorCgroupV1Fallback(t *testing.T) {
 // file the container sees.
 func TestSensorOverlayRootPaths(t *testing.T) {
 	s, h, cgDir, id := tracked(t, Config{})
-	base := t.TempDir()
-	lower, upper, work, merged := filepath.Join(base, "lower"), filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "merged")
+	lower := t.TempDir()
 	interp := elfInterpreter(t, "/usr/bin/true")
 	libc := "/usr/lib/x86_64-linux-gnu/libc.so.6"
 	for _, f := range []struct{ from, to string }{
@@ -571,11 +570,7 @@ func TestSensorOverlayRootPaths(t *testing.T) {
 		require.NoError(t, os.MkdirAll(filepath.Join(lower, filepath.Dir(f.to)), 0o755))
 		require.NoError(t, os.WriteFile(filepath.Join(lower, f.to), b, 0o755))
 	}
-	for _, d := range []string{upper, work, merged} {
-		require.NoError(t, os.Mkdir(d, 0o755))
-	}
-	require.NoError(t, unix.Mount("overlay", merged, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)))
-	t.Cleanup(func() { _ = unix.Unmount(merged, unix.MNT_DETACH) })
+	merged := testutil.OverlayRoot(t, lower)
 
 	stop := collect(t, s)
 	cmd := exec.Command("/usr/bin/true")
@@ -596,7 +591,7 @@ func TestSensorOverlayRootPaths(t *testing.T) {
 	files := filesByPath(events, id)
 	require.Len(t, files[libc], 2, "open and executable mapping of libc: %v", files)
 	for p := range files {
-		require.False(t, strings.HasPrefix(p, base), "host path %s leaked", p)
+		require.False(t, strings.HasPrefix(p, lower) || strings.HasPrefix(p, merged), "host path %s leaked", p)
 	}
 }
 
@@ -606,16 +601,8 @@ func TestSensorOverlayRootPaths(t *testing.T) {
 // container's, and a file on another mount is a volume's.
 func TestSensorFileOrigins(t *testing.T) {
 	s, h, cgDir, id := tracked(t, Config{})
-	base := t.TempDir()
-	lower, upper, work, merged := testutil.BusyboxRoot(t), filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "merged")
-	for _, d := range []string{upper, work, merged} {
-		require.NoError(t, os.Mkdir(d, 0o755))
-	}
-	require.NoError(t, unix.Mount("overlay", merged, "overlay", 0, fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)))
-	t.Cleanup(func() { _ = unix.Unmount(merged, unix.MNT_DETACH) })
-	require.NoError(t, os.Mkdir(filepath.Join(merged, "vol"), 0o755))
-	require.NoError(t, unix.Mount("tmpfs", filepath.Join(merged, "vol"), "tmpfs", 0, ""))
-	t.Cleanup(func() { _ = unix.Unmount(filepath.Join(merged, "vol"), unix.MNT_DETACH) })
+	merged := testutil.OverlayRoot(t, testutil.BusyboxRoot(t))
+	testutil.MountTmpfs(t, filepath.Join(merged, "vol"))
 
 	stop := collect(t, s)
 	cmd := exec.Command("/bin/sh", "-c", `cat /etc/passwd; echo x >> /etc/group; echo new > /tmp/new; cat /tmp/new;

@@ -191,7 +191,7 @@ func StartContainerd(t *testing.T, plugins map[string]string) *Containerd {
 	t.Helper()
 	rt, err := os.MkdirTemp("/tmp", "ictr") // short: unix socket paths are limited
 	require.NoError(t, err)
-	mountTmpfs(t, rt)
+	testutil.MountTmpfs(t, rt)
 	for name, bin := range plugins {
 		CopyFile(t, bin, filepath.Join(rt, "nri-plugins", name))
 	}
@@ -435,16 +435,8 @@ func (c *Containerd) waitStateWithin(t *testing.T, id, name string, state cri.Co
 func TmpfsDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	mountTmpfs(t, dir)
+	testutil.MountTmpfs(t, dir)
 	return dir
-}
-
-// mountTmpfs mounts a tmpfs at dir; the test's cleanup unmounts it, and
-// with it everything under it, after the cleanups registered later.
-func mountTmpfs(t *testing.T, dir string) {
-	t.Helper()
-	require.NoError(t, unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"))
-	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
 }
 
 // Dockerd is Debian's dockerd with all its state in a temporary directory.
@@ -459,7 +451,7 @@ func StartDockerd(t *testing.T) *Dockerd {
 	require.NoError(t, err, "dockerd is missing: scripts/runtimes.sh installs Debian's docker.io")
 	rt, err := os.MkdirTemp("", "inuse-dockerd-")
 	require.NoError(t, err)
-	mountTmpfs(t, rt)
+	testutil.MountTmpfs(t, rt)
 	sock := filepath.Join(rt, "docker.sock")
 	cmd := exec.Command(bin, "--data-root", filepath.Join(rt, "root"), "--exec-root", filepath.Join(rt, "exec"),
 		"-H", "unix://"+sock, "--pidfile", filepath.Join(rt, "dockerd.pid"),
