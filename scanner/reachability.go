@@ -3,6 +3,7 @@ package scanner
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -152,17 +153,18 @@ func (s *Scanner) publishGoPlans(ctx context.Context, digest string, plans map[s
 	if err != nil {
 		return nil, fmt.Errorf("encoding the probe plan: %w", err)
 	}
+	sum := sha256.Sum256(b)
 	s.mu.Lock()
 	last, ok := s.published[digest]
 	s.mu.Unlock()
-	if !ok || last != string(b) {
+	if !ok || last != sum {
 		if len(plans) == 0 && !ok {
 			// nothing to probe, and nothing of ours to replace
 		} else if err := s.cfg.Plans.WriteGoPlans(ctx, digest, plans); err != nil {
 			return nil, err
 		}
 		s.mu.Lock()
-		s.published[digest] = string(b)
+		s.published[digest] = sum
 		s.mu.Unlock()
 	}
 	return s.cfg.Plans.GoPlans(ctx, digest)

@@ -4,6 +4,7 @@
 package scanner
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,8 +38,8 @@ type Scanner struct {
 	images map[string]*image // by digest
 	// catalogs serialises cataloguing of one digest.
 	catalogs map[string]*sync.Mutex
-	// published is the probe plan last written per digest, as JSON.
-	published map[string]string
+	// published is the hash of the probe plan last written per digest.
+	published map[string][sha256.Size]byte
 }
 
 // New returns a scanner over cfg's cache and database.
@@ -59,7 +60,7 @@ func New(cfg Config) (*Scanner, error) {
 		return nil, fmt.Errorf("creating cache directory: %w", err)
 	}
 	log := cfg.Log.With("component", "scanner")
-	return &Scanner{cfg: cfg, log: log, db: OpenDB(cfg.DB, log), images: map[string]*image{}, catalogs: map[string]*sync.Mutex{}, published: map[string]string{}}, nil
+	return &Scanner{cfg: cfg, log: log, db: OpenDB(cfg.DB, log), images: map[string]*image{}, catalogs: map[string]*sync.Mutex{}, published: map[string][sha256.Size]byte{}}, nil
 }
 
 // DB is the scanner's vulnerability database.

@@ -44,7 +44,8 @@ var (
 
 // progs builds testdata/prog, a module of its own that uses
 // golang.org/x/text v0.42.0 (from the module cache: inuse's own build
-// needs that version), plain, stripped and position-independent.
+// needs that version), plain, stripped and position-independent, linked
+// by Go's linker and by the C toolchain's.
 func progs(t *testing.T) map[string]string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -58,11 +59,14 @@ func progs(t *testing.T) map[string]string {
 			"plain":    nil,
 			"stripped": {"-ldflags=-s -w"},
 			"pie":      {"-buildmode=pie", "-ldflags=-s -w"},
+			// linked by the C toolchain, as cgo programs are
+			"external":     {"-ldflags=-linkmode=external -s -w"},
+			"external-pie": {"-buildmode=pie", "-ldflags=-linkmode=external"},
 		} {
 			out := filepath.Join(dir, name)
 			cmd := exec.Command("go", append(append([]string{"build", "-o", out}, args...), ".")...)
 			cmd.Dir = "testdata/prog"
-			cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off")
+			cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off", "CGO_ENABLED=1")
 			if b, err := cmd.CombinedOutput(); err != nil {
 				errBuild = err
 				builds = map[string]string{"error": string(b)}
