@@ -201,10 +201,12 @@ func (c *cache) poll(ctx context.Context) {
 			c.version++
 			c.mu.Unlock()
 		}
-		want := store.ReportStamp{Revision: st.Revision, State: st.State, Confidence: st.Confidence, DBBuild: build}
+		want := wantFor(st, build)
 		c.mu.Lock()
 		e.stamp = st
-		if c.cfg.Reports != nil && !e.scanning && (!e.reported || !e.reportFor.Serves(want)) {
+		// Queued images too: another replica may have stored their
+		// report while they wait for a worker here.
+		if c.cfg.Reports != nil && (!e.reported || !e.reportFor.Serves(want)) {
 			wants[st.Digest] = want
 		}
 		c.mu.Unlock()
@@ -224,6 +226,11 @@ func (c *cache) poll(ctx context.Context) {
 	close(c.polled)
 	c.polled = make(chan struct{})
 	c.mu.Unlock()
+}
+
+// wantFor is the stamp a report must serve for an image at st.
+func wantFor(st store.Stamp, build string) store.ReportStamp {
+	return store.ReportStamp{Revision: st.Revision, State: st.State, Confidence: st.Confidence, DBBuild: build}
 }
 
 // refresh takes the stored reports of the images whose report this

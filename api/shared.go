@@ -36,6 +36,14 @@ func replicaID() string {
 // lease and the stored report is not current, and stores it.
 func (c *cache) scan(ctx context.Context, job scanJob) {
 	d := job.digest
+	c.mu.RLock()
+	e := c.images[d]
+	current := e != nil && e.reported && e.reportFor.Serves(wantFor(e.stamp, job.build))
+	c.mu.RUnlock()
+	if current { // a poll took another replica's report while the job waited
+		c.doneScanning(d, nil)
+		return
+	}
 	got, err := c.cfg.Store.TakeLease(ctx, d, c.owner, c.cfg.LeaseDuration)
 	if err != nil || !got {
 		// Another replica scans it: its report is taken at a later poll.
