@@ -22,11 +22,17 @@ type Annotation struct {
 	// Matched is false when no package of the image's SBOM matched the
 	// finding's package: its verdict is then unknown.
 	Matched bool `json:"matched"`
+	// Reachability is set when the verdict was found at function level
+	// (Go): function_executed, with Functions, or function_not_observed.
+	Reachability Reachability       `json:"reachability,omitempty"`
+	Functions    []FunctionEvidence `json:"functions,omitempty"`
 }
 
 // Enrich annotates a grype JSON, Trivy JSON or CycloneDX JSON report with
 // the verdict of each finding's package in rep, matched by purl without
-// qualifiers, else by name@version. The caller bounds r (the HTTP API
+// qualifiers, else by name@version; a grype or Trivy finding whose
+// vulnerability has a function-level verdict on that package (Go) gets
+// that one. The caller bounds r (the HTTP API
 // wraps it in http.MaxBytesReader). Everything else of the report is
 // kept as it was.
 func Enrich(r io.Reader, rep *Report) ([]byte, error) {
@@ -61,19 +67,27 @@ func Enrich(r io.Reader, rep *Report) ([]byte, error) {
 
 func isList(v any) bool { _, ok := v.([]any); return ok }
 
-// packageIndex finds the packages of a report.
+// packageIndex finds the packages of a report, and the verdicts found at
+// function level by vulnerability and package.
 type packageIndex struct {
-	byPURL, byNameVersion map[string]*Package
+	byPURL, byNameVersion, byID map[string]*Package
+	functionLevel               map[string]*Vulnerability // "<vuln id>|<package id>"
 }
 
 func newPackageIndex(rep *Report) packageIndex {
-	ix := packageIndex{byPURL: map[string]*Package{}, byNameVersion: map[string]*Package{}}
+	ix := packageIndex{byPURL: map[string]*Package{}, byNameVersion: map[string]*Package{}, byID: map[string]*Package{}, functionLevel: map[string]*Vulnerability{}}
+	for i := range rep.Vulnerabilities {
+		if v := &rep.Vulnerabilities[i]; v.Reachability == ReachFunctionExecuted || v.Reachability == ReachFunctionNotObserved {
+			ix.functionLevel[v.ID+"|"+v.PackageID] = v
+		}
+	}
 	for i := range rep.Packages {
 		p := &rep.Packages[i]
 		if p.PURL != "" {
 			ix.byPURL[matchPURL(p.PURL)] = p
 		}
 		ix.byNameVersion[p.Name+"@"+p.Version] = p
+		ix.byID[p.ID] = p
 	}
 	return ix
 }
@@ -92,7 +106,31 @@ func matchPURL(p string) string {
 	return u.ToString()
 }
 
+// annotateFinding is annotate, with the function-level verdict of the
+// finding's vulnerability on that package when there is one. pkgID is
+// syft's package id when the finding carries it (grype's artifact id, the
+// same SBOM's): it tells apart packages that share a purl, such as one
+// module compiled into two binaries.
+func (ix packageIndex) annotateFinding(vulnID, pkgID, purl, name, version string) Annotation {
+	a, p := ix.find(purl, name, version)
+	if byID, ok := ix.byID[pkgID]; ok && pkgID != "" {
+		a, p = Annotation{Verdict: byID.Verdict, Evidence: byID.Evidence, Matched: true}, byID
+	}
+	if p == nil {
+		return a
+	}
+	if v, ok := ix.functionLevel[vulnID+"|"+p.ID]; ok {
+		a.Verdict, a.Reachability, a.Functions = v.Verdict, v.Reachability, v.Functions
+	}
+	return a
+}
+
 func (ix packageIndex) annotate(purl, name, version string) Annotation {
+	a, _ := ix.find(purl, name, version)
+	return a
+}
+
+func (ix packageIndex) find(purl, name, version string) (Annotation, *Package) {
 	p := ix.byPURL[matchPURL(purl)]
 	if purl == "" {
 		p = nil
@@ -101,9 +139,9 @@ func (ix packageIndex) annotate(purl, name, version string) Annotation {
 		p = ix.byNameVersion[name+"@"+version]
 	}
 	if p == nil {
-		return Annotation{Verdict: Unknown}
+		return Annotation{Verdict: Unknown}, nil
 	}
-	return Annotation{Verdict: p.Verdict, Evidence: p.Evidence, Matched: true}
+	return Annotation{Verdict: p.Verdict, Evidence: p.Evidence, Matched: true}, p
 }
 
 func str(m map[string]any, keys ...string) string {
@@ -128,7 +166,8 @@ func enrichGrype(doc map[string]any, ix packageIndex) {
 			if !ok {
 				continue
 			}
-			mm["inuse"] = ix.annotate(str(mm, "artifact", "purl"), str(mm, "artifact", "name"), str(mm, "artifact", "version"))
+			mm["inuse"] = ix.annotateFinding(str(mm, "vulnerability", "id"), str(mm, "artifact", "id"),
+				str(mm, "artifact", "purl"), str(mm, "artifact", "name"), str(mm, "artifact", "version"))
 		}
 	}
 }
@@ -147,7 +186,7 @@ func enrichTrivy(doc map[string]any, ix packageIndex) {
 			if !ok {
 				continue
 			}
-			vm["inuse"] = ix.annotate(str(vm, "PkgIdentifier", "PURL"), str(vm, "PkgName"), str(vm, "InstalledVersion"))
+			vm["inuse"] = ix.annotateFinding(str(vm, "VulnerabilityID"), "", str(vm, "PkgIdentifier", "PURL"), str(vm, "PkgName"), str(vm, "InstalledVersion"))
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package scanner_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -229,6 +231,27 @@ func grypeVEX(t *testing.T, sc *scanner.Scanner, digest string, p *store.Profile
 	matches, ignored := testutil.RunGrype(t, grype, dbRoot, "sbom:"+sbomPath, "--vex", vexPath)
 	require.ElementsMatch(t, wantKept, matches)
 	require.ElementsMatch(t, wantIgnored, ignored)
+
+	// inuse enrich gives grype's findings the function-level verdicts
+	cmd := exec.Command(grype, "sbom:"+sbomPath, "-o", "json")
+	cmd.Env = append(os.Environ(), "GRYPE_DB_CACHE_DIR="+dbRoot, "GRYPE_DB_AUTO_UPDATE=false", "GRYPE_DB_VALIDATE_AGE=false", "GRYPE_CHECK_FOR_APP_UPDATE=false")
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	enriched, err := scanner.Enrich(bytes.NewReader(out), rep)
+	require.NoError(t, err)
+	var doc struct {
+		Matches []struct {
+			Vulnerability struct{ ID string } `json:"vulnerability"`
+			InUse         scanner.Annotation  `json:"inuse"`
+		} `json:"matches"`
+	}
+	require.NoError(t, json.Unmarshal(enriched, &doc))
+	reach := map[string][]scanner.Reachability{}
+	for _, m := range doc.Matches {
+		reach[m.Vulnerability.ID] = append(reach[m.Vulnerability.ID], m.InUse.Reachability)
+	}
+	require.Contains(t, reach["GO-2099-0001"], scanner.ReachFunctionNotObserved)
+	require.Contains(t, reach["GO-2099-0002"], scanner.ReachFunctionExecuted)
 }
 
 func status(t *testing.T, sc *scanner.Scanner) scanner.DBStatus {
