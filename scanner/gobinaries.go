@@ -81,8 +81,16 @@ func indexGoBinary(resolver file.Resolver, path string) (GoBinary, error) {
 	return readGoBinary(bytes.NewReader(b))
 }
 
-// readGoBinary reads the function table of one Go binary.
-func readGoBinary(r io.ReaderAt) (GoBinary, error) {
+// readGoBinary reads the function table of one Go binary. The binary
+// comes from an image, whatever it holds: a parser's panic on a damaged
+// file (debug/elf has had some) is that binary's error, not the scanner's
+// end.
+func readGoBinary(r io.ReaderAt) (bin GoBinary, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			bin, err = GoBinary{}, fmt.Errorf("%w: reading the function table: %v", gosym.ErrNotGo, p)
+		}
+	}()
 	tb, err := gosym.NewTable(r)
 	if err != nil {
 		return GoBinary{}, err
@@ -91,7 +99,7 @@ func readGoBinary(r io.ReaderAt) (GoBinary, error) {
 	if err != nil {
 		return GoBinary{}, err
 	}
-	bin := GoBinary{BuildID: id, Funcs: map[string]GoPoints{}}
+	bin = GoBinary{BuildID: id, Funcs: map[string]GoPoints{}}
 	keep := func(name string) bool {
 		return !strings.HasPrefix(name, "type:") && !strings.HasPrefix(name, "go:") && !generated.MatchString(name)
 	}

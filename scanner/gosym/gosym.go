@@ -112,7 +112,7 @@ func newTable(f *elf.File) (*Table, error) {
 		return nil, fmt.Errorf("%w: bad pclntab offsets", ErrNotGo)
 	}
 	t.funcnames, t.pctab, t.functab = data[funcnameOff:], data[pctabOff:pclnOff], data[pclnOff:]
-	if uint64(len(t.functab)) < uint64(t.nfunc+1)*8 {
+	if t.nfunc < 0 || uint64(t.nfunc) >= uint64(len(t.functab))/8 {
 		return nil, fmt.Errorf("%w: truncated function index", ErrNotGo)
 	}
 	md, err := t.moduledata(sec.Addr, sec.Addr+funcnameOff)
@@ -353,7 +353,7 @@ func (t *Table) inlTree(f Func) func(idx int32) (inlinedCall, bool) {
 	base := t.gofunc + uint64(off) - t.gofuncAt
 	return func(idx int32) (inlinedCall, bool) {
 		p := base + uint64(idx)*16
-		if idx < 0 || p+16 > uint64(len(t.gofuncSeg)) {
+		if idx < 0 || p >= uint64(len(t.gofuncSeg)) || uint64(len(t.gofuncSeg))-p < 16 {
 			return inlinedCall{}, false
 		}
 		b := t.gofuncSeg[p:]

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"debug/elf"
 	gosym "debug/gosym"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -185,6 +186,37 @@ func TestInlinedLines(t *testing.T) {
 		n++
 	}
 	require.Positive(t, n)
+}
+
+// A damaged binary is an error or a smaller table, never a panic: the
+// scanner reads whatever images hold.
+func TestDamaged(t *testing.T) {
+	raw, err := os.ReadFile(progs(t)["stripped"])
+	require.NoError(t, err)
+	f, err := elf.NewFile(bytes.NewReader(raw))
+	require.NoError(t, err)
+	pcln := f.Section(".gopclntab")
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for range 100 {
+		b := bytes.Clone(raw)
+		for range 1 + rnd.IntN(64) {
+			// mostly the pclntab, sometimes anywhere
+			at := pcln.Offset + rnd.Uint64N(pcln.Size)
+			if rnd.IntN(4) == 0 {
+				at = rnd.Uint64N(uint64(len(b)))
+			}
+			b[at] = byte(rnd.Uint32())
+		}
+		if rnd.IntN(8) == 0 {
+			b = b[:rnd.IntN(len(b))]
+		}
+		tb, err := NewTable(bytes.NewReader(b))
+		if err != nil {
+			continue
+		}
+		_ = tb.Instances(func(string) bool { return true })
+		_, _ = tb.BuildID()
+	}
 }
 
 func TestNotGo(t *testing.T) {
