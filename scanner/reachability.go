@@ -158,10 +158,12 @@ func (s *Scanner) publishGoPlans(ctx context.Context, digest string, plans map[s
 	last, ok := s.published[digest]
 	s.mu.Unlock()
 	if !ok || last != sum {
-		if len(plans) == 0 && !ok {
-			// nothing to probe, and nothing of ours to replace
-		} else if err := s.cfg.Plans.WriteGoPlans(ctx, digest, plans); err != nil {
-			return nil, err
+		// An empty plan replaces one this scanner wrote; with none written
+		// there is nothing to probe and nothing of ours to replace.
+		if len(plans) > 0 || ok {
+			if err := s.cfg.Plans.WriteGoPlans(ctx, digest, plans); err != nil {
+				return nil, err
+			}
 		}
 		s.mu.Lock()
 		s.published[digest] = sum
