@@ -147,7 +147,7 @@ func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err erro
 		a.collector = collector.New(log, a.metrics.flush, ccfg)
 		// Function-level reachability is an addition: without it, Go
 		// binaries stay at package level.
-		if a.funcs, err = openFuncProbes(log, a.sensor, a.store.GoPlans); err != nil {
+		if a.funcs, err = openFuncProbes(log, a.sensor, a.store.GoPlans, cfg.Hold); err != nil {
 			log.Warn("not probing Go functions", logfields.Error, err)
 		} else {
 			a.closers = append(a.closers, a.funcs.Close)
@@ -172,6 +172,9 @@ func (a *Agent) attribute() error {
 		a.closers = append(a.closers, out.Close)
 		a.output = newJSONLines(out)
 		sinks = append(sinks, a.output)
+	}
+	if a.funcs != nil {
+		sinks = append(sinks, funcSink{a.funcs, a.hierarchy})
 	}
 	a.registry = registry.New(a.log, fanOut(sinks), a.tracker, registry.Config{Hold: a.cfg.Hold})
 	if a.funcs != nil {
@@ -312,14 +315,6 @@ func (a *Agent) pipeline(ctx context.Context, sources []func(context.Context) er
 func (a *Agent) apply(ev lifecycle.Event) {
 	a.registry.Handle(ev)
 	c := ev.Container
-	switch {
-	case ev.Kind == lifecycle.Stopped:
-		a.funcs.stopped(c)
-	case c.CgroupPath != "":
-		a.funcs.started(c, a.hierarchy.Path(c.CgroupPath))
-	default: // inuse-agent exec probed it before its command started
-		a.funcs.started(c, "")
-	}
 	if ev.Kind != lifecycle.Started || !c.Partial || c.CgroupID == 0 {
 		return
 	}

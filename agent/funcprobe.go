@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/logfields"
+	"github.com/inuse-dev/inuse/internal/registry"
 	"github.com/inuse-dev/inuse/internal/store"
 	"github.com/inuse-dev/inuse/scanner/gosym"
 )
@@ -33,6 +35,8 @@ const (
 	// container is not held for its plan: Redis is away, and the
 	// background read after the start will do.
 	planBackoff = 10 * time.Second
+	// maxHeldHits bounds the hits held for cgroups not known yet.
+	maxHeldHits = 1024
 )
 
 // funcProbes puts the Go probe plans of tracked images (store.GoPlan, made
@@ -47,30 +51,60 @@ type funcProbes struct {
 	log   *slog.Logger
 	probe *funcprobe.Probe
 	plans func(ctx context.Context, digest string) (map[string]store.GoPlan, error)
+	// hold is how long a stopped cgroup's hits are still attributed, and
+	// an unknown cgroup's hits wait for its container.
+	hold time.Duration
 	// emit hands an event to the registry, like the sensor's.
 	emit       func(sensor.Event)
-	work       sync.WaitGroup // attaches in flight
+	work       sync.WaitGroup // attaches and detaches in flight
 	planFailed atomic.Int64   // unix ns of the last failed read of a plan
 
 	mu       sync.Mutex
-	cookie   uint64 // last cookie given to a probe
 	cgroups  map[uint64]*probedCgroup
 	binaries map[binaryKey]*probedBinary
-	points   map[uint64]*probePoint // by cookie
+	// cookies number probe points for good, so that a hit read after its
+	// probe went (its container stopped meanwhile) still names it.
+	cookies map[probeKey]uint64
+	points  map[uint64]probeKey
+	links   map[uint64]link.Link // attached probes, by cookie
 	// hit holds (image, binary, symbol) already reported: not probed again.
 	hit map[functionKey]bool
+	// gone are the images of stopped cgroups, for hits read late; held the
+	// hits of cgroups not known yet (tracked by the kernel at creation,
+	// named by their runtime later): the kernel reports a probe once per
+	// cgroup, so neither may be dropped.
+	gone  map[uint64]goneCgroup
+	held  map[uint64]*heldHits
+	nheld int
+}
+
+type heldHits struct {
+	since time.Time
+	hits  []funcprobe.Hit
 }
 
 // probedCgroup is a tracked container of an image with a plan.
 type probedCgroup struct {
 	digest   string
-	plans    map[string]store.GoPlan // by path inside the image
+	plans    map[string]store.GoPlan // by path inside the image; nil until read
 	binaries map[binaryKey]bool      // acquired, released when it stops
+}
+
+type goneCgroup struct {
+	digest string
+	at     time.Time
 }
 
 // binaryKey names a binary of an image by its build: the build id is what
 // the plan's offsets are valid for.
 type binaryKey struct{ digest, path, buildID string }
+
+// probeKey is one probe point of a binary.
+type probeKey struct {
+	binaryKey
+	offset uint64
+	symbol string
+}
 
 // functionKey is one planned function of a binary of an image.
 type functionKey struct{ digest, path, symbol string }
@@ -78,24 +112,17 @@ type functionKey struct{ digest, path, symbol string }
 // probedBinary is the probes of one binary, shared by the containers of its
 // image.
 type probedBinary struct {
-	key  binaryKey
 	refs int
 	// ready is CLOCK_MONOTONIC (ns) when every probe of the plan was in
 	// place; 0 when one failed. An exec after it ran nothing unprobed.
-	ready  uint64
-	probed bool // ProbedEvent emitted
-	points map[uint64]*probePoint
-}
-
-type probePoint struct {
-	bin    *probedBinary
-	symbol string
-	link   link.Link
+	ready   uint64
+	probed  bool              // ProbedEvent emitted
+	cookies map[uint64]string // attached, with their symbols
 }
 
 // openFuncProbes loads the function probe program on the sensor's tracked
 // cgroups; plans reads an image's probe plan.
-func openFuncProbes(log *slog.Logger, s *sensor.Sensor, plans func(context.Context, string) (map[string]store.GoPlan, error)) (*funcProbes, error) {
+func openFuncProbes(log *slog.Logger, s *sensor.Sensor, plans func(context.Context, string) (map[string]store.GoPlan, error), hold time.Duration) (*funcProbes, error) {
 	tracking, err := s.Tracking()
 	if err != nil {
 		return nil, err
@@ -108,20 +135,26 @@ func openFuncProbes(log *slog.Logger, s *sensor.Sensor, plans func(context.Conte
 		log:      log.With(logfields.Component, "funcprobe"),
 		probe:    p,
 		plans:    plans,
+		hold:     cmp.Or(hold, time.Minute),
 		cgroups:  map[uint64]*probedCgroup{},
 		binaries: map[binaryKey]*probedBinary{},
-		points:   map[uint64]*probePoint{},
+		cookies:  map[probeKey]uint64{},
+		points:   map[uint64]probeKey{},
+		links:    map[uint64]link.Link{},
 		hit:      map[functionKey]bool{},
+		gone:     map[uint64]goneCgroup{},
+		held:     map[uint64]*heldHits{},
 	}, nil
 }
 
 // Close detaches every probe and frees the program.
 func (f *funcProbes) Close() error {
+	f.work.Wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var errs []error
-	for _, b := range f.binaries {
-		errs = append(errs, f.detach(b, "")...)
+	for _, l := range f.links {
+		errs = append(errs, l.Close())
 	}
 	return errors.Join(append(errs, f.probe.Close())...)
 }
@@ -134,7 +167,7 @@ func (f *funcProbes) run(ctx context.Context) error {
 	return f.probe.Run(ctx, f.onHit)
 }
 
-// wait waits for the attaches in flight.
+// wait waits for the attaches and detaches in flight.
 func (f *funcProbes) wait() {
 	if f != nil {
 		f.work.Wait()
@@ -144,16 +177,17 @@ func (f *funcProbes) wait() {
 // started probes the binaries of a container's image plan, in the
 // background: the container is running already, or about to. cgroupDir
 // finds its root file system through its processes; without it, only its
-// exec events do.
+// exec events do. It neither blocks nor emits: the registry calls it.
 func (f *funcProbes) started(c lifecycle.Container, cgroupDir string) {
-	cg := f.track(c)
-	if cg == nil {
+	if f == nil || c.CgroupID == 0 || c.Image.Digest == "" {
 		return
 	}
 	f.work.Add(1)
 	go func() {
 		defer f.work.Done()
-		f.load(c, cg, f.roots(c, cgroupDir), planTimeout)
+		if cg := f.track(c); cg != nil {
+			f.load(c, cg, f.roots(c, cgroupDir), planTimeout)
+		}
 	}()
 }
 
@@ -197,17 +231,27 @@ func (f *funcProbes) roots(c lifecycle.Container, cgroupDir string) []string {
 }
 
 // track registers a container of an image, so that its exec events and
-// hits are known to be its own, before its plan is read.
+// hits are known to be its own, before its plan is read, and replays the
+// hits its cgroup had before.
 func (f *funcProbes) track(c lifecycle.Container) *probedCgroup {
 	if f == nil || c.CgroupID == 0 || c.Image.Digest == "" {
 		return nil
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	cg, ok := f.cgroups[c.CgroupID]
 	if !ok {
 		cg = &probedCgroup{digest: c.Image.Digest, binaries: map[binaryKey]bool{}}
 		f.cgroups[c.CgroupID] = cg
+	}
+	var held []funcprobe.Hit
+	if hh := f.held[c.CgroupID]; hh != nil {
+		held = hh.hits
+		delete(f.held, c.CgroupID)
+		f.nheld -= len(held)
+	}
+	f.mu.Unlock()
+	for _, h := range held {
+		f.onHit(h)
 	}
 	return cg
 }
@@ -254,27 +298,33 @@ func (f *funcProbes) load(c lifecycle.Container, cg *probedCgroup, roots []strin
 	}
 }
 
-// stopped releases the probes of a container that went.
+// stopped releases the probes of a container that went; its hits still
+// read are attributed for the hold time.
 func (f *funcProbes) stopped(c lifecycle.Container) {
 	if f == nil {
 		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	now := time.Now()
+	for id, g := range f.gone {
+		if now.Sub(g.at) > f.hold {
+			delete(f.gone, id)
+		}
+	}
 	cg, ok := f.cgroups[c.CgroupID]
 	if !ok {
 		return
 	}
 	delete(f.cgroups, c.CgroupID)
+	f.gone[c.CgroupID] = goneCgroup{digest: cg.digest, at: now}
 	for key := range cg.binaries {
 		b := f.binaries[key]
 		if b.refs--; b.refs > 0 {
 			continue
 		}
 		delete(f.binaries, key)
-		if err := errors.Join(f.detach(b, "")...); err != nil {
-			f.log.Warn("detaching function probes", logfields.Path, key.path, logfields.Error, err)
-		}
+		f.detach(b, "")
 	}
 }
 
@@ -347,68 +397,122 @@ func (f *funcProbes) acquire(cg *probedCgroup, path string, plan store.GoPlan, f
 		f.log.Warn("probing a binary", logfields.Path, path, logfields.Error, err)
 		return
 	}
-	b := &probedBinary{key: key, refs: 1, points: map[uint64]*probePoint{}}
+	b := &probedBinary{refs: 1, cookies: map[uint64]string{}}
 	complete := true
 	for _, p := range plan.Probes {
 		if f.hit[functionKey{key.digest, path, p.Symbol}] {
 			continue // reported already
 		}
-		f.cookie++
-		l, err := f.probe.Attach(exe, p.Offset, f.cookie)
+		pk := probeKey{key, p.Offset, p.Symbol}
+		cookie, ok := f.cookies[pk]
+		if !ok {
+			cookie = uint64(len(f.cookies) + 1)
+			f.cookies[pk], f.points[cookie] = cookie, pk
+		}
+		l, err := f.probe.Attach(exe, p.Offset, cookie)
 		if err != nil {
 			f.log.Warn("probing a function", logfields.Path, path, "symbol", p.Symbol, logfields.Error, err)
 			complete = false
 			continue
 		}
-		pt := &probePoint{bin: b, symbol: p.Symbol, link: l}
-		b.points[f.cookie] = pt
-		f.points[f.cookie] = pt
+		b.cookies[cookie] = p.Symbol
+		f.links[cookie] = l
 	}
 	if complete {
 		b.ready = monotonicNow()
 	}
 	f.binaries[key] = b
 	cg.binaries[key] = true
-	f.log.Debug("probed a binary", logfields.Path, path, logfields.Image, cg.digest, logfields.Count, len(b.points), "complete", complete)
+	f.log.Debug("probed a binary", logfields.Path, path, logfields.Image, cg.digest, logfields.Count, len(b.cookies), "complete", complete)
 }
 
 // onHit turns the first hit of a planned function in an image into a
-// FunctionEvent and detaches that function's probes in the binary.
+// FunctionEvent and detaches that function's probes in the binary. It
+// runs on the hit reader: what takes long (detaching) is done apart.
 func (f *funcProbes) onHit(h funcprobe.Hit) {
 	f.mu.Lock()
-	pt, ok := f.points[h.Cookie]
-	cg := f.cgroups[h.CgroupID]
-	if !ok || cg == nil || cg.digest != pt.bin.key.digest {
-		// Detached already, or another image's probe on a shared file.
+	pk, ok := f.points[h.Cookie]
+	if !ok {
 		f.mu.Unlock()
 		return
 	}
-	key := pt.bin.key
-	f.hit[functionKey{key.digest, key.path, pt.symbol}] = true
-	errs := f.detach(pt.bin, pt.symbol)
-	f.mu.Unlock()
-	if err := errors.Join(errs...); err != nil {
-		f.log.Warn("detaching a function probe", logfields.Path, key.path, "symbol", pt.symbol, logfields.Error, err)
+	digest := f.gone[h.CgroupID].digest
+	if cg := f.cgroups[h.CgroupID]; cg != nil {
+		digest = cg.digest
 	}
+	f.log.Debug("function probe hit", logfields.CgroupID, h.CgroupID, "symbol", pk.symbol, logfields.Image, digest)
+	if digest == "" {
+		f.holdHit(h)
+		f.mu.Unlock()
+		return
+	}
+	fk := functionKey{pk.digest, pk.path, pk.symbol}
+	if digest != pk.digest || f.hit[fk] {
+		// Another image's probe on a shared file, or reported already.
+		f.mu.Unlock()
+		return
+	}
+	f.hit[fk] = true
+	if b := f.binaries[pk.binaryKey]; b != nil {
+		f.detach(b, pk.symbol)
+	}
+	f.mu.Unlock()
 	f.emit(funcprobe.FunctionEvent{
 		Header: sensor.Header{CgroupID: h.CgroupID, PID: h.PID, Monotonic: h.Monotonic},
-		Binary: key.path, Symbol: pt.symbol,
+		Binary: pk.path, Symbol: pk.symbol,
 	})
 }
 
-// detach closes the probes of b for symbol, or all of them when symbol is
-// empty; f.mu is held.
-func (f *funcProbes) detach(b *probedBinary, symbol string) []error {
-	var errs []error
-	for cookie, pt := range b.points {
-		if symbol != "" && pt.symbol != symbol {
+// holdHit keeps the hit of a cgroup not known yet, within bounds; f.mu is
+// held.
+func (f *funcProbes) holdHit(h funcprobe.Hit) {
+	now := time.Now()
+	if f.nheld >= maxHeldHits {
+		// Cgroups that were never named within the hold time never will.
+		for id, hh := range f.held {
+			if now.Sub(hh.since) > f.hold {
+				f.nheld -= len(hh.hits)
+				delete(f.held, id)
+			}
+		}
+		if f.nheld >= maxHeldHits {
+			return
+		}
+	}
+	hh := f.held[h.CgroupID]
+	if hh == nil {
+		hh = &heldHits{since: now}
+		f.held[h.CgroupID] = hh
+	}
+	hh.hits = append(hh.hits, h)
+	f.nheld++
+}
+
+// detach takes the probes of b for symbol, or all of them when symbol is
+// empty, and closes them apart: closing a uprobe waits for the kernel's
+// grace periods. f.mu is held.
+func (f *funcProbes) detach(b *probedBinary, symbol string) {
+	var links []link.Link
+	for cookie, sym := range b.cookies {
+		if symbol != "" && sym != symbol {
 			continue
 		}
-		errs = append(errs, pt.link.Close())
-		delete(b.points, cookie)
-		delete(f.points, cookie)
+		links = append(links, f.links[cookie])
+		delete(b.cookies, cookie)
+		delete(f.links, cookie)
 	}
-	return errs
+	if len(links) == 0 {
+		return
+	}
+	f.work.Add(1)
+	go func() {
+		defer f.work.Done()
+		for _, l := range links {
+			if err := l.Close(); err != nil {
+				f.log.Warn("detaching a function probe", logfields.Error, err)
+			}
+		}
+	}()
 }
 
 func monotonicNow() uint64 {
@@ -416,6 +520,32 @@ func monotonicNow() uint64 {
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint64(ts.Nano())
 }
+
+// funcSink follows the containers the registry knows: their cgroup ids
+// resolved (a container that exited before its runtime described it is
+// known by its cgroup path only), started before their events replay.
+type funcSink struct {
+	funcs     *funcProbes
+	hierarchy cgroups.Hierarchy
+}
+
+var _ registry.Sink[sensor.Event] = funcSink{}
+
+// ContainerStarted implements registry.Sink.
+func (s funcSink) ContainerStarted(c lifecycle.Container) {
+	var dir string
+	if c.CgroupPath != "" {
+		dir = s.hierarchy.Path(c.CgroupPath)
+	}
+	s.funcs.started(c, dir)
+}
+
+// Observe implements registry.Sink: exec events reach the probes earlier,
+// from the sensor (Agent.observe).
+func (funcSink) Observe(lifecycle.Container, sensor.Event) {}
+
+// ContainerStopped implements registry.Sink.
+func (s funcSink) ContainerStopped(c lifecycle.Container) { s.funcs.stopped(c) }
 
 // probingTracker is the tracker as discovery sources hold it: a container
 // about to start (not Partial) has the probes of its image's plan in place

@@ -116,3 +116,38 @@ func TestFunctionProbesContainerd(t *testing.T) {
 	noErrors(t, a)
 	a.Stop(t)
 }
+
+// Under Docker a container is named only after its process started: its
+// first calls of a planned function reach the agent before its image is
+// known. With the image's binary probed already (another container of the
+// image runs), the hits of a short-lived container are held until dockerd
+// names it, and recorded.
+func TestFunctionProbesDocker(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	ctx := context.Background()
+	bin, plan, err := gofunc.Build(t.TempDir(), true)
+	require.NoError(t, err)
+	root := testutil.BusyboxRoot(t)
+	const path = "/app/target"
+	runtimes.CopyFile(t, bin, filepath.Join(root, path))
+	d := runtimes.StartDockerd(t)
+	const ref = "inuse-test/gofunc:1"
+	imageID := d.ImportImage(t, root, ref, `CMD ["/bin/sh"]`)
+	srv := redistest.Start(t)
+	st, err := store.Open(srv.URL())
+	require.NoError(t, err)
+	defer st.Close()
+	require.NoError(t, st.WriteGoPlans(ctx, imageID, map[string]store.GoPlan{path: plan}))
+
+	a := runtimes.StartAgent(t, agentBinary, []string{"DOCKER_HOST=" + d.Host}, "--redis", srv.URL(), "--nri-socket", "",
+		"--flush-interval", "200ms", "--node-name", "e2e")
+	d.Run(t, ref, "/bin/busybox", "sleep", "20") // keeps the image's binary probed
+	a.WaitLog(t, "probed a binary")
+	_, wait := d.Run(t, ref, path, "A")
+	wait()
+	want := []string{store.FunctionMember(path, gofunc.Planned[0]), store.FunctionMember(path, gofunc.Planned[1])}
+	p := waitProfile(t, st, imageID, func(p *store.Profile) bool { return len(functions(p)) == len(want) })
+	require.ElementsMatch(t, want, functions(p))
+	noErrors(t, a)
+	a.Stop(t)
+}
