@@ -131,14 +131,17 @@ func (f fleet) placements() []placement {
 
 func nodeName(n int) string { return fmt.Sprintf("node-%03d", n) }
 
-// container is container k as the runtime would describe it.
+// container is container k as the runtime would describe it. Each runs
+// in a workload of its own (a Deployment of one replica, or a sidecar of
+// many Deployments): runtimeimages then lists one entry per container,
+// the most it can list for the fleet.
 func (f fleet) container(k int, p placement, img image) lifecycle.Container {
 	sum := sha256.Sum256(fmt.Appendf(nil, "container/%d/%d", f.Seed, k))
 	return lifecycle.Container{
 		ID: hex.EncodeToString(sum[:]), Name: "app", Runtime: lifecycle.RuntimeContainerd,
 		Image:    lifecycle.Image{Name: img.name, Digest: img.digest},
 		Pod:      lifecycle.Pod{Name: fmt.Sprintf("%s-%d", img.workload, p.replica), Namespace: img.namespace},
-		Workload: lifecycle.Workload{Kind: "Deployment", Name: img.workload},
+		Workload: lifecycle.Workload{Kind: "Deployment", Name: fmt.Sprintf("%s-%d", img.workload, p.replica)},
 	}
 }
 

@@ -2,12 +2,18 @@
 // a 3-master Redis Cluster, against the same writes into a single
 // redis-server, in one run: ingest rate, Redis memory per image, and a
 // check that every merged profile is the same in both, with nothing lost.
+// Then two `inuse serve` replicas (the real binary, built by the run)
+// serve the cluster with the scanner on, over generated images: the time
+// until every image has a report, the scans of each replica (one per
+// image and revision in all, or the run fails), runtimeimages paging and
+// each replica's memory.
 //
 // Each simulated node is its own process (this binary again, with -agent)
 // with its own connections, folding its containers' events through the
 // real collector and writing them through the real store.
 //
-//	go run ./bench/fleet -nodes 100 -images 1000 -files 3000 -containers 20000
+//	go run ./bench/fleet -nodes 100 -images 1000 -files 1000 -containers 20000
+//	go run ./bench/fleet -small   # 10 nodes, 100 images, 300 files, 2,000 containers
 package main
 
 import (
@@ -37,16 +43,22 @@ func main() {
 	flag.IntVar(&f.Containers, "containers", 20000, "containers over all nodes")
 	flag.Uint64Var(&f.Seed, "seed", 1, "seed of the simulated fleet")
 	parallel := flag.Int("parallel", 10, "agent processes at a time")
+	small := flag.Bool("small", false, "a quick run: 10 nodes, 100 images of 300 files, 2,000 containers (overrides those flags)")
+	serve := flag.Bool("serve", true, "then run two inuse serve replicas over the cluster")
+	limit := flag.Int("page", 250, "runtimeimages entries per page (its default)")
 	agent := flag.Int("agent", -1, "run as the agent of this node (internal)")
 	clusterURL := flag.String("cluster", "", "cluster URL (internal, with -agent)")
 	singleURL := flag.String("single", "", "single server URL (internal, with -agent)")
 	flag.Parse()
+	if *small {
+		f.Nodes, f.Images, f.Files, f.Containers = 10, 100, 300, 2000
+	}
 
 	var err error
 	if *agent >= 0 {
 		err = runAgent(f, *agent, *clusterURL, *singleURL)
 	} else {
-		err = run(f, *parallel)
+		err = run(f, *parallel, *serve, *limit)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
@@ -54,7 +66,7 @@ func main() {
 	}
 }
 
-func run(f fleet, parallel int) (err error) {
+func run(f fleet, parallel int, serve bool, limit int) (err error) {
 	if f.Containers < f.Images {
 		return fmt.Errorf("-containers (%d) must be at least -images (%d): every image runs", f.Containers, f.Images)
 	}
@@ -112,7 +124,7 @@ func run(f fleet, parallel int) (err error) {
 	}
 	checked := time.Since(checkStart)
 
-	mem, err := imageMemory(ctx, f, clients)
+	mem, perContainer, err := imageMemory(ctx, f, clients)
 	if err != nil {
 		return err
 	}
@@ -135,10 +147,16 @@ func run(f fleet, parallel int) (err error) {
 			target, mem[target]/1024, float64(after[target])/(1<<20), float64(after[target]-before[target])/(1<<20),
 			float64(after[target]-before[target])/float64(f.Images)/1024)
 	}
+	fmt.Printf("memory per container: %.0f bytes of the image's containers, nodes and workloads sets (cluster, MEMORY USAGE)\n", perContainer)
 	fmt.Printf("memory cluster/single: MEMORY USAGE %.2f, used_memory %.2f\n", mem["cluster"]/mem["single"],
 		float64(after["cluster"]-before["cluster"])/float64(after["single"]-before["single"]))
 	fmt.Printf("check: %d images identical in the cluster and the single server, as the fleet ran them; 0 lost (losses 0, overflow 0), %d events counted (%.1f s)\n",
 		f.Images, events, checked.Seconds())
+	if serve {
+		if err := serveFleet(ctx, f, root, cluster.URL(), cst, clients["cluster"], limit); err != nil {
+			return err
+		}
+	}
 	fmt.Printf("wall: %.1f s\n", time.Since(start).Seconds())
 	return nil
 }
@@ -258,13 +276,16 @@ func usedMemory(ctx context.Context, cluster *redistest.Cluster, single *rediste
 }
 
 // imageMemory is the mean over images of the sum of MEMORY USAGE (every
-// element counted: SAMPLES 0) of an image's keys, in each target.
-func imageMemory(ctx context.Context, f fleet, clients map[string]redis.UniversalClient) (map[string]float64, error) {
+// element counted: SAMPLES 0) of an image's keys, in each target, and the
+// bytes per container of the sets that grow with containers (containers,
+// nodes, workloads) in the cluster.
+func imageMemory(ctx context.Context, f fleet, clients map[string]redis.UniversalClient) (map[string]float64, float64, error) {
 	digests := make([]string, f.Images)
 	for i := range digests {
 		digests[i] = f.image(i).digest
 	}
 	out := map[string]float64{}
+	var perContainer int64
 	for target, c := range clients {
 		var sum int64
 		for _, digest := range digests {
@@ -283,14 +304,17 @@ func imageMemory(ctx context.Context, f fleet, clients map[string]redis.Universa
 				return nil
 			})
 			if err != nil && !errors.Is(err, redis.Nil) {
-				return nil, fmt.Errorf("memory usage in the %s: %w", target, err)
+				return nil, 0, fmt.Errorf("memory usage in the %s: %w", target, err)
 			}
-			for _, cmd := range cmds {
+			for i, cmd := range cmds {
 				n, _ := cmd.(*redis.IntCmd).Result() // a section never written is missing: 0
 				sum += n
+				if target == "cluster" && i >= 2 && i <= 4 { // containers, nodes, workloads
+					perContainer += n
+				}
 			}
 		}
 		out[target] = float64(sum) / float64(f.Images)
 	}
-	return out, nil
+	return out, float64(perContainer) / float64(f.Containers), nil
 }

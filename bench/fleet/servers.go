@@ -39,11 +39,15 @@ func (t *processTB) TempDir() string {
 }
 
 // cleanup stops the servers (printing their logs if the run failed) and
-// removes their directories.
+// removes the run's directory, which a failed run keeps for its logs.
 func (t *processTB) cleanup(failed bool) {
 	t.failed = failed
 	for i := len(t.cleanups) - 1; i >= 0; i-- {
 		t.cleanups[i]()
+	}
+	if failed {
+		fmt.Fprintln(os.Stderr, "fleet: the run's files (the replicas' logs) are kept in", t.root)
+		return
 	}
 	_ = os.RemoveAll(t.root)
 }
