@@ -55,7 +55,7 @@ var stormDrift = []string{
 // what bounds it: Redis memory, the folded patterns and their counts.
 func stormed(t *testing.T, srv *redistest.Server, st *store.Store, digest string) {
 	t.Helper()
-	p := waitProfile(t, st, digest, func(p *store.Profile) bool {
+	waitProfile(t, st, digest, func(p *store.Profile) bool {
 		for _, m := range stormDrift {
 			if !has(p, store.Drift, m) {
 				return false
