@@ -66,7 +66,6 @@ type funcProbes struct {
 	// probe went (its container stopped meanwhile) still names it.
 	cookies map[probeKey]uint64
 	points  map[uint64]probeKey
-	links   map[uint64]link.Link // attached probes, by cookie
 	// hit holds (image, binary, symbol) already reported: not probed again.
 	hit map[functionKey]bool
 	// gone are the images of stopped cgroups, for hits read late; held the
@@ -115,9 +114,9 @@ type probedBinary struct {
 	refs int
 	// ready is CLOCK_MONOTONIC (ns) when every probe of the plan was in
 	// place; 0 when one failed. An exec after it ran nothing unprobed.
-	ready   uint64
-	probed  bool              // ProbedEvent emitted
-	cookies map[uint64]string // attached, with their symbols
+	ready  uint64
+	probed bool                   // ProbedEvent emitted
+	links  map[string][]link.Link // attached, by symbol
 }
 
 // openFuncProbes loads the function probe program on the sensor's tracked
@@ -140,7 +139,6 @@ func openFuncProbes(log *slog.Logger, s *sensor.Sensor, plans func(context.Conte
 		binaries: map[binaryKey]*probedBinary{},
 		cookies:  map[probeKey]uint64{},
 		points:   map[uint64]probeKey{},
-		links:    map[uint64]link.Link{},
 		hit:      map[functionKey]bool{},
 		gone:     map[uint64]goneCgroup{},
 		held:     map[uint64]*heldHits{},
@@ -153,8 +151,12 @@ func (f *funcProbes) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var errs []error
-	for _, l := range f.links {
-		errs = append(errs, l.Close())
+	for _, b := range f.binaries {
+		for _, links := range b.links {
+			for _, l := range links {
+				errs = append(errs, l.Close())
+			}
+		}
 	}
 	return errors.Join(append(errs, f.probe.Close())...)
 }
@@ -397,8 +399,10 @@ func (f *funcProbes) acquire(cg *probedCgroup, path string, plan store.GoPlan, f
 		f.log.Warn("probing a binary", logfields.Path, path, logfields.Error, err)
 		return
 	}
-	b := &probedBinary{refs: 1, cookies: map[uint64]string{}}
-	complete := true
+	b := &probedBinary{refs: 1, links: map[string][]link.Link{}}
+	// The places of one function are attached, and detached, together.
+	var symbols []string
+	offsets, cookies := map[string][]uint64{}, map[string][]uint64{}
 	for _, p := range plan.Probes {
 		if f.hit[functionKey{key.digest, path, p.Symbol}] {
 			continue // reported already
@@ -409,21 +413,28 @@ func (f *funcProbes) acquire(cg *probedCgroup, path string, plan store.GoPlan, f
 			cookie = uint64(len(f.cookies) + 1)
 			f.cookies[pk], f.points[cookie] = cookie, pk
 		}
-		l, err := f.probe.Attach(exe, p.Offset, cookie)
+		if _, ok := offsets[p.Symbol]; !ok {
+			symbols = append(symbols, p.Symbol)
+		}
+		offsets[p.Symbol] = append(offsets[p.Symbol], p.Offset)
+		cookies[p.Symbol] = append(cookies[p.Symbol], cookie)
+	}
+	complete := true
+	for _, sym := range symbols {
+		links, err := f.probe.Attach(exe, offsets[sym], cookies[sym])
 		if err != nil {
-			f.log.Warn("probing a function", logfields.Path, path, "symbol", p.Symbol, logfields.Error, err)
+			f.log.Warn("probing a function", logfields.Path, path, "symbol", sym, logfields.Error, err)
 			complete = false
 			continue
 		}
-		b.cookies[cookie] = p.Symbol
-		f.links[cookie] = l
+		b.links[sym] = links
 	}
 	if complete {
 		b.ready = monotonicNow()
 	}
 	f.binaries[key] = b
 	cg.binaries[key] = true
-	f.log.Debug("probed a binary", logfields.Path, path, logfields.Image, cg.digest, logfields.Count, len(b.cookies), "complete", complete)
+	f.log.Debug("probed a binary", logfields.Path, path, logfields.Image, cg.digest, logfields.Count, len(b.links), "complete", complete)
 }
 
 // onHit turns the first hit of a planned function in an image into a
@@ -493,13 +504,12 @@ func (f *funcProbes) holdHit(h funcprobe.Hit) {
 // grace periods. f.mu is held.
 func (f *funcProbes) detach(b *probedBinary, symbol string) {
 	var links []link.Link
-	for cookie, sym := range b.cookies {
+	for sym, ls := range b.links {
 		if symbol != "" && sym != symbol {
 			continue
 		}
-		links = append(links, f.links[cookie])
-		delete(b.cookies, cookie)
-		delete(f.links, cookie)
+		links = append(links, ls...)
+		delete(b.links, sym)
 	}
 	if len(links) == 0 {
 		return

@@ -1,12 +1,13 @@
 // Command funcprobe measures what a function probe costs a Go program that
 // calls a planned function in a hot loop: 10,000,000 calls of vulnlib.Parse
-// (bench/funcprobe/gofunc), untraced and run by inuse-agent exec's pipeline
-// (agent.Exec, in this process, with a redis-server holding a plan that
-// probes Parse and the inlined Count). The agent removes a probe after its
-// first hit, so the traced program pays a few traps and then runs as
-// untraced. Rounds alternate; the medians of the loop's whole time and of
-// its last nine tenths (after the first hit) are printed against untraced,
-// with the traps each traced run took (counted in BPF).
+// (bench/funcprobe/gofunc) run untraced, tracked (through agent.Exec, the
+// pipeline of inuse-agent exec, in this process, as an image without a
+// plan: the sensor alone) and probed (as an image whose plan, in a
+// redis-server, probes Parse and the inlined Count). The agent removes a
+// probe after its first hit, so a probed program pays the traps until then
+// and afterwards runs as tracked. Rounds rotate the order; each run's loop
+// time, the time of its first tenth and the traps it took (counted in BPF)
+// are printed, then the medians of the loop and of its last nine tenths.
 //
 // Run as root: go run ./bench/funcprobe
 package main
@@ -37,6 +38,7 @@ import (
 
 const (
 	digest = "sha256:f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"
+	noPlan = "sha256:0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"
 	// cgroupParent holds the runs' cgroups, as inuse-agent exec's default.
 	cgroupParent = "inuse"
 )
@@ -95,24 +97,33 @@ func run(calls, rounds int) error {
 	}
 	defer func() { _ = cgroups.Remove(cgroup) }()
 
-	var untraced, traced []timing
+	// untraced: no agent; tracked: the agent runs the target as a
+	// container of an image without a plan (the sensor's cost alone);
+	// probed: of the image whose plan probes Parse.
+	runs := map[string][]timing{}
 	var traps []uint64
+	modes := []string{"untraced", "tracked", "probed"}
 	for r := range rounds {
-		// Alternate which goes first, so that drift hits both alike.
-		for i := range 2 {
-			if (r+i)%2 == 0 {
-				t, err := untracedRun(h, cgroup, bin, calls)
-				if err != nil {
-					return err
-				}
-				untraced = append(untraced, t)
-				continue
+		// Rotate which goes first, so that drift hits all alike.
+		for i := range modes {
+			mode := modes[(r+i)%len(modes)]
+			var t timing
+			var n uint64
+			var err error
+			switch mode {
+			case "untraced":
+				t, err = untracedRun(h, cgroup, bin, calls)
+			case "tracked":
+				t, _, err = tracedRun(ctx, url, bin, calls, noPlan)
+			case "probed":
+				t, n, err = tracedRun(ctx, url, bin, calls, digest)
+				traps = append(traps, n)
 			}
-			t, n, err := tracedRun(ctx, url, bin, calls)
 			if err != nil {
 				return err
 			}
-			traced, traps = append(traced, t), append(traps, n)
+			runs[mode] = append(runs[mode], t)
+			fmt.Printf("round %d %-8s loop %7.2f ms, first tenth %6.2f ms, %d traps\n", r, mode, ms(t.total), ms(t.total-t.tail), n)
 		}
 	}
 	p, err := st.Profile(ctx, digest, time.Now(), store.DefaultLearning)
@@ -125,19 +136,20 @@ func run(calls, rounds int) error {
 		return errors.New("the traced runs did not record the planned function")
 	}
 	report := func(what string, pick func(timing) time.Duration) {
-		u, t := median(untraced, pick), median(traced, pick)
-		fmt.Printf("%-22s untraced %8.2f ms  traced %8.2f ms  %.4fx\n", what, ms(u), ms(t), float64(t)/float64(u))
+		u, t, p := median(runs["untraced"], pick), median(runs["tracked"], pick), median(runs["probed"], pick)
+		fmt.Printf("%-22s untraced %7.2f ms  tracked %7.2f ms (%.4fx)  probed %7.2f ms (%.4fx untraced, %.4fx tracked)\n",
+			what, ms(u), ms(t), float64(t)/float64(u), ms(p), float64(p)/float64(u), float64(p)/float64(t))
 	}
 	report("whole loop", func(t timing) time.Duration { return t.total })
 	report("after the first tenth", func(t timing) time.Duration { return t.tail })
 	slices.Sort(traps)
-	fmt.Printf("traps per traced run: min %d, median %d, max %d\n", traps[0], traps[len(traps)/2], traps[len(traps)-1])
+	fmt.Printf("traps per probed run: min %d, median %d, max %d\n", traps[0], traps[len(traps)/2], traps[len(traps)-1])
 	return nil
 }
 
 // tracedRun runs the target through a fresh agent, as inuse-agent exec
 // does, and returns its timing and the traps the probes took.
-func tracedRun(ctx context.Context, url, bin string, calls int) (timing, uint64, error) {
+func tracedRun(ctx context.Context, url, bin string, calls int, digest string) (timing, uint64, error) {
 	a, err := agent.Open(ctx, slog.New(slog.DiscardHandler), agent.Config{Redis: url})
 	if err != nil {
 		return timing{}, 0, err

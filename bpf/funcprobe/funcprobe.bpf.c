@@ -48,8 +48,8 @@ struct {
 /* Every time a probe fired, tracked or not: what the probes cost. */
 __u64 traps = 0;
 
-SEC("uprobe")
-int inuse_func_entry(struct pt_regs *ctx)
+/* One body for both attach types. */
+static __always_inline int func_entry(struct pt_regs *ctx)
 {
 	__sync_fetch_and_add(&traps, 1);
 	struct cgroup_state *st = tracked_state();
@@ -73,4 +73,20 @@ int inuse_func_entry(struct pt_regs *ctx)
 	__u8 one = 1;
 	bpf_map_update_elem(&inuse_func_seen, &key, &one, BPF_ANY);
 	return 0;
+}
+
+/* A uprobe_multi link (Linux 6.6) puts every instruction of a function in
+ * one link, and closing it removes the breakpoints before it detaches the
+ * program: no call between the two goes unseen or uncounted. */
+SEC("uprobe.multi")
+int inuse_func_multi(struct pt_regs *ctx)
+{
+	return func_entry(ctx);
+}
+
+/* Older kernels: one perf event uprobe per instruction. */
+SEC("uprobe")
+int inuse_func_entry(struct pt_regs *ctx)
+{
+	return func_entry(ctx);
 }

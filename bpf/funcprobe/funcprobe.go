@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 
@@ -23,9 +24,31 @@ import (
 // Probe owns the program, its ring buffer and its counters. The links it
 // attaches belong to the caller, who closes them.
 type Probe struct {
-	objs funcprobeObjects
-	rd   *ringbuf.Reader
+	maps  funcprobeMaps
+	vars  funcprobeVariables
+	prog  *ebpf.Program
+	multi bool // prog is for uprobe_multi links
+	rd    *ringbuf.Reader
 }
+
+// haveUprobeMulti says whether the kernel has uprobe_multi links; the tests
+// take it away to test the fallback.
+var haveUprobeMulti = features.HaveBPFLinkUprobeMulti
+
+// Only the program of the kernel's attach type is loaded: a kernel without
+// uprobe_multi refuses to load the other.
+type (
+	multiObjects struct {
+		funcprobeMaps
+		funcprobeVariables
+		Prog *ebpf.Program `ebpf:"inuse_func_multi"`
+	}
+	perfObjects struct {
+		funcprobeMaps
+		funcprobeVariables
+		Prog *ebpf.Program `ebpf:"inuse_func_entry"`
+	}
+)
 
 // Hit is the first call of a probed instruction in a tracked cgroup.
 type Hit struct {
@@ -64,10 +87,21 @@ func Open(tracking sensor.Tracking) (_ *Probe, err error) {
 	if err := specs.CgroupV1Subsys.Set(tracking.CgroupV1Subsys); err != nil {
 		return nil, fmt.Errorf("setting cgroup v1 controller: %w", err)
 	}
-	if err := spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{MapReplacements: tracking.Maps}); err != nil {
+	opts := &ebpf.CollectionOptions{MapReplacements: tracking.Maps}
+	p.multi = haveUprobeMulti() == nil
+	if p.multi {
+		var objs multiObjects
+		err = spec.LoadAndAssign(&objs, opts)
+		p.maps, p.vars, p.prog = objs.funcprobeMaps, objs.funcprobeVariables, objs.Prog
+	} else {
+		var objs perfObjects
+		err = spec.LoadAndAssign(&objs, opts)
+		p.maps, p.vars, p.prog = objs.funcprobeMaps, objs.funcprobeVariables, objs.Prog
+	}
+	if err != nil {
 		return nil, fmt.Errorf("loading function probe program: %+w", err)
 	}
-	if p.rd, err = ringbuf.NewReader(p.objs.InuseFuncHits); err != nil {
+	if p.rd, err = ringbuf.NewReader(p.maps.InuseFuncHits); err != nil {
 		return nil, fmt.Errorf("opening function hit ring buffer: %w", err)
 	}
 	return p, nil
@@ -80,25 +114,43 @@ func (p *Probe) Close() error {
 	if p.rd != nil {
 		err = p.rd.Close()
 	}
-	return errors.Join(err, p.objs.Close())
+	if p.prog != nil {
+		err = errors.Join(err, p.prog.Close())
+	}
+	return errors.Join(err, p.maps.Close())
 }
 
-// Attach puts an entry uprobe at the file offset of exe, numbered cookie.
+// Attach puts entry uprobes at the file offsets of exe, numbered by
+// cookies (one per offset): the places of one function, which go together.
 // Entry only: a uretprobe rewrites the return address, which Go's stack
 // moves and tracebacks do not survive.
-func (p *Probe) Attach(exe *link.Executable, offset, cookie uint64) (link.Link, error) {
-	l, err := exe.Uprobe("inuse_func", p.objs.InuseFuncEntry, &link.UprobeOptions{Address: offset, Cookie: cookie})
-	if err != nil {
-		return nil, fmt.Errorf("attaching uprobe at offset %#x: %w", offset, err)
+func (p *Probe) Attach(exe *link.Executable, offsets, cookies []uint64) ([]link.Link, error) {
+	if p.multi {
+		l, err := exe.UprobeMulti(nil, p.prog, &link.UprobeMultiOptions{Addresses: offsets, Cookies: cookies})
+		if err != nil {
+			return nil, fmt.Errorf("attaching uprobes at offsets %#x: %w", offsets, err)
+		}
+		return []link.Link{l}, nil
 	}
-	return l, nil
+	links := make([]link.Link, 0, len(offsets))
+	for i, off := range offsets {
+		l, err := exe.Uprobe("inuse_func", p.prog, &link.UprobeOptions{Address: off, Cookie: cookies[i]})
+		if err != nil {
+			for _, l := range links {
+				err = errors.Join(err, l.Close())
+			}
+			return nil, fmt.Errorf("attaching uprobe at offset %#x: %w", off, err)
+		}
+		links = append(links, l)
+	}
+	return links, nil
 }
 
 // Traps returns how many times a probe fired since Open, in tracked
 // cgroups or not.
 func (p *Probe) Traps() (uint64, error) {
 	var n uint64
-	if err := p.objs.Traps.Get(&n); err != nil {
+	if err := p.vars.Traps.Get(&n); err != nil {
 		return 0, fmt.Errorf("reading function probe traps: %w", err)
 	}
 	return n, nil

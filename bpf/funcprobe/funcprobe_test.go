@@ -24,7 +24,8 @@ import (
 // not (Traps), and reports the first call of each tracked cgroup once: an
 // untracked process is not reported, a tracked one calling 1,000 times is
 // reported once, with the probe's cookie. On cgroup2 and on the v1
-// fallback, whose tracking maps come from the sensor alike.
+// fallback, whose tracking maps come from the sensor alike, and with the
+// perf event uprobes of kernels before uprobe_multi links.
 func TestFunctionProbe(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	bin, plan, err := gofunc.Build(t.TempDir(), true)
@@ -32,8 +33,12 @@ func TestFunctionProbe(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		controller string
-	}{{"cgroup2", ""}, {"v1", "memory"}} {
+		perfEvents bool
+	}{{"cgroup2", "", false}, {"v1", "memory", false}, {"perf events", "", true}} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.perfEvents {
+				funcprobe.WithoutUprobeMulti(t)
+			}
 			h, err := cgroups.Unified()
 			if tc.controller != "" {
 				h, err = cgroups.V1Controller(tc.controller)
@@ -51,9 +56,13 @@ func TestFunctionProbe(t *testing.T) {
 			exe, err := link.OpenExecutable(bin)
 			require.NoError(t, err)
 			const cookie = 7
-			l, err := p.Attach(exe, plan.Probes[0].Offset, cookie) // Parse's entry
+			links, err := p.Attach(exe, []uint64{plan.Probes[0].Offset}, []uint64{cookie}) // Parse's entry
 			require.NoError(t, err)
-			defer l.Close()
+			defer func() {
+				for _, l := range links {
+					require.NoError(t, l.Close())
+				}
+			}()
 			require.Equal(t, gofunc.Planned[0], plan.Probes[0].Symbol)
 
 			ctx, cancel := context.WithCancel(t.Context())

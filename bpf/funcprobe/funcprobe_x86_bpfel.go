@@ -54,6 +54,7 @@ const (
 	funcprobeMapInuseV1State    = "inuse_v1_state"
 	funcprobeMapInuseV1Tracked  = "inuse_v1_tracked"
 	funcprobeProgInuseFuncEntry = "inuse_func_entry"
+	funcprobeProgInuseFuncMulti = "inuse_func_multi"
 	funcprobeVarCgroupV1Subsys  = "cgroup_v1_subsys"
 	funcprobeVarEarlyPrefix     = "early_prefix"
 	funcprobeVarEarlyPrefixLen  = "early_prefix_len"
@@ -104,6 +105,7 @@ type funcprobeSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type funcprobeProgramSpecs struct {
 	InuseFuncEntry *ebpf.ProgramSpec `ebpf:"inuse_func_entry"`
+	InuseFuncMulti *ebpf.ProgramSpec `ebpf:"inuse_func_multi"`
 }
 
 // funcprobeMapSpecs contains maps before they are loaded into the kernel.
@@ -181,11 +183,13 @@ type funcprobeVariables struct {
 // It can be passed to loadFuncprobeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type funcprobePrograms struct {
 	InuseFuncEntry *ebpf.Program `ebpf:"inuse_func_entry"`
+	InuseFuncMulti *ebpf.Program `ebpf:"inuse_func_multi"`
 }
 
 func (p *funcprobePrograms) Close() error {
 	return _FuncprobeClose(
 		p.InuseFuncEntry,
+		p.InuseFuncMulti,
 	)
 }
 
