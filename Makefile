@@ -36,6 +36,7 @@ bench: deps build ## run the benchmarks: Go benchmarks and the bench/ harness (r
 	@command -v bpftrace >/dev/null || { apt-get install -y -qq --no-install-recommends bpftrace >/dev/null; }
 	$(GO) run ./bench/openclose
 	$(GO) run ./bench/agentrss
+	$(GO) run ./bench/funcprobe
 	@command -v wrk >/dev/null || { apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
 	$(GO) run ./bench/nginx
 

@@ -17,7 +17,8 @@ import (
 type Event interface {
 	// Cgroup is the tracking key of the cgroup the event belongs to.
 	Cgroup() uint64
-	// Kind names the event in its JSON form: file, exec, net, syscalls, loss.
+	// Kind names the event in its JSON form: file, exec, net, syscalls,
+	// loss, cgroup here; function and probed in package funcprobe.
 	Kind() string
 }
 
