@@ -9,72 +9,20 @@ import (
 	"testing"
 	"time"
 
-	v6 "github.com/anchore/grype/grype/db/v6"
 	"github.com/stretchr/testify/require"
 
 	"github.com/inuse-dev/inuse/internal/redistest"
 	"github.com/inuse-dev/inuse/internal/store"
 	"github.com/inuse-dev/inuse/internal/testutil"
 	"github.com/inuse-dev/inuse/scanner"
+	"github.com/inuse-dev/inuse/scanner/gosymtest"
 	"github.com/inuse-dev/inuse/scanner/scannertest"
 	"github.com/inuse-dev/inuse/scanner/vulndbtest"
 )
 
-// goAdvisories are Go vulnerability database records. GO-2022-1059 is
-// the real one (golang.org/x/text's ParseAcceptLanguage and MatchStrings,
-// fixed in v0.3.8); the module cache here holds x/text v0.42.0, not
-// v0.3.7, so GO-2099-0001 is made up for the test: the same symbols on
-// the version the test builds with, matched through its GHSA alias (a
-// GHSA record joins the GO record by alias). GO-2099-0002 is on the
-// test's own module: a function inlined at its call site, a pointer
-// method, a generic function.
-var goAdvisories = []vulndbtest.Advisory{
-	vulndbtest.Go("GO-2022-1059", "high", "golang.org/x/text", "< 0.3.8", "0.3.8", []string{"CVE-2022-32149", "GHSA-69ch-w2m2-3vjp"},
-		v6.GoImport{Path: "golang.org/x/text/language", Symbols: []string{"MatchStrings", "ParseAcceptLanguage"}}),
-	vulndbtest.Go("GO-2099-0001", "high", "golang.org/x/text", "< 0.42.1", "0.42.1", []string{"GHSA-2099-0001-0001"},
-		v6.GoImport{Path: "golang.org/x/text/language", Symbols: []string{"MatchStrings", "ParseAcceptLanguage"}}),
-	{ID: "GHSA-2099-0001-0001", Severity: "high", Package: "golang.org/x/text", Ecosystem: "go-module", Constraint: "< 0.42.1", VersionFormat: "go", Fixed: "0.42.1"},
-	vulndbtest.Go("GO-2099-0002", "medium", "example.com/inusetest", "< 1.0.1", "1.0.1", nil,
-		v6.GoImport{Path: "example.com/inusetest/vuln", Symbols: []string{"Small", "Counter.Add", "Map"}}),
-	vulndbtest.Go("GO-2099-0003", "low", "example.com/inusetest", "< 1.0.1", "1.0.1", nil,
-		v6.GoImport{Path: "example.com/inusetest/vuln", Symbols: []string{"Safe"}}),
-	// the standard library: fmt.Println is inlined into main.main
-	vulndbtest.Go("GO-2099-0004", "low", "stdlib", "< 1.99.0", "1.99.0", nil,
-		v6.GoImport{Path: "fmt", Symbols: []string{"Println"}}),
-}
-
-// goImage is a root holding /usr/bin/app, built from
-// gosym/testdata/prog as module example.com/inusetest v1.0.0 (a git tag
-// stamps the version), stripped when asked, and /usr/bin/nosym, the same
-// without its function table (.gopclntab removed; its build information
-// still names its modules).
-func goImage(t *testing.T, stripped bool) string {
-	t.Helper()
-	src := t.TempDir()
-	require.NoError(t, os.CopyFS(src, os.DirFS("gosym/testdata/prog")))
-	env := append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com",
-		"GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off", "CGO_ENABLED=0")
-	root := t.TempDir()
-	args := []string{"build", "-buildvcs=true", "-o", filepath.Join(root, "usr/bin/app")}
-	if stripped {
-		args = append(args, "-ldflags=-s -w")
-	}
-	for _, cmd := range [][]string{
-		{"git", "init", "-q"}, {"git", "add", "."}, {"git", "commit", "-qm", "v1"}, {"git", "tag", "v1.0.0"},
-		append([]string{"go"}, append(args, ".")...),
-		{"objcopy", "--remove-section", ".gopclntab", filepath.Join(root, "usr/bin/app"), filepath.Join(root, "usr/bin/nosym")},
-	} {
-		c := exec.Command(cmd[0], cmd[1:]...)
-		c.Dir, c.Env = src, env
-		out, err := c.CombinedOutput()
-		require.NoError(t, err, "%v: %s", cmd, out)
-	}
-	return root
-}
-
 func TestGoReachability(t *testing.T) {
 	tmp := t.TempDir()
-	dbPath, err := vulndbtest.Write(filepath.Join(tmp, "build-db"), goAdvisories)
+	dbPath, err := vulndbtest.Write(filepath.Join(tmp, "build-db"), gosymtest.Advisories)
 	require.NoError(t, err)
 	st, err := store.Open(redistest.Start(t).URL())
 	require.NoError(t, err)
@@ -92,7 +40,7 @@ func TestGoReachability(t *testing.T) {
 			// an OCI archive: grype names the OpenVEX product of an image
 			// after its digest
 			archive := filepath.Join(t.TempDir(), "app.oci.tar")
-			digest := scannertest.WriteOCIArchive(t, goImage(t, stripped), archive)
+			digest := scannertest.WriteOCIArchive(t, gosymtest.Image(t, stripped), archive)
 			_, err = sc.Catalog(t.Context(), scanner.SourceSpec{Kind: scanner.OCIArchive, Ref: archive, Name: "go/app:1"})
 			require.NoError(t, err)
 
