@@ -26,6 +26,20 @@ func functions(p *store.Profile) []string {
 	return out
 }
 
+// probedPath is where goFuncImage puts the Go program in its root.
+const probedPath = "/app/target"
+
+// goFuncImage is a busybox root with the stripped Go program of
+// bench/funcprobe/gofunc at probedPath, and its probe plan.
+func goFuncImage(t *testing.T) (root string, plan store.GoPlan) {
+	t.Helper()
+	bin, plan, err := gofunc.Build(t.TempDir(), true)
+	require.NoError(t, err)
+	root = testutil.BusyboxRoot(t)
+	runtimes.CopyFile(t, bin, filepath.Join(root, probedPath))
+	return root, plan
+}
+
 // Function-level reachability in CI mode (issue 16): inuse-agent exec
 // reads the image's probe plan from Redis and probes a stripped Go binary
 // before it runs. Mode A calls the planned functions, one of them only
@@ -81,37 +95,35 @@ func TestFunctionProbesExec(t *testing.T) {
 func TestFunctionProbesContainerd(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	ctx := context.Background()
-	bin, plan, err := gofunc.Build(t.TempDir(), true)
-	require.NoError(t, err)
-	root := testutil.BusyboxRoot(t)
-	const path = "/app/target"
-	runtimes.CopyFile(t, bin, filepath.Join(root, path))
+	root, plan := goFuncImage(t)
 	c := runtimes.StartContainerd(t, nil)
 	c.ImportPause(t)
 	const refA, refB = "docker.io/inuse-test/gofunc-a:1", "docker.io/inuse-test/gofunc-b:1"
-	digestA := c.ImportImage(t, root, refA, path, "loop-A")
-	digestB := c.ImportImage(t, root, refB, path, "B")
+	digestA := c.ImportImage(t, root, refA, probedPath, "loop-A")
+	digestB := c.ImportImage(t, root, refB, probedPath, "B")
 	require.NotEqual(t, digestA, digestB)
 	srv := redistest.Start(t)
 	st, err := store.Open(srv.URL())
 	require.NoError(t, err)
 	defer st.Close()
 	for _, d := range []string{digestA, digestB} {
-		require.NoError(t, st.WriteGoPlans(ctx, d, map[string]store.GoPlan{path: plan}))
+		require.NoError(t, st.WriteGoPlans(ctx, d, map[string]store.GoPlan{probedPath: plan}))
 	}
 
 	pod := c.RunPod(t, "gofunc-7c9d8f6b5-a1b2c", "shop", "uid-gofunc")
-	c.Run(t, pod, refA, "loop", path, "loop-A")
+	c.Run(t, pod, refA, "loop", probedPath, "loop-A")
 	a := runtimes.StartAgent(t, agentBinary, nil, "--redis", srv.URL(), "--nri-socket", c.NRI, "--docker=false",
 		"--flush-interval", "200ms", "--node-name", "e2e")
-	want := []string{store.FunctionMember(path, gofunc.Planned[0]), store.FunctionMember(path, gofunc.Planned[1])}
+	want := []string{store.FunctionMember(probedPath, gofunc.Planned[0]), store.FunctionMember(probedPath, gofunc.Planned[1])}
 	p := waitProfile(t, st, digestA, func(p *store.Profile) bool { return len(functions(p)) == len(want) })
 	require.ElementsMatch(t, want, functions(p))
 	require.Empty(t, p.Sections[store.Probed], "the process ran before it was probed")
 
-	c.RunToExit(t, pod, refB, "once", path, "B")
-	p = waitProfile(t, st, digestB, func(p *store.Profile) bool { return has(p, store.Exec, path) && len(p.Sections[store.Probed]) > 0 })
-	require.True(t, has(p, store.Probed, store.ProbedMember(path, plan.BuildID)), "probed: %v", p.Sections[store.Probed])
+	c.RunToExit(t, pod, refB, "once", probedPath, "B")
+	p = waitProfile(t, st, digestB, func(p *store.Profile) bool {
+		return has(p, store.Exec, probedPath) && len(p.Sections[store.Probed]) > 0
+	})
+	require.True(t, has(p, store.Probed, store.ProbedMember(probedPath, plan.BuildID)), "probed: %v", p.Sections[store.Probed])
 	require.Empty(t, functions(p))
 	noErrors(t, a)
 	a.Stop(t)
@@ -125,11 +137,7 @@ func TestFunctionProbesContainerd(t *testing.T) {
 func TestFunctionProbesDocker(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	ctx := context.Background()
-	bin, plan, err := gofunc.Build(t.TempDir(), true)
-	require.NoError(t, err)
-	root := testutil.BusyboxRoot(t)
-	const path = "/app/target"
-	runtimes.CopyFile(t, bin, filepath.Join(root, path))
+	root, plan := goFuncImage(t)
 	d := runtimes.StartDockerd(t)
 	const ref = "inuse-test/gofunc:1"
 	imageID := d.ImportImage(t, root, ref, `CMD ["/bin/sh"]`)
@@ -137,15 +145,15 @@ func TestFunctionProbesDocker(t *testing.T) {
 	st, err := store.Open(srv.URL())
 	require.NoError(t, err)
 	defer st.Close()
-	require.NoError(t, st.WriteGoPlans(ctx, imageID, map[string]store.GoPlan{path: plan}))
+	require.NoError(t, st.WriteGoPlans(ctx, imageID, map[string]store.GoPlan{probedPath: plan}))
 
 	a := runtimes.StartAgent(t, agentBinary, []string{"DOCKER_HOST=" + d.Host}, "--redis", srv.URL(), "--nri-socket", "",
 		"--flush-interval", "200ms", "--node-name", "e2e")
 	d.Run(t, ref, "/bin/busybox", "sleep", "20") // keeps the image's binary probed
 	a.WaitLog(t, "probed a binary")
-	_, wait := d.Run(t, ref, path, "A")
+	_, wait := d.Run(t, ref, probedPath, "A")
 	wait()
-	want := []string{store.FunctionMember(path, gofunc.Planned[0]), store.FunctionMember(path, gofunc.Planned[1])}
+	want := []string{store.FunctionMember(probedPath, gofunc.Planned[0]), store.FunctionMember(probedPath, gofunc.Planned[1])}
 	p := waitProfile(t, st, imageID, func(p *store.Profile) bool { return len(functions(p)) == len(want) })
 	require.ElementsMatch(t, want, functions(p))
 	noErrors(t, a)
