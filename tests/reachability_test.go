@@ -2,10 +2,15 @@ package tests
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +21,7 @@ import (
 	"github.com/inuse-dev/inuse/internal/testutil"
 	"github.com/inuse-dev/inuse/scanner"
 	"github.com/inuse-dev/inuse/scanner/gosymtest"
+	"github.com/inuse-dev/inuse/scanner/scannertest"
 	"github.com/inuse-dev/inuse/scanner/vulndbtest"
 )
 
@@ -130,7 +136,8 @@ func TestReachabilityEndToEnd(t *testing.T) {
 	require.Equal(t, scanner.InUse, packages["example.com/inusetest"])
 
 	// Mode b, another image of the same root: language.Parse and vuln.Safe.
-	vulns, packages, start, end = run("sha256:"+strings.Repeat("b2", 32), "b")
+	digest := "sha256:" + strings.Repeat("b2", 32)
+	vulns, packages, start, end = run(digest, "b")
 	notObserved(vulns["GO-2099-0001"])
 	notObserved(vulns["GHSA-2099-0001-0001"])
 	notObserved(vulns["GO-2099-0002"])
@@ -138,4 +145,106 @@ func TestReachabilityEndToEnd(t *testing.T) {
 	executed(vulns["GO-2099-0004"], start, end, "fmt.Println")
 	require.Equal(t, scanner.InUse, packages["golang.org/x/text"], "the package is in use, its vulnerable functions not")
 	require.Equal(t, scanner.InUse, packages["example.com/inusetest"])
+
+	grypeVEX(t, inuse, srv.URL(), cache, root, digest, scan(digest).Name, vulns)
+}
+
+// grypeVEX runs `inuse serve` on the pipeline's Redis and cache, and the
+// real grype CLI on an SBOM of the image, alone and with the API's OpenVEX:
+// with it, grype ignores exactly the matches of the vulnerabilities whose
+// functions were not observed and keeps the others. The SBOM is of the
+// image as an OCI archive named as inuse reports it: grype names the
+// product of an image after its repo digests, a directory has none.
+func grypeVEX(t *testing.T, inuse, redisURL, cache, root, digest, name string, vulns map[string]scanner.Vulnerability) {
+	t.Helper()
+	grype := testutil.GrypeBinary(t)
+	const admin = "reachability-admin-credential-0123456789"
+	addr := testutil.FreeAddr(t)
+	cmd := exec.Command(inuse, "--log-level", "warn", "serve", "--redis", redisURL, "--listen", addr,
+		"--cache-dir", cache, "--poll-interval", "200ms", "--min-observed", "0s", "--stable-window", "0s")
+	cmd.Env = append(os.Environ(), "INUSE_ADMIN_TOKEN="+admin)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+		require.NoError(t, cmd.Wait(), "inuse serve")
+		if t.Failed() {
+			t.Logf("inuse serve log:\n%s", logs.String())
+		}
+	})
+	base := "http://" + addr
+	testutil.WaitHealthy(t, base+"/healthz", 20*time.Second)
+	get := func(path string) ([]byte, error) {
+		req, err := http.NewRequest("GET", base+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+admin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
+		}
+		return b, err
+	}
+	var img struct {
+		State  string `json:"learning_state"`
+		Report string `json:"report_status"`
+	}
+	require.Eventually(t, func() bool {
+		b, err := get("/api/v1/images/" + digest)
+		return err == nil && json.Unmarshal(b, &img) == nil && img.State == "done" && img.Report == "ready"
+	}, 30*time.Second, 100*time.Millisecond, "the report of %s never ready: %+v", digest, img)
+	vex, err := get("/api/v1/images/" + digest + "/openvex")
+	require.NoError(t, err)
+	tmp := t.TempDir()
+	vexPath := filepath.Join(tmp, "inuse.openvex.json")
+	require.NoError(t, os.WriteFile(vexPath, vex, 0o644))
+
+	archive := filepath.Join(tmp, "app.oci.tar")
+	scannertest.WriteOCIArchive(t, root, archive)
+	sc, err := scanner.New(scanner.Config{CacheDir: filepath.Join(tmp, "cache")})
+	require.NoError(t, err)
+	defer sc.Close()
+	_, err = sc.Catalog(t.Context(), scanner.SourceSpec{Kind: scanner.OCIArchive, Ref: archive, Digest: digest, Name: name})
+	require.NoError(t, err)
+	sbom, err := sc.SBOM(digest)
+	require.NoError(t, err)
+	sbomPath := filepath.Join(tmp, "sbom.syft.json")
+	require.NoError(t, os.WriteFile(sbomPath, sbom, 0o644))
+
+	var wantIgnored, wantKept []string
+	for id, v := range vulns {
+		if v.Reachability == scanner.ReachFunctionNotObserved {
+			wantIgnored = append(wantIgnored, id)
+		} else {
+			wantKept = append(wantKept, id)
+		}
+	}
+	require.NotEmpty(t, wantIgnored)
+	require.NotEmpty(t, wantKept)
+	// ids lists the vulnerabilities of grype's findings, "ID package".
+	ids := func(findings []string) []string {
+		var out []string
+		for _, f := range findings {
+			id, _, _ := strings.Cut(f, " ")
+			if !slices.Contains(out, id) {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	dbRoot := filepath.Join(cache, "db")
+	matches, ignored := testutil.RunGrype(t, grype, dbRoot, "sbom:"+sbomPath)
+	require.ElementsMatch(t, append(slices.Clone(wantIgnored), wantKept...), ids(matches), "grype alone")
+	require.Empty(t, ignored)
+	matches, ignored = testutil.RunGrype(t, grype, dbRoot, "sbom:"+sbomPath, "--vex", vexPath)
+	require.ElementsMatch(t, wantKept, ids(matches), "grype keeps the others")
+	require.ElementsMatch(t, wantIgnored, ids(ignored), "grype ignores exactly the function_not_observed matches")
+	t.Logf("grype --vex with the API's OpenVEX: kept %s; ignored %s", strings.Join(matches, ", "), strings.Join(ignored, ", "))
 }
