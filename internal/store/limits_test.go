@@ -70,12 +70,17 @@ func TestCeilingTruncates(t *testing.T) {
 	for i := range 5000 {
 		d.Add(store.FilesRead, fmt.Sprintf("/usr/share/doc/package-%04d/copyright", i), long.UnixMilli())
 	}
+	// In the same flush: what puts packages in use most surely is kept first.
+	d.Add(store.Exec, "/usr/bin/python3.11", long.UnixMilli())
+	d.Add(store.Mapped, "/usr/lib/x86_64-linux-gnu/libssl.so.3", long.UnixMilli())
 	_, err = st.Apply(t.Context(), map[string]*store.Delta{digest: d}, long, store.DefaultLearning)
 	require.NoError(t, err)
 	p, err := st.Profile(t.Context(), digest, time.Now(), store.DefaultLearning)
 	require.NoError(t, err)
 	kept := len(p.Sections[store.FilesRead])
 	require.Less(t, kept, 5000)
+	require.Len(t, p.Sections[store.Exec], 1, "the executable of the flush is kept")
+	require.Len(t, p.Sections[store.Mapped], 1, "the library of the flush is kept")
 	require.True(t, p.Meta.Truncated)
 	require.EqualValues(t, 5000-kept, p.Meta.Dropped, "each member past the ceiling is counted")
 

@@ -14,6 +14,7 @@ package store
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -63,11 +64,19 @@ const (
 	Drift Section = "drift"
 )
 
-// Sections lists every section, in the order the update script takes them.
+// Sections lists every section.
 var Sections = []Section{
 	FilesRead, FilesWritten, DirsRead, DirsWritten, Exec, Mapped, TCPIn, TCPOut, UDPIn, UDPOut, Syscalls, Seeded, Functions, Probed,
 	RuntimeFilesRead, RuntimeFilesWritten, RuntimeDirsRead, RuntimeDirsWritten, Drift,
 }
+
+// applyOrder is Sections in the order the update script takes them: what
+// puts packages in use most surely first, so that a profile reaching its
+// ceiling in the middle of a flush keeps that flush's executables and
+// libraries before its plain reads.
+var applyOrder = slices.Concat([]Section{Exec, Mapped}, slices.DeleteFunc(slices.Clone(Sections), func(s Section) bool {
+	return s == Exec || s == Mapped
+}))
 
 // SeededMember is the member of Seeded that says value of section was
 // read from /proc.
@@ -156,7 +165,7 @@ func (k ImageKeys) all() []string {
 		keys = append(keys, k.Set(s))
 	}
 	keys = append(keys, k.Folded())
-	for _, s := range Sections {
+	for _, s := range applyOrder {
 		keys = append(keys, k.Section(s))
 	}
 	return keys

@@ -285,7 +285,7 @@ func scriptArgs(d *Delta, now int64, l Limits) []any {
 			args = append(args, v)
 		}
 	}
-	for _, sec := range Sections {
+	for _, sec := range applyOrder {
 		args = sectionArgs(args, sec, d.Sections[sec])
 	}
 	return args
