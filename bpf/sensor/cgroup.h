@@ -105,16 +105,6 @@ static __always_inline void count_loss(struct cgroup_state *st)
 	__sync_fetch_and_add(&st->losses, 1);
 }
 
-static __always_inline void mark_syscall(struct cgroup_state *st, long nr)
-{
-	if (nr < 0 || nr >= MAX_SYSCALL)
-		return;
-	__u64 bit = 1ULL << (nr & 63);
-	__u64 *word = &st->syscalls.words[(nr >> 6) & (SYSCALL_WORDS - 1)];
-	if (!(*word & bit))
-		__sync_fetch_and_or(word, bit);
-}
-
 /* Whether the first n bytes of a cgroup2 path start with an early prefix. */
 static __always_inline bool early_match(const char *path, long n)
 {

@@ -22,6 +22,7 @@
 #include "cgroup.h"
 #include "origin.h"
 #include "path.h"
+#include "runtime.h"
 #include "syscall.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -132,10 +133,12 @@ static __always_inline void report_file(struct cgroup_state *st, struct file *fi
 		return;
 	}
 
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (!counts_for_image(task, file->f_path.mnt))
+		return;
 	struct scratch *s = get_scratch();
 	if (!s)
 		return;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct file_event *ev = &s->file.ev;
 	fill_header(&ev->hdr, st->cgroup_id, EVENT_FILE);
 	ev->ino = key.ino;
@@ -190,6 +193,8 @@ static __always_inline void report_port(struct cgroup_state *st, __u16 family, _
 		.direction = direction,
 	};
 	if (bpf_map_lookup_elem(&inuse_net_seen, &key))
+		return;
+	if (!runs_container_code((struct task_struct *)bpf_get_current_task()))
 		return;
 
 	struct scratch *s = get_scratch();
@@ -262,6 +267,27 @@ static __always_inline void handle_socket(struct cgroup_state *st, long fd, enum
 	}
 }
 
+/* The word of the cgroup's syscall bitmap that holds nr, when its bit is
+ * not set yet (bit). */
+static __always_inline __u64 *unmarked_syscall(struct cgroup_state *st, long nr, __u64 *bit)
+{
+	if (nr < 0 || nr >= MAX_SYSCALL)
+		return NULL;
+	*bit = 1ULL << (nr & 63);
+	__u64 *word = &st->syscalls.words[(nr >> 6) & (SYSCALL_WORDS - 1)];
+	return (*word & *bit) ? NULL : word;
+}
+
+/* A syscall counts once a task running the container's code (runtime.h)
+ * makes it; the check costs only a cgroup's first call of each. */
+static __always_inline void report_syscall(struct cgroup_state *st, long nr)
+{
+	__u64 bit;
+	__u64 *word = unmarked_syscall(st, nr, &bit);
+	if (word && runs_container_code((struct task_struct *)bpf_get_current_task()))
+		__sync_fetch_and_or(word, bit);
+}
+
 /* One hook for every syscall of a tracked cgroup: the syscall bitmap, and
  * the results of opens, mmaps and socket calls (the returned fd or the fd
  * argument, which pt_regs still hold at exit). Only successful calls count. */
@@ -272,7 +298,7 @@ int BPF_PROG(inuse_sys_exit, struct pt_regs *regs, long ret)
 	if (!st)
 		return 0;
 	long nr = SYSCALL_NR(regs);
-	mark_syscall(st, nr);
+	report_syscall(st, nr);
 
 	switch (nr) {
 #if defined(__TARGET_ARCH_x86)
@@ -335,8 +361,13 @@ int BPF_PROG(inuse_proc_exit, struct task_struct *task)
 	struct cgroup_state *st = tracked_state();
 	if (!st)
 		return 0;
+	/* The task's mm is gone by now, so its executable cannot be asked:
+	 * a runtime's init leaves by exec, not by exit. */
 	unsigned int flags = BPF_CORE_READ(task, signal, flags);
-	mark_syscall(st, (flags & SIGNAL_GROUP_EXIT) ? NR_EXIT_GROUP : NR_EXIT);
+	__u64 bit;
+	__u64 *word = unmarked_syscall(st, (flags & SIGNAL_GROUP_EXIT) ? NR_EXIT_GROUP : NR_EXIT, &bit);
+	if (word)
+		__sync_fetch_and_or(word, bit);
 	return 0;
 }
 
@@ -428,6 +459,10 @@ int BPF_PROG(inuse_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		return 0;
 
 	struct task_struct *task = bpf_get_current_task_btf();
+	/* after the exec: the new program is the container's, or the
+	 * runtime's own init (re-executing itself) is not reported */
+	if (!runs_container_code(task))
+		return 0;
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	const char *argv0 = (const char *)BPF_CORE_READ(mm, arg_start);
 	report_exec(st, EXEC_BINARY, BPF_CORE_READ(bprm, file), NULL, argv0, true);

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -59,6 +60,8 @@ func runActor(scenario string, args []string) error {
 			return err
 		}
 		return actNet(args[1:])
+	case "runtime":
+		return actRuntime(dir, args[1])
 	case "burst":
 		for i := range 200 {
 			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("burst-%03d", i)))
@@ -70,6 +73,32 @@ func runActor(scenario string, args []string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown scenario %q", scenario)
+}
+
+// actRuntime does what an OCI runtime's init does inside a container's
+// cgroup: it enters a mount namespace of its own with the host's binary,
+// opens and maps files there, then executes the workload (busybox cat).
+func actRuntime(dir, busybox string) error {
+	runtime.LockOSThread() // the namespace is this thread's, and so is the exec
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("unshare: %w", err)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("making mounts private: %w", err)
+	}
+	if _, err := os.ReadFile(filepath.Join(dir, "read.txt")); err != nil {
+		return err
+	}
+	lib, err := os.Open(filepath.Join(dir, "lib.so"))
+	if err != nil {
+		return err
+	}
+	mem, err := unix.Mmap(int(lib.Fd()), 0, 4096, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE)
+	if err != nil {
+		return fmt.Errorf("mapping lib.so: %w", err)
+	}
+	_ = unix.Munmap(mem)
+	return unix.Exec(busybox, []string{"cat", filepath.Join(dir, "target.txt")}, os.Environ())
 }
 
 func actFiles(dir string) error {
@@ -451,6 +480,40 @@ func TestSensorTrackedCgroup(t *testing.T) {
 		}
 		require.Len(t, names, len(slices.Compact(slices.Sorted(slices.Values(names)))), "a syscall reported twice")
 	})
+}
+
+// A runtime's init in the container's cgroup (runtime.h): what it opens,
+// maps and calls with the host's binary in a mount namespace of its own
+// is not the container's; from its exec of the workload on, everything is.
+func TestSensorRuntimeWorkIsNotTheImages(t *testing.T) {
+	s, h, cgDir, id := tracked(t, Config{})
+	dir := fixture(t)
+	busybox, err := exec.LookPath("busybox")
+	require.NoError(t, err)
+	busybox = realPath(t, busybox)
+
+	stop := collect(t, s)
+	runIn(t, h, cgDir, actor(t, "runtime", dir, busybox))
+	events := stop()
+
+	files := filesByPath(events, id)
+	require.Contains(t, files, realPath(t, filepath.Join(dir, "target.txt")), "the workload's read")
+	for _, f := range []string{"read.txt", "lib.so"} {
+		require.NotContains(t, files, realPath(t, filepath.Join(dir, f)), "the runtime's %s", f)
+	}
+	var execs []string
+	for _, e := range ofKind[ExecEvent](events, id) {
+		execs = append(execs, e.Path)
+	}
+	require.Contains(t, execs, busybox)
+	var names []string
+	for _, e := range ofKind[SyscallEvent](events, id) {
+		names = append(names, e.Names...)
+	}
+	require.Contains(t, names, "execve", "the workload's exec")
+	for _, runtimeOnly := range []string{"unshare", "mount"} {
+		require.NotContains(t, names, runtimeOnly)
+	}
 }
 
 func TestSensorIgnoresUntrackedCgroups(t *testing.T) {
