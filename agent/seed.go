@@ -99,7 +99,7 @@ func (s *seeder) process(pid int) {
 	// its own mount namespace shows the container's paths, and one
 	// chrooted in ours shows them under its root, which is cut off.
 	root, err := os.Readlink(proc + "/root")
-	if err != nil {
+	if err != nil || !runsContainerCode(proc) {
 		return
 	}
 	path := func(p string) (string, bool) {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -148,4 +149,42 @@ func TestSeedOrigins(t *testing.T) {
 		return len(got) == len(want)
 	}, 10*time.Second, 50*time.Millisecond, "the three files held open: %v", got)
 	require.Equal(t, want, got)
+}
+
+// A runtime's init that waits in the container's mount namespace to start
+// it (runc init before the exec fifo opens) runs the host's binary: what
+// it maps and holds open is not seeded. The same process without a
+// namespace of its own is.
+func TestSeedSkipsRuntimeInit(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the script calls unshare by its amd64 number")
+	}
+	for name, tc := range map[string]struct {
+		unshare string
+		seeded  bool
+	}{
+		"own mount namespace": {unshare: "syscall(272, 0x20000) == 0 or die $!;", seeded: false},
+		"host's namespace":    {unshare: "", seeded: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ready := filepath.Join(t.TempDir(), "ready")
+			cmd := exec.Command("perl", "-e", tc.unshare+`open(my $f, "<", "/etc/hostname") or die; open(my $r, ">", $ARGV[0]) or die; close($r); sleep 30`, ready)
+			require.NoError(t, cmd.Start())
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+			require.Eventually(t, func() bool { _, err := os.Stat(ready); return err == nil }, 10*time.Second, 20*time.Millisecond)
+
+			var events []sensor.Event
+			(&seeder{emit: func(ev sensor.Event) { events = append(events, ev) }, seen: map[string]bool{}, netns: map[string]bool{}}).process(cmd.Process.Pid)
+			held := slices.ContainsFunc(events, func(ev sensor.Event) bool {
+				f, ok := ev.(sensor.FileEvent)
+				return ok && f.Path == "/etc/hostname"
+			})
+			if tc.seeded {
+				require.True(t, held, "the held file in %+v", events)
+			} else {
+				require.Empty(t, events)
+			}
+		})
+	}
 }
