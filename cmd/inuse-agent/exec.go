@@ -26,13 +26,16 @@ var execCommand = &cli.Command{
 		&cli.StringFlag{Name: "cgroup-parent", Value: "inuse", EnvVars: []string{"INUSE_CGROUP_PARENT"}, Usage: "cgroup under which the command's cgroup is created"},
 		&cli.StringFlag{Name: "image-name", Aliases: []string{"image"}, EnvVars: []string{"INUSE_IMAGE_NAME", "INUSE_IMAGE"}, Usage: "image name the command's profile belongs to (with --redis; --image is a deprecated spelling)"},
 		&cli.StringFlag{Name: "image-digest", EnvVars: []string{"INUSE_IMAGE_DIGEST"}, Usage: "manifest digest of the image (default: a stable id derived from --root)"},
-		outputFlag,
+		execOutputFlag,
 	}, sensorFlags, storeFlags),
 	Action: func(c *cli.Context) error {
 		if c.NArg() == 0 {
 			return cli.Exit("exec needs a command: inuse-agent exec [--root DIR] -- CMD [ARGS...]", 2)
 		}
 		cfg := agentConfig(c)
+		if cfg.Redis == "" && cfg.Output == "" {
+			return cli.Exit("exec writes its events to -o FILE (or folds them into --redis): its command's output keeps stdout (-o - shares it, and a command writing with sendfile can overwrite events)", 2)
+		}
 		if cfg.Redis != "" && c.String("image-name") == "" {
 			return cli.Exit("exec --redis needs --image-name NAME: the image the profile belongs to", 2)
 		}

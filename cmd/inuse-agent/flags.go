@@ -24,6 +24,11 @@ var sensorFlags = []cli.Flag{
 // outputFlag names where events are written.
 var outputFlag = &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "-", EnvVars: []string{"INUSE_OUTPUT"}, Usage: "write events as JSON lines to this file (- for stdout; with --redis only when set)"}
 
+// execOutputFlag is outputFlag without a default: the profiled command
+// keeps stdout for its own output, so events go to a file of their own
+// unless -o - asks to share it.
+var execOutputFlag = &cli.StringFlag{Name: outputFlag.Name, Aliases: outputFlag.Aliases, EnvVars: outputFlag.EnvVars, Usage: "write events as JSON lines to this file (- for stdout, shared with the command's output); needed without --redis"}
+
 // storeFlags configure where and how profiles are written.
 var storeFlags = slices.Concat([]cli.Flag{
 	cliapp.RedisFlag,

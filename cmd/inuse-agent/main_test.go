@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -111,6 +112,34 @@ func TestExecInRoot(t *testing.T) {
 	var st os.FileInfo
 	st, err = os.Stat(filepath.Join(root, "proc/self"))
 	require.Error(t, err, "proc must be unmounted after exec, found %v", st)
+}
+
+// The command keeps stdout: events go to their own file, so a command that
+// writes with sendfile (busybox cat) cannot overwrite them, and sharing
+// stdout needs -o -.
+func TestExecKeepsEventsApartFromOutput(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	err := runAgent(t.Context(), "exec", "--", "true")
+	require.Equal(t, 2, exitCode(t, err), "no -o and no --redis")
+
+	root := testutil.BusyboxRoot(t)
+	dir := t.TempDir()
+	data := bytes.Repeat([]byte("0123456789abcdef\n"), 1<<14)
+	require.NoError(t, os.WriteFile(filepath.Join(root, "big.txt"), data, 0o644))
+	events, output := filepath.Join(dir, "events.jsonl"), filepath.Join(dir, "output")
+	f, err := os.Create(output)
+	require.NoError(t, err)
+	stdout := os.Stdout
+	os.Stdout = f // the command's stdout, as a shell's > would make it
+	err = runAgent(t.Context(), "exec", "--root", root, "-o", events, "--", "cat", "/big.txt")
+	os.Stdout = stdout
+	require.NoError(t, f.Close())
+	require.Equal(t, 0, exitCode(t, err))
+	got, err := os.ReadFile(output)
+	require.NoError(t, err)
+	require.Equal(t, data, got, "the command's output, whole")
+	lines := readLines(t, events)
+	require.True(t, has(lines, "file", "/big.txt"), "%+v", lines)
 }
 
 func TestExecNeedsACommand(t *testing.T) {
