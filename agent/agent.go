@@ -48,6 +48,10 @@ type Config struct {
 	// EarlyPrefixes are cgroup2 paths under which new cgroups are tracked
 	// by the kernel at creation; empty with Docker: Docker's.
 	EarlyPrefixes []string
+	// HostProcesses counts what tasks in the host's mount namespace do
+	// (trace follows any cgroup); otherwise they are an OCI runtime at
+	// work, not a container (bpf/sensor/runtime.h).
+	HostProcesses bool
 	// Hold is how long events of an unnamed cgroup wait for its container.
 	Hold time.Duration
 
@@ -124,9 +128,13 @@ func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err erro
 	if len(a.cfg.EarlyPrefixes) == 0 && cfg.Docker {
 		a.cfg.EarlyPrefixes = dockerplugin.EarlyPrefixes
 	}
-	if a.sensor, err = sensor.Open(log, sensor.Config{
-		CgroupV1Controller: a.hierarchy.Controller, RingBufferBytes: cfg.RingBufferBytes, EarlyPrefixes: a.cfg.EarlyPrefixes,
-	}); err != nil {
+	scfg := sensor.Config{CgroupV1Controller: a.hierarchy.Controller, RingBufferBytes: cfg.RingBufferBytes, EarlyPrefixes: a.cfg.EarlyPrefixes}
+	if !cfg.HostProcesses {
+		if scfg.HostMountNS, err = sensor.HostMountNamespace(); err != nil {
+			return nil, err
+		}
+	}
+	if a.sensor, err = sensor.Open(log, scfg); err != nil {
 		return nil, err
 	}
 	a.closers = append(a.closers, a.sensor.Close)

@@ -59,6 +59,12 @@ func (a *Agent) Exec(ctx context.Context, cmd *exec.Cmd, cgroupParent string, im
 	var stopErr error
 	go func() { done <- a.pipeline(pctx, nil, func() { stopErr = a.tracker.Stopped(ctr) }) }()
 
+	// A mount namespace of its own, as a container has: the sensor counts
+	// nothing a task does in the host's (bpf/sensor/runtime.h).
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNS
 	if err := a.hierarchy.Start(cmd, dir); err != nil {
 		stop()
 		return nil, errors.Join(err, <-done)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/redistest"
@@ -156,6 +157,7 @@ func TestAgentRunsWithChartCapabilities(t *testing.T) {
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = cgroups.Remove(cg) })
 			run := exec.Command("cat", "/etc/hostname")
+			run.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWNS} // a mount namespace of its own, as a container's
 			require.NoError(t, h.Start(run, cg))
 			require.NoError(t, run.Wait())
 			body := waitFor("the cgroup and what ran in it", func(b string) bool {

@@ -9,7 +9,8 @@
  * match files of the image; none of it is the image's use.
  *
  * A task runs the container's own code once its executable is a file of a
- * mount in the task's own mount namespace: the entrypoint's execve (or any
+ * mount in the task's own mount namespace, and that namespace is not the
+ * host's: the entrypoint's execve (or any
  * later one) in the container's namespace. The runtime runs the host's
  * binary (a mount of the host's namespace), a memfd copy of it (runc 1.1;
  * a kernel-internal mount) or a sealed overlay of it (runc 1.2; a detached
@@ -24,6 +25,11 @@
 #include "bpf_helpers.h"
 #include "bpf_core_read.h"
 
+/* The inode number of the host's mount namespace (/proc/1/ns/mnt), set by
+ * user space before load; 0 when unknown: then the host's namespace is
+ * not told apart. */
+const volatile __u32 host_mnt_ns = 0;
+
 static __always_inline struct mnt_namespace *mount_ns(struct vfsmount *mnt)
 {
 	struct mount *m = (void *)mnt - bpf_core_field_offset(struct mount, mnt);
@@ -31,12 +37,15 @@ static __always_inline struct mnt_namespace *mount_ns(struct vfsmount *mnt)
 }
 
 /* Whether the current task's executable is on a mount of its own mount
- * namespace: the container's code, not its runtime's. */
+ * namespace, other than the host's: the container's code, not its
+ * runtime's. */
 static __always_inline bool runs_container_code(struct task_struct *task)
 {
 	struct mnt_namespace *ns = BPF_CORE_READ(task, nsproxy, mnt_ns);
+	if (!ns || (host_mnt_ns && BPF_CORE_READ(ns, ns.inum) == host_mnt_ns))
+		return false;
 	struct vfsmount *exe = BPF_CORE_READ(task, mm, exe_file, f_path.mnt);
-	return ns && exe && mount_ns(exe) == ns;
+	return exe && mount_ns(exe) == ns;
 }
 
 /* Whether a file the current task opened or mapped counts for the image:

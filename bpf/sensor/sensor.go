@@ -52,6 +52,27 @@ type Config struct {
 	// PollInterval is how often syscall bitmaps and loss counters are read.
 	// Zero means one second.
 	PollInterval time.Duration
+	// HostMountNS is the inode number of the host's mount namespace
+	// (HostMountNamespace): a task in it is an OCI runtime at work, never
+	// a container (runtime.h). Zero tells no namespace apart, for
+	// programs profiled in the host's namespace.
+	HostMountNS uint32
+}
+
+// HostMountNamespace reads the inode number of the host's mount namespace:
+// that of pid 1 (the agent runs in the host's pid namespace), or, where
+// pid 1 keeps it from us (a non-dumpable init), the agent's own, which is
+// the host's unless the agent runs in a container of its own.
+func HostMountNamespace() (uint32, error) {
+	var st unix.Stat_t
+	err := unix.Stat("/proc/1/ns/mnt", &st)
+	if err != nil {
+		err = errors.Join(err, unix.Stat("/proc/self/ns/mnt", &st))
+		if st.Ino == 0 {
+			return 0, fmt.Errorf("reading the host's mount namespace: %w", err)
+		}
+	}
+	return uint32(st.Ino), nil
 }
 
 // ErrTrackedFull is returned by Track when MaxTracked cgroups are tracked.
@@ -138,6 +159,9 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 	}
 	if err := specs.FmodeBacking.Set(fmodeBacking()); err != nil {
 		return nil, fmt.Errorf("setting FMODE_BACKING: %w", err)
+	}
+	if err := specs.HostMntNs.Set(cfg.HostMountNS); err != nil {
+		return nil, fmt.Errorf("setting the host's mount namespace: %w", err)
 	}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		return nil, fmt.Errorf("loading sensor programs: %+w", err)

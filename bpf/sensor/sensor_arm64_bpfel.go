@@ -192,6 +192,7 @@ const (
 	sensorVarEarlyPrefix       = "early_prefix"
 	sensorVarEarlyPrefixLen    = "early_prefix_len"
 	sensorVarFmodeBacking      = "fmode_backing"
+	sensorVarHostMntNs         = "host_mnt_ns"
 )
 
 // loadSensor returns the embedded CollectionSpec for sensor.
@@ -263,6 +264,7 @@ type sensorVariableSpecs struct {
 	EarlyPrefix    *ebpf.VariableSpec `ebpf:"early_prefix"`
 	EarlyPrefixLen *ebpf.VariableSpec `ebpf:"early_prefix_len"`
 	FmodeBacking   *ebpf.VariableSpec `ebpf:"fmode_backing"`
+	HostMntNs      *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
 }
 
 // sensorObjects contains all objects after they have been loaded into the kernel.
@@ -314,6 +316,7 @@ type sensorVariables struct {
 	EarlyPrefix    *ebpf.Variable `ebpf:"early_prefix"`
 	EarlyPrefixLen *ebpf.Variable `ebpf:"early_prefix_len"`
 	FmodeBacking   *ebpf.Variable `ebpf:"fmode_backing"`
+	HostMntNs      *ebpf.Variable `ebpf:"host_mnt_ns"`
 }
 
 // sensorPrograms contains all programs after they have been loaded into the kernel.

@@ -516,6 +516,26 @@ func TestSensorRuntimeWorkIsNotTheImages(t *testing.T) {
 	}
 }
 
+// Told the host's mount namespace, the sensor counts nothing a task does
+// there: runc's init copies and re-executes its own binary in it before it
+// unshares the container's (runtime.h).
+func TestSensorHostNamespaceIsTheRuntimes(t *testing.T) {
+	host, err := HostMountNamespace()
+	require.NoError(t, err)
+	s, h, cgDir, id := tracked(t, Config{HostMountNS: host})
+	dir := fixture(t)
+	stop := collect(t, s)
+	runIn(t, h, cgDir, exec.Command("cat", filepath.Join(dir, "read.txt")))
+	private := exec.Command("cat", filepath.Join(dir, "target.txt"))
+	private.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWNS}
+	runIn(t, h, cgDir, private)
+	events := stop()
+
+	files := filesByPath(events, id)
+	require.NotContains(t, files, realPath(t, filepath.Join(dir, "read.txt")), "a read in the host's namespace")
+	require.Contains(t, files, realPath(t, filepath.Join(dir, "target.txt")), "a read in a namespace of its own")
+}
+
 func TestSensorIgnoresUntrackedCgroups(t *testing.T) {
 	s, h, _, _ := tracked(t, Config{})
 	dir := fixture(t)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/redistest"
@@ -72,6 +73,7 @@ func TestRunServesMetrics(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = cgroups.Remove(cg) })
 	cmd := exec.Command("cat", "/etc/hostname")
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWNS} // a mount namespace of its own, as a container's
 	require.NoError(t, h.Start(cmd, cg))
 	require.NoError(t, cmd.Wait())
 

@@ -13,7 +13,9 @@ var traceCommand = &cli.Command{
 		outputFlag,
 	}, sensorFlags...),
 	Action: func(c *cli.Context) error {
-		a, err := openAgent(c, agentConfig(c))
+		cfg := agentConfig(c)
+		cfg.HostProcesses = true // any cgroup, not only containers'
+		a, err := openAgent(c, cfg)
 		if err != nil {
 			return err
 		}
