@@ -344,6 +344,9 @@ type RunOptions struct {
 	Mounts map[string]string
 	// Timeout bounds the wait for the container's end; zero: a minute.
 	Timeout time.Duration
+	// Runtime names the OCI runtime of a Docker container (one that
+	// StartDockerdWith added); empty: dockerd's default, Debian's runc.
+	Runtime string
 }
 
 func (o RunOptions) timeout() time.Duration {
@@ -447,6 +450,13 @@ type Dockerd struct {
 
 func StartDockerd(t *testing.T) *Dockerd {
 	t.Helper()
+	return StartDockerdWith(t, nil)
+}
+
+// StartDockerdWith starts dockerd with more OCI runtimes (name -> binary),
+// for RunOptions.Runtime.
+func StartDockerdWith(t *testing.T, runtimes map[string]string) *Dockerd {
+	t.Helper()
 	bin, err := exec.LookPath("dockerd")
 	require.NoError(t, err, "dockerd is missing: scripts/runtimes.sh installs Debian's docker.io")
 	rt, err := os.MkdirTemp("", "inuse-dockerd-")
@@ -456,6 +466,9 @@ func StartDockerd(t *testing.T) *Dockerd {
 	cmd := exec.Command(bin, "--data-root", filepath.Join(rt, "root"), "--exec-root", filepath.Join(rt, "exec"),
 		"-H", "unix://"+sock, "--pidfile", filepath.Join(rt, "dockerd.pid"),
 		"--bridge=none", "--iptables=false", "--ip-forward=false")
+	for name, bin := range runtimes {
+		cmd.Args = append(cmd.Args, "--add-runtime", name+"="+bin)
+	}
 	// Debian's containerd (1.6), not one of the project's builds.
 	cmd.Env = append(os.Environ(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	logf, err := os.Create(filepath.Join(rt, "dockerd.log"))
@@ -517,7 +530,7 @@ func (d *Dockerd) Run(t *testing.T, ref string, cmd ...string) (id string, wait 
 func (d *Dockerd) RunWith(t *testing.T, o RunOptions, ref string, cmd ...string) (id string, wait func()) {
 	t.Helper()
 	ctx := context.Background()
-	host := &container.HostConfig{NetworkMode: "none"}
+	host := &container.HostConfig{NetworkMode: "none", Runtime: o.Runtime}
 	for ctrPath, hostPath := range o.Mounts {
 		host.Binds = append(host.Binds, hostPath+":"+ctrPath)
 	}

@@ -1,0 +1,106 @@
+package tests
+
+import (
+	"cmp"
+	"os/exec"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/inuse-dev/inuse/internal/cgroups"
+	"github.com/inuse-dev/inuse/internal/redistest"
+	"github.com/inuse-dev/inuse/internal/store"
+	"github.com/inuse-dev/inuse/internal/testutil"
+	"github.com/inuse-dev/inuse/tests/runtimes"
+)
+
+// runtimeOnlySyscalls are what an OCI runtime's init calls inside the
+// container's cgroup to set it up, and /usr/bin/true never does.
+var runtimeOnlySyscalls = []string{"pivot_root", "mount", "unshare", "setns", "seccomp", "sethostname"}
+
+// What each OCI runtime does in the container's cgroup before it executes
+// the entrypoint is not the image's: Debian's runc (linked against the
+// host's libseccomp and libc, and re-executing itself from a memfd), crun
+// (Debian's, linked the same way) and the upstream static runc, through
+// dockerd, and Debian's runc through containerd's CRI. The profile of an
+// image whose entrypoint is /usr/bin/true holds exactly what true loads:
+// nothing of the runtime's libraries, files or set-up syscalls.
+func TestRuntimeWorkIsNotTheImages(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	root, loader := dynamicRoot(t)
+	libc := "/usr/lib/x86_64-linux-gnu/libc.so.6"
+	want := map[store.Section][]string{
+		store.Exec:      {"/usr/bin/true", loader},
+		store.Mapped:    {libc},
+		store.FilesRead: {libc},
+	}
+	crun, err := exec.LookPath("crun")
+	require.NoError(t, err, "crun: scripts/runtimes.sh installs Debian's")
+	staticRunc := runtimes.CacheBin(t, "static-runc/runc")
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	hybrid := h.Dir != "/sys/fs/cgroup"
+
+	check := func(t *testing.T, st *store.Store, digest string) {
+		t.Helper()
+		p := waitProfile(t, st, digest, func(p *store.Profile) bool {
+			return has(p, store.Exec, "/usr/bin/true") && has(p, store.Mapped, libc) && len(p.Sections[store.Syscalls]) > 0
+		})
+		for sec, members := range p.Sections {
+			if sec == store.Syscalls || sec == store.Seeded {
+				continue
+			}
+			var got []string
+			for _, m := range members {
+				got = append(got, m.Value)
+			}
+			require.ElementsMatch(t, want[sec], got, "section %s", sec)
+		}
+		var syscalls []string
+		for _, m := range p.Sections[store.Syscalls] {
+			syscalls = append(syscalls, m.Value)
+		}
+		require.Contains(t, syscalls, "execve", "the entrypoint's exec")
+		for _, s := range runtimeOnlySyscalls {
+			require.NotContains(t, syscalls, s, "the runtime's set-up")
+		}
+	}
+
+	t.Run("docker", func(t *testing.T) {
+		d := runtimes.StartDockerdWith(t, map[string]string{"crun": crun, "runc-static": staticRunc})
+		srv := redistest.Start(t)
+		st, err := store.Open(srv.URL())
+		require.NoError(t, err)
+		defer st.Close()
+		a := runtimes.StartAgent(t, agentBinary, []string{"DOCKER_HOST=" + d.Host}, "--redis", srv.URL(), "--nri-socket", "", "--flush-interval", "200ms")
+		for _, rt := range []string{"", "crun", "runc-static"} {
+			name := cmp.Or(rt, "runc")
+			t.Run(name, func(t *testing.T) {
+				if rt == "crun" && hybrid {
+					t.Skip("crun refuses hosts with cgroup v1 controllers beside cgroup2 (hybrid), as this one has")
+				}
+				ref := "inuse-test/true-" + name + ":1"
+				digest := d.ImportImage(t, root, ref, `CMD ["/usr/bin/true"]`)
+				_, wait := d.RunWith(t, runtimes.RunOptions{Runtime: rt}, ref)
+				wait()
+				check(t, st, digest)
+			})
+		}
+		a.Stop(t)
+	})
+
+	t.Run("containerd", func(t *testing.T) {
+		srv := redistest.Start(t)
+		st, err := store.Open(srv.URL())
+		require.NoError(t, err)
+		defer st.Close()
+		c := runtimes.StartContainerd(t, nil)
+		c.ImportPause(t)
+		digest := c.ImportImage(t, root, "docker.io/inuse-test/true:1", "/usr/bin/true")
+		a := runtimes.StartAgent(t, agentBinary, nil, "--redis", srv.URL(), "--nri-socket", c.NRI, "--docker=false", "--flush-interval", "200ms")
+		a.WaitLog(t, "connected to the runtime over NRI")
+		c.RunToExit(t, c.RunPod(t, "true", "default", "uid-runtime-work"), "docker.io/inuse-test/true:1", "app", "/usr/bin/true")
+		check(t, st, digest)
+		a.Stop(t)
+	})
+}
