@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -70,7 +71,7 @@ type scanJob struct {
 func newCache(cfg *Config, log *slog.Logger, m *metrics) *cache {
 	return &cache{
 		cfg: cfg, log: log.With(logfields.Component, "api.scanner"), metrics: m,
-		owner: replicaID(), reports: newReportLRU(cfg.ReportCache),
+		owner: cmp.Or(cfg.ReplicaID, replicaID()), reports: newReportLRU(cfg.ReportCache),
 		images: map[string]*entry{}, polled: make(chan struct{}),
 		// The queue holds each digest at most once (scanning marks it),
 		// so its size bounds nothing that matters; a full queue waits
