@@ -3,7 +3,6 @@ package api
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"maps"
 	"slices"
@@ -50,11 +49,8 @@ type entry struct {
 	reported  bool
 	reportFor store.ReportStamp
 	// indexed is the version of the image's entries in the runtime
-	// index as this replica last wrote or found them ("" for none);
-	// inUse is the new report's in-use packages as runtimeimages writes
-	// them, held from setReport until the poller has indexed them.
+	// index as this replica last wrote or found them ("" for none).
 	indexed  string
-	inUse    json.RawMessage
 	verdicts map[scanner.Verdict]int
 	scanning bool
 	// err is the last scan failure; retryAt is when to try again.
@@ -299,11 +295,6 @@ func (c *cache) setReport(digest string, stamp store.ReportStamp, rep *scanner.R
 	if e == nil { // left the index meanwhile
 		return
 	}
-	if !e.reported || e.reportFor != stamp || e.indexed == "" {
-		// For the poller to index; a report read again (the LRU
-		// dropped it) changes nothing there.
-		e.inUse = runtimePackagesJSON(runtimePackages(rep))
-	}
 	e.reported, e.reportFor = true, stamp
 	e.verdicts = verdictCounts(rep)
 	e.err, e.retryAt = nil, time.Time{}
@@ -328,12 +319,11 @@ func runtimeVersion(e *entry) string {
 // index writes to the runtime index the images whose report or workloads
 // changed since this replica last indexed them (workloads: those read in
 // this poll). Every replica does it for the changes it sees; the store
-// writes a version once.
+// writes a version once, and an image whose version the index holds
+// already (another replica wrote it, or this one before a restart) costs
+// one field of one pipelined read, not its report.
 func (c *cache) index(ctx context.Context, workloads map[string][]store.Workload, now time.Time) {
-	type job struct {
-		digest, version string
-		inUse           json.RawMessage
-	}
+	type job struct{ digest, version string }
 	var jobs []job
 	c.mu.RLock()
 	for d, e := range c.images {
@@ -341,13 +331,31 @@ func (c *cache) index(ctx context.Context, workloads map[string][]store.Workload
 			continue
 		}
 		if v := runtimeVersion(e); v != e.indexed {
-			jobs = append(jobs, job{d, v, e.inUse})
+			jobs = append(jobs, job{d, v})
 		}
 	}
 	c.mu.RUnlock()
+	if len(jobs) == 0 {
+		return
+	}
+	digests := make([]string, len(jobs))
+	for i, j := range jobs {
+		digests[i] = j.digest
+	}
+	stored, err := c.cfg.Store.RuntimeVersions(ctx, digests)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("reading the runtime index", logfields.Error, err)
+		}
+		return
+	}
 	for _, j := range jobs {
 		if ctx.Err() != nil {
 			return
+		}
+		if stored[j.digest] == j.version {
+			c.indexed(j.digest, j.version)
+			continue
 		}
 		ws, ok := workloads[j.digest]
 		if !ok {
@@ -358,21 +366,15 @@ func (c *cache) index(ctx context.Context, workloads map[string][]store.Workload
 			}
 			ws = p.Workloads
 		}
-		inUse := j.inUse
-		if inUse == nil {
-			rep, err := c.report(ctx, j.digest)
-			if err != nil {
-				c.log.Warn("reading stored report", logfields.Image, j.digest, logfields.Error, err)
-				continue
-			}
-			inUse = runtimePackagesJSON(runtimePackages(rep))
-		}
+		// runtimeimages lists Kubernetes workloads only.
 		kube := slices.DeleteFunc(slices.Clone(ws), func(w store.Workload) bool { return kubernetesKinds[strings.ToLower(w.Kind)] == "" })
-		var err error
 		if len(kube) == 0 {
 			err = c.cfg.Store.RemoveRuntimeImage(ctx, j.digest)
 		} else {
-			_, err = c.cfg.Store.SetRuntimeImage(ctx, j.digest, j.version, kube, inUse)
+			var rep *scanner.Report
+			if rep, err = c.report(ctx, j.digest); err == nil {
+				_, err = c.cfg.Store.SetRuntimeImage(ctx, j.digest, j.version, kube, runtimePackagesJSON(runtimePackages(rep)))
+			}
 		}
 		if err != nil {
 			if ctx.Err() == nil {
@@ -380,10 +382,15 @@ func (c *cache) index(ctx context.Context, workloads map[string][]store.Workload
 			}
 			continue
 		}
-		c.mu.Lock()
-		if e := c.images[j.digest]; e != nil && runtimeVersion(e) == j.version {
-			e.indexed, e.inUse = j.version, nil
-		}
-		c.mu.Unlock()
+		c.indexed(j.digest, j.version)
+	}
+}
+
+// indexed records that the runtime index holds version of digest.
+func (c *cache) indexed(digest, version string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.images[digest]; e != nil && runtimeVersion(e) == version {
+		e.indexed = version
 	}
 }

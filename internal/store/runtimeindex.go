@@ -210,6 +210,38 @@ func (s *Store) runtimePackages(ctx context.Context, digests []string) (map[stri
 	return out, nil
 }
 
+// RuntimeVersions reads the version of the runtime entries of digests
+// (one HMGET per shard, pipelined); an image without entries is missing.
+func (s *Store) RuntimeVersions(ctx context.Context, digests []string) (map[string]string, error) {
+	byShard := map[int][]string{}
+	for _, d := range digests {
+		byShard[runtimeShard(d)] = append(byShard[runtimeShard(d)], d)
+	}
+	type read struct {
+		digests []string
+		cmd     *redis.SliceCmd
+	}
+	var reads []read
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for shard, ds := range byShard {
+			reads = append(reads, read{ds, p.HMGet(ctx, RuntimeIndexKeys{shard: shard}.Versions(), ds...)})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the runtime index's versions: %w", err)
+	}
+	out := make(map[string]string, len(digests))
+	for _, r := range reads {
+		for i, v := range r.cmd.Val() {
+			if s, ok := v.(string); ok {
+				out[r.digests[i]] = s
+			}
+		}
+	}
+	return out, nil
+}
+
 // RuntimeCount counts the entries of the runtime index.
 func (s *Store) RuntimeCount(ctx context.Context) (int64, error) {
 	cmds := make([]*redis.IntCmd, RuntimeShards)

@@ -63,6 +63,9 @@ func TestRuntimeIndexWrites(t *testing.T) {
 			wrote, err = st.SetRuntimeImage(ctx, d, "v1", workloads(3), []byte(`["a"]`))
 			require.NoError(t, err)
 			require.False(t, wrote, "the same version is written once, whichever replica sends it")
+			versions, err := st.RuntimeVersions(ctx, []string{d, fmt.Sprintf("sha256:%064x", 2)})
+			require.NoError(t, err)
+			require.Equal(t, map[string]string{d: "v1"}, versions)
 
 			// A new version replaces the image's entries whole.
 			_, err = st.SetRuntimeImage(ctx, d, "v2", workloads(1), []byte(`["b"]`))
