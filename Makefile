@@ -3,8 +3,9 @@ SHELL := bash
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/inuse-dev/inuse/internal/version.Version=$(VERSION)
-# Privileged tests (real BPF, cgroups, runtimes) run when make runs as root.
-PRIVILEGED := $(if $(filter 0,$(shell id -u)),INUSE_PRIVILEGED_TESTS=1,)
+# Privileged tests (real BPF, cgroups, runtimes) run when make runs as root,
+# and always in CI (CI=true), where one that cannot run fails.
+PRIVILEGED := $(if $(or $(filter 0,$(shell id -u)),$(filter true,$(CI))),INUSE_PRIVILEGED_TESTS=1,)
 TEST_FLAGS ?= -count=1 -timeout 45m
 
 .PHONY: help deps generate check-generated build test demo bench lint
@@ -25,7 +26,8 @@ check-generated: generate ## regenerate and fail when a committed generated file
 build: ## build bin/inuse-agent and bin/inuse (static, no clang needed)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
-test: deps ## run every test; as root this includes the privileged ones
+test: deps ## run every test; as root this includes the privileged ones (with CI=true, not being able to run them fails)
+	@if [ "$$CI" = true ]; then scripts/ci-privileged.sh; fi
 	$(PRIVILEGED) $(GO) test $(TEST_FLAGS) ./...
 
 demo: deps build ## Redis, agent, inuse serve and a Debian container on this machine: the In Use report (DEMO_KEEP=1 leaves them running)

@@ -1,12 +1,15 @@
 package agent
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -61,6 +64,8 @@ func TestSeedRunningContainer(t *testing.T) {
 	require.NoError(t, err)
 
 	a, _, _ := newTestAgent()
+	warns := &warnings{}
+	a.log = slog.New(warns)
 	a.hierarchy = h
 	sink := &eventSink{}
 	a.registry = registry.New[sensor.Event](a.log, sink, a.tracker, registry.Config{})
@@ -117,7 +122,10 @@ func TestSeedRunningContainer(t *testing.T) {
 	}
 	require.Len(t, slices.Compact(slices.Sorted(slices.Values(keys))), len(keys))
 
-	// A process that exited is skipped, without an error.
+	require.Empty(t, warns.records, "seeding logged no warning")
+
+	// A pid that is not there (any more) is skipped, without an error;
+	// TestSeedProcessExitsDuringSeeding has processes exit mid-seeding.
 	n := len(sink.events)
 	(&seeder{cgroupID: id, emit: func(ev sensor.Event) { sink.Observe(c, ev) }, seen: map[string]bool{}, netns: map[string]bool{}}).process(1 << 30)
 	require.Len(t, sink.events, n)
@@ -184,6 +192,196 @@ func TestSeedSkipsRuntimeInit(t *testing.T) {
 				require.True(t, held, "the held file in %+v", events)
 			} else {
 				require.Empty(t, events)
+			}
+		})
+	}
+}
+
+// warnings fails nothing itself: it keeps the records at WARN and above
+// that a component logs, for the test to require none.
+type warnings struct {
+	mu      sync.Mutex
+	records []string
+}
+
+func (w *warnings) Enabled(context.Context, slog.Level) bool { return true }
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler       { return w }
+func (w *warnings) WithGroup(string) slog.Handler            { return w }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	if r.Level < slog.LevelWarn {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString(r.Level.String() + " " + r.Message)
+	r.Attrs(func(a slog.Attr) bool { b.WriteString(" " + a.String()); return true })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.records = append(w.records, b.String())
+	return nil
+}
+
+// killingSink kills a process of the container the moment the seeder
+// hands over a chosen event, so that the process exits while the
+// container is being seeded: between the listing of the cgroup and the
+// reading of its /proc entry, or in the middle of that reading.
+type killingSink struct {
+	eventSink
+	when   func(ev sensor.Event) bool
+	victim *exec.Cmd
+	killed bool
+}
+
+func (k *killingSink) Observe(c lifecycle.Container, ev sensor.Event) {
+	k.eventSink.Observe(c, ev)
+	if !k.killed && k.when(ev) {
+		k.killed = true
+		_ = k.victim.Process.Kill()
+		_ = k.victim.Wait() // reaped: its /proc entry is gone
+	}
+}
+
+func pidOf(ev sensor.Event) int {
+	switch e := ev.(type) {
+	case sensor.ExecEvent:
+		return int(e.PID)
+	case sensor.FileEvent:
+		return int(e.PID)
+	case sensor.NetEvent:
+		return int(e.PID)
+	}
+	return 0
+}
+
+// A process that exits while its container is seeded is left out from
+// where it exited, without a warning, and the container's other process is
+// seeded whole. The process really exits during seeding: killed (and
+// reaped) from inside the seeder's own hand-over of an event.
+func TestSeedProcessExitsDuringSeeding(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	sleepBin, err := filepath.EvalSymlinks("/usr/bin/sleep")
+	require.NoError(t, err)
+
+	for _, tc := range []struct {
+		name string
+		// when picks the event, given the pids of the process read first
+		// and second, on which the victim (first or second) is killed
+		when        func(ev sensor.Event, first, second int) bool
+		killFirst   bool
+		victimEvent bool // some of the victim's was handed over before it died
+		victimFiles int  // of its two open files, read before it died
+	}{
+		{
+			name: "exits after the cgroup is listed, before it is read",
+			when: func(ev sensor.Event, first, _ int) bool { return pidOf(ev) == first },
+		},
+		{
+			name: "exits after its executable is read",
+			when: func(ev sensor.Event, first, _ int) bool {
+				_, ok := ev.(sensor.ExecEvent)
+				return ok && pidOf(ev) == first
+			},
+			killFirst:   true,
+			victimEvent: true,
+		},
+		{
+			name: "exits while its mappings are read",
+			when: func(ev sensor.Event, first, _ int) bool {
+				f, ok := ev.(sensor.FileEvent)
+				return ok && f.Access == sensor.AccessMapped && pidOf(ev) == first
+			},
+			killFirst:   true,
+			victimEvent: true,
+		},
+		{
+			name: "exits while its open files are read",
+			when: func(ev sensor.Event, _, second int) bool {
+				f, ok := ev.(sensor.FileEvent)
+				return ok && f.Access == sensor.AccessRead && pidOf(ev) == second
+			},
+			victimEvent: true,
+			victimFiles: 1,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := fmt.Sprintf("/inuse-test/seed-exit-%d", time.Now().UnixNano())
+			dir, id, err := h.Create(path)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = cgroups.Remove(dir) })
+			files := map[int][]string{}
+			cmds := map[int]*exec.Cmd{}
+			for i := range 2 {
+				var held []string
+				for j := range 2 {
+					data := filepath.Join(t.TempDir(), fmt.Sprintf("open-%d-%d.txt", i, j))
+					require.NoError(t, os.WriteFile(data, []byte("x"), 0o644))
+					held = append(held, data)
+				}
+				cmd := exec.Command("sh", "-c", "exec 3<"+held[0]+" 4<"+held[1]+"; exec sleep 30")
+				require.NoError(t, h.Start(cmd, dir))
+				t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+				files[cmd.Process.Pid], cmds[cmd.Process.Pid] = held, cmd
+			}
+			// Both are sleep, holding their file, before seeding starts.
+			require.Eventually(t, func() bool {
+				for pid := range cmds {
+					exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+					if err != nil || exe != sleepBin {
+						return false
+					}
+				}
+				return true
+			}, 10*time.Second, 20*time.Millisecond)
+			// The seeder reads the processes in the order the cgroup lists them.
+			pids, err := cgroupPIDs(dir)
+			require.NoError(t, err)
+			require.Len(t, pids, 2)
+			first, second := pids[0], pids[1]
+			victim, survivor := second, first
+			if tc.killFirst {
+				victim, survivor = first, second
+			}
+
+			a, _, _ := newTestAgent()
+			warns := &warnings{}
+			a.log = slog.New(warns)
+			a.hierarchy = h
+			sink := &killingSink{when: func(ev sensor.Event) bool { return tc.when(ev, first, second) }, victim: cmds[victim]}
+			a.registry = registry.New[sensor.Event](a.log, sink, a.tracker, registry.Config{})
+			c := lifecycle.Container{ID: "exiting", CgroupID: id, CgroupPath: path, Image: testImage, Partial: true}
+			a.apply(lifecycle.Event{Kind: lifecycle.Started, Container: c})
+			a.seeding.Wait()
+
+			require.True(t, sink.killed, "the victim was killed during seeding")
+			require.Empty(t, warns.records, "seeding logged no warning")
+			_, err = os.Stat(fmt.Sprintf("/proc/%d", victim))
+			require.ErrorIs(t, err, os.ErrNotExist, "the victim is gone")
+
+			// The survivor is seeded whole: sleep's exec (handed over once,
+			// by whichever process came first) and both its open files.
+			var exec bool
+			var survivorFiles, victimFiles int
+			for _, ev := range sink.events {
+				switch e := ev.(type) {
+				case sensor.ExecEvent:
+					exec = exec || e.Path == sleepBin
+				case sensor.FileEvent:
+					if e.Access == sensor.AccessRead {
+						survivorFiles += len(slices.DeleteFunc(slices.Clone(files[survivor]), func(p string) bool { return p != e.Path }))
+						victimFiles += len(slices.DeleteFunc(slices.Clone(files[victim]), func(p string) bool { return p != e.Path }))
+					}
+				}
+			}
+			require.True(t, exec, "sleep's exec in %+v", sink.events)
+			require.Equal(t, 2, survivorFiles, "the survivor's open files in %+v", sink.events)
+			require.Equal(t, tc.victimFiles, victimFiles, "the victim's files read before it exited, none after: %+v", sink.events)
+			if tc.victimEvent {
+				require.True(t, slices.ContainsFunc(sink.events, func(ev sensor.Event) bool { return pidOf(ev) == victim }),
+					"the victim's events before its exit are kept")
+			} else {
+				require.False(t, slices.ContainsFunc(sink.events, func(ev sensor.Event) bool { return pidOf(ev) == victim }),
+					"the victim is left out whole")
 			}
 		})
 	}

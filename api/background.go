@@ -3,10 +3,10 @@ package api
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,10 +17,13 @@ import (
 )
 
 // cache holds what this replica knows of every image of the index: its
-// last stamp, the workloads of its last profile read, and what the index
-// views need of its report. The reports themselves are shared by every
+// last stamp and the stamp and verdict counts of its report, a few
+// hundred bytes an image. The reports themselves are shared by every
 // replica through Redis (shared.go); at most Config.ReportCache of them
-// are kept in memory. Handlers read the cache; only the poller and the
+// are kept in memory. What runtimeimages pages through (every image's
+// workloads and in-use packages) is the runtime index in Redis
+// (store.RuntimePage), written by the poller when an image's report or
+// workloads change. Handlers read the cache; only the poller and the
 // scan workers write it.
 type cache struct {
 	cfg     *Config
@@ -32,13 +35,6 @@ type cache struct {
 
 	mu     sync.RWMutex
 	images map[string]*entry
-	// version counts the changes of images that runtimeimages shows
-	// (workloads, reports, images gone); runtime is the sorted list of
-	// its entries at runtimeVersion, kept until the next change, so that
-	// paging through a large cluster does not sort it for every page.
-	version        uint64
-	runtime        []runtimeEntry
-	runtimeVersion uint64
 	// polled is closed and replaced after every poll, for tests and
 	// waiters that want the next poll.
 	polled chan struct{}
@@ -47,16 +43,14 @@ type cache struct {
 
 // entry is one image in the cache.
 type entry struct {
-	stamp     store.Stamp
-	workloads []store.Workload
-	names     []string
+	stamp store.Stamp
 	// reported says that a report is known, computed for reportFor:
 	// in the LRU, or in Redis.
 	reported  bool
 	reportFor store.ReportStamp
-	// inUse is the report's in-use packages as runtimeimages writes
-	// them, encoded once per report rather than on every page.
-	inUse    json.RawMessage
+	// indexed is the version of the image's entries in the runtime
+	// index as this replica last wrote or found them ("" for none).
+	indexed  string
 	verdicts map[scanner.Verdict]int
 	scanning bool
 	// err is the last scan failure; retryAt is when to try again.
@@ -73,7 +67,7 @@ type scanJob struct {
 func newCache(cfg *Config, log *slog.Logger, m *metrics) *cache {
 	return &cache{
 		cfg: cfg, log: log.With(logfields.Component, "api.scanner"), metrics: m,
-		owner: replicaID(), reports: newReportLRU(cfg.ReportCache),
+		owner: cmp.Or(cfg.ReplicaID, replicaID()), reports: newReportLRU(cfg.ReportCache),
 		images: map[string]*entry{}, polled: make(chan struct{}),
 		// The queue holds each digest at most once (scanning marks it),
 		// so its size bounds nothing that matters; a full queue waits
@@ -175,6 +169,8 @@ func (c *cache) poll(ctx context.Context) {
 	}
 	seen := make(map[string]bool, len(stamps))
 	wants := map[string]store.ReportStamp{}
+	// The workloads read in this poll, for the runtime index.
+	workloads := map[string][]store.Workload{}
 	for _, st := range stamps {
 		seen[st.Digest] = true
 		c.mu.RLock()
@@ -192,13 +188,12 @@ func (c *cache) poll(ctx context.Context) {
 				c.log.Warn("reading profile", logfields.Image, st.Digest, logfields.Error, err)
 				continue
 			}
+			workloads[st.Digest] = p.Workloads
 			c.mu.Lock()
 			if e = c.images[st.Digest]; e == nil {
 				e = &entry{}
 				c.images[st.Digest] = e
 			}
-			e.workloads, e.names = p.Workloads, p.Names
-			c.version++
 			c.mu.Unlock()
 		}
 		want := wantFor(st, build)
@@ -214,14 +209,23 @@ func (c *cache) poll(ctx context.Context) {
 	if len(wants) > 0 {
 		c.refresh(ctx, wants, build, now)
 	}
+	c.index(ctx, workloads, now)
 	c.mu.Lock()
+	var gone []string
 	for d := range c.images {
 		if !seen[d] {
 			delete(c.images, d)
 			c.reports.remove(d)
-			c.version++
+			gone = append(gone, d)
 		}
 	}
+	c.mu.Unlock()
+	for _, d := range gone {
+		if err := c.cfg.Store.RemoveRuntimeImage(ctx, d); err != nil && ctx.Err() == nil {
+			c.log.Warn("removing an image from the runtime index", logfields.Image, d, logfields.Error, err)
+		}
+	}
+	c.mu.Lock()
 	c.metrics.setImages(c.images)
 	close(c.polled)
 	c.polled = make(chan struct{})
@@ -292,8 +296,7 @@ func (c *cache) setReport(digest string, stamp store.ReportStamp, rep *scanner.R
 		return
 	}
 	e.reported, e.reportFor = true, stamp
-	e.inUse, e.verdicts = runtimePackagesJSON(runtimePackages(rep)), verdictCounts(rep)
-	c.version++
+	e.verdicts = verdictCounts(rep)
 	e.err, e.retryAt = nil, time.Time{}
 	c.metrics.setImages(c.images)
 }
@@ -307,44 +310,87 @@ func verdictCounts(rep *scanner.Report) map[scanner.Verdict]int {
 	return out
 }
 
-// runtimeEntry is one (image, workload) of the runtimeimages answer.
-type runtimeEntry struct {
-	key      string // digest "\n" workload member: the cursor order
-	digest   string
-	workload store.Workload
-	kind     string // the workload's kind as Kubernetes spells it
-	packages json.RawMessage
+// runtimeVersion names what an image's runtime entries are computed
+// from: its report and its workloads.
+func runtimeVersion(e *entry) string {
+	return e.reportFor.String() + "|" + strconv.FormatInt(e.stamp.Workloads, 10)
 }
 
-// runtimeEntries lists every (image, Kubernetes workload) whose image has
-// a report, in cursor order. The list is shared by every caller until the
-// cache changes: it must not be modified.
-func (c *cache) runtimeEntries() []runtimeEntry {
+// index writes to the runtime index the images whose report or workloads
+// changed since this replica last indexed them (workloads: those read in
+// this poll). Every replica does it for the changes it sees; the store
+// writes a version once, and an image whose version the index holds
+// already (another replica wrote it, or this one before a restart) costs
+// one field of one pipelined read, not its report.
+func (c *cache) index(ctx context.Context, workloads map[string][]store.Workload, now time.Time) {
+	type job struct{ digest, version string }
+	var jobs []job
 	c.mu.RLock()
-	if c.runtime != nil && c.runtimeVersion == c.version {
-		defer c.mu.RUnlock()
-		return c.runtime
-	}
-	version := c.version
-	out := []runtimeEntry{}
 	for d, e := range c.images {
 		if !e.reported {
 			continue
 		}
-		for _, w := range e.workloads {
-			kind := kubernetesKinds[strings.ToLower(w.Kind)]
-			if kind == "" {
-				continue
-			}
-			out = append(out, runtimeEntry{key: d + "\n" + w.Member(), digest: d, workload: w, kind: kind, packages: e.inUse})
+		if v := runtimeVersion(e); v != e.indexed {
+			jobs = append(jobs, job{d, v})
 		}
 	}
 	c.mu.RUnlock()
-	slices.SortFunc(out, func(a, b runtimeEntry) int { return cmp.Compare(a.key, b.key) })
-	c.mu.Lock()
-	if c.version == version {
-		c.runtime, c.runtimeVersion = out, version
+	if len(jobs) == 0 {
+		return
 	}
-	c.mu.Unlock()
-	return out
+	digests := make([]string, len(jobs))
+	for i, j := range jobs {
+		digests[i] = j.digest
+	}
+	stored, err := c.cfg.Store.RuntimeVersions(ctx, digests)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("reading the runtime index", logfields.Error, err)
+		}
+		return
+	}
+	for _, j := range jobs {
+		if ctx.Err() != nil {
+			return
+		}
+		if stored[j.digest] == j.version {
+			c.indexed(j.digest, j.version)
+			continue
+		}
+		ws, ok := workloads[j.digest]
+		if !ok {
+			p, err := c.cfg.Store.ProfileSections(ctx, j.digest, now, c.cfg.Learning)
+			if err != nil {
+				c.log.Warn("reading profile", logfields.Image, j.digest, logfields.Error, err)
+				continue
+			}
+			ws = p.Workloads
+		}
+		// runtimeimages lists Kubernetes workloads only.
+		kube := slices.DeleteFunc(slices.Clone(ws), func(w store.Workload) bool { return kubernetesKinds[strings.ToLower(w.Kind)] == "" })
+		if len(kube) == 0 {
+			err = c.cfg.Store.RemoveRuntimeImage(ctx, j.digest)
+		} else {
+			var rep *scanner.Report
+			if rep, err = c.report(ctx, j.digest); err == nil {
+				_, err = c.cfg.Store.SetRuntimeImage(ctx, j.digest, j.version, kube, runtimePackagesJSON(runtimePackages(rep)))
+			}
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("indexing an image for runtimeimages", logfields.Image, j.digest, logfields.Error, err)
+			}
+			continue
+		}
+		c.indexed(j.digest, j.version)
+	}
+}
+
+// indexed records that the runtime index holds version of digest.
+func (c *cache) indexed(digest, version string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.images[digest]; e != nil && runtimeVersion(e) == version {
+		e.indexed = version
+	}
 }

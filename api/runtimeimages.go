@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -127,6 +126,8 @@ type RuntimeImage struct {
 // The cursor is the opaque key of the last entry returned; entries are
 // ordered by (digest, workload), so a page boundary holds even when
 // images appear or go between two requests, and every replica agrees.
+// The entries are read from the runtime index in Redis, page by page
+// (store.RuntimePage): a replica holds none of them between requests.
 // Images without a report yet are left out: an empty package list would
 // tell the scraper that nothing is in use.
 //
@@ -162,21 +163,19 @@ func (s *Server) runtimeImages(w http.ResponseWriter, r *http.Request) error {
 		writeRuntimeImages(w, r, out)
 		return nil
 	}
-	entries := s.cache.runtimeEntries()
-	start := 0
-	if after != "" {
-		start = sort.Search(len(entries), func(i int) bool { return entries[i].key > after })
+	entries, next, err := s.cfg.Store.RuntimePage(r.Context(), after, limit)
+	if err != nil {
+		return err
 	}
-	end := min(start+limit, len(entries))
-	for _, e := range entries[start:end] {
+	for _, e := range entries {
 		out.Data = append(out.Data, RuntimeImage{
-			ImageID: e.digest, Namespace: e.workload.Namespace, WorkloadName: e.workload.Name,
-			WorkloadKind: e.kind, Container: e.workload.Container, Packages: e.packages,
+			ImageID: e.Digest, Namespace: e.Workload.Namespace, WorkloadName: e.Workload.Name,
+			WorkloadKind: kubernetesKinds[strings.ToLower(e.Workload.Kind)], Container: e.Workload.Container, Packages: e.Packages,
 		})
 	}
 	out.Page.Returned = len(out.Data)
-	if end < len(entries) {
-		out.Page.Next = encodeCursor(entries[end-1].key)
+	if next != "" {
+		out.Page.Next = encodeCursor(next)
 	}
 	writeRuntimeImages(w, r, out)
 	return nil

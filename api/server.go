@@ -76,6 +76,9 @@ type Config struct {
 	// ReportCache bounds the reports kept in memory (128); the others
 	// are read again from Redis when asked for.
 	ReportCache int
+	// ReplicaID names this replica in the scan leases it holds (default:
+	// the host name and a random suffix).
+	ReplicaID string
 	// LeaseDuration is how long a replica holds an image's scan lease
 	// without renewing it (30 s); it renews every third of it, and a
 	// replica that dies loses the lease when it expires.

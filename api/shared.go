@@ -96,8 +96,6 @@ func (c *cache) scan(ctx context.Context, job scanJob) {
 	c.mu.Lock()
 	if e := c.images[d]; e != nil {
 		e.scanning = false
-		e.workloads, e.names = p.Workloads, p.Names
-		c.version++
 	}
 	c.mu.Unlock()
 	c.log.Debug("scanned image", logfields.Image, d, "revision", p.Meta.Revision, "duration_ms", time.Since(start).Milliseconds())
@@ -170,7 +168,6 @@ func (c *cache) load(ctx context.Context, digest string) (*scanner.Report, error
 		c.mu.Lock()
 		if e := c.images[digest]; e != nil {
 			e.reported = false
-			c.version++
 		}
 		c.mu.Unlock()
 	}

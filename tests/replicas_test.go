@@ -1,15 +1,19 @@
 package tests
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -159,6 +163,7 @@ func (fx *replicaFixture) storedRevisions(t *testing.T) map[string]int64 {
 // serveProc is one `inuse serve` process.
 type serveProc struct {
 	t      *testing.T
+	id     string // --replica-id
 	base   string
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -167,12 +172,13 @@ type serveProc struct {
 func (fx *replicaFixture) serve(t *testing.T) *serveProc {
 	t.Helper()
 	addr := testutil.FreeAddr(t)
-	cmd := exec.Command(fx.bin, "--log-level", "warn", "serve", "--redis", fx.redisURL, "--listen", addr,
+	id := "replica-" + addr
+	cmd := exec.Command(fx.bin, "--log-level", "warn", "serve", "--redis", fx.redisURL, "--listen", addr, "--replica-id", id,
 		"--admin-token-file", fx.admin, "--cache-dir", fx.cache, "--db-dir", fx.db,
 		"--poll-interval", "100ms", "--scan-lease", replicaLease.String(), "--rate-limit", "1000000", "--rate-burst", "1000000")
 	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
 	require.NoError(t, cmd.Start())
-	p := &serveProc{t: t, base: "http://" + addr, cmd: cmd, exited: make(chan struct{})}
+	p := &serveProc{t: t, id: id, base: "http://" + addr, cmd: cmd, exited: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() { p.signal(syscall.SIGKILL) })
 	testutil.WaitHealthy(t, p.base+"/healthz", 20*time.Second)
@@ -313,4 +319,119 @@ func TestServeReplicas(t *testing.T) {
 			require.NotEqual(t, string(reports[d]), string(s), "%s: the report of the new revision", d)
 		}
 	})
+
+	t.Run("live replica takes over from a killed one", func(t *testing.T) {
+		// Two replicas run; one is killed (SIGKILL) while it holds scan
+		// leases. The live one, which never stopped, reports every image
+		// once the leases expire: within a lease and one poll of the kill
+		// it holds the orphaned leases, and no image is scanned (its lease
+		// taken) more than twice in all.
+		takes := fx.watchLeases(t)
+		c, d := fx.serve(t), fx.serve(t)
+		before := fx.storedRevisions(t)
+		fx.profile(t, "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13-live")
+		waitFor(t, 20*time.Second, "c holds a scan lease", func() bool { return len(fx.leasedBy(t, c)) > 0 })
+		orphans := fx.leasedBy(t, c)
+		c.signal(syscall.SIGKILL)
+		killed := time.Now()
+		t.Logf("killed with %d leases held", len(orphans))
+		waitFor(t, 60*time.Second, "every image has a report of its new revision", func() bool {
+			stored := fx.storedRevisions(t)
+			for _, dg := range fx.digests {
+				if stored[dg] <= before[dg] {
+					return false
+				}
+			}
+			return true
+		})
+		d.waitReady(10 * time.Second)
+		var slowest time.Duration
+		for _, o := range orphans {
+			at := takes.last(o)
+			slowest = max(slowest, at.Sub(killed))
+			require.True(t, at.After(killed), "%s: the live replica took the orphaned lease", o)
+			require.LessOrEqual(t, at.Sub(killed), replicaLease+replicaPoll+time.Second,
+				"%s: taken over within a lease and a poll of the kill (%s)", o, at.Sub(killed))
+		}
+		most := 0
+		for _, dg := range fx.digests {
+			require.LessOrEqual(t, takes.count(dg), 2, "%s scanned at most twice", dg)
+			most = max(most, takes.count(dg))
+		}
+		t.Logf("orphaned leases taken over %s after the kill at the latest (lease %s, poll %s); at most %d scans of an image", slowest, replicaLease, replicaPoll, most)
+	})
+}
+
+// replicaPoll is --poll-interval.
+const replicaPoll = 100 * time.Millisecond
+
+// leaseTakes counts the scan leases taken per image, with the time of
+// the last take, from the masters' keyspace notifications: each take
+// (SET NX) is the start of a scan.
+type leaseTakes struct {
+	mu    sync.Mutex
+	n     map[string]int
+	lastT map[string]time.Time
+}
+
+func (l *leaseTakes) count(digest string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n[digest]
+}
+
+func (l *leaseTakes) last(digest string) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastT[digest]
+}
+
+// watchLeases subscribes to the set events of every master's scan lease
+// keys until the test ends.
+func (fx *replicaFixture) watchLeases(t *testing.T) *leaseTakes {
+	t.Helper()
+	l := &leaseTakes{n: map[string]int{}, lastT: map[string]time.Time{}}
+	err := fx.rdb.ForEachMaster(t.Context(), func(ctx context.Context, m *redis.Client) error {
+		if err := m.ConfigSet(ctx, "notify-keyspace-events", "K$").Err(); err != nil {
+			return err
+		}
+		sub := m.PSubscribe(context.WithoutCancel(ctx), "__keyspace@0__:inuse:*:scan")
+		if _, err := sub.Receive(ctx); err != nil {
+			return err
+		}
+		t.Cleanup(func() { sub.Close() })
+		go func() {
+			for msg := range sub.Channel() {
+				if msg.Payload != "set" {
+					continue
+				}
+				key := strings.TrimPrefix(msg.Channel, "__keyspace@0__:")
+				digest := strings.TrimSuffix(strings.TrimPrefix(key, "inuse:{"), "}:scan")
+				l.mu.Lock()
+				l.n[digest]++
+				l.lastT[digest] = time.Now()
+				l.mu.Unlock()
+			}
+		}()
+		return nil
+	})
+	require.NoError(t, err)
+	return l
+}
+
+// leasedBy lists the images whose scan lease the replica p holds.
+func (fx *replicaFixture) leasedBy(t *testing.T, p *serveProc) []string {
+	t.Helper()
+	var out []string
+	for _, d := range fx.digests {
+		v, err := fx.rdb.Get(t.Context(), store.Keys(d).ScanLease()).Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		require.NoError(t, err)
+		if v == p.id {
+			out = append(out, d)
+		}
+	}
+	return out
 }

@@ -53,7 +53,9 @@ func startReplica(bin, root, redisURL, name string) (*replicaProc, error) {
 	defer logf.Close()
 	r.cmd = exec.Command(bin, "--log-level", "warn", "serve", "--redis", redisURL, "--listen", addr,
 		"--admin-token-file", filepath.Join(root, "admin"), "--cache-dir", filepath.Join(root, "cache"),
-		"--db-dir", filepath.Join(root, "db"), "--rate-limit", "1000000", "--rate-burst", "1000000")
+		"--db-dir", filepath.Join(root, "db"), "--rate-limit", "1000000", "--rate-burst", "1000000",
+		// No Go soft limit: the RSS measured is what the replica needs.
+		"--memory-limit", "0")
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
 	if err := r.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)

@@ -33,6 +33,7 @@ var serveCommand = &cli.Command{
 		&cli.StringFlag{Name: "cluster-name", EnvVars: []string{"INUSE_CLUSTER_NAME"}, Usage: "answer runtimeimages only for this clusterName (default: any)"},
 		&cli.StringFlag{Name: "catalog-from", EnvVars: []string{"INUSE_CATALOG_FROM"}, Usage: "catalog images missing from the SBOM cache from docker or containerd (default: only images `inuse scan` cached)"},
 		&cli.DurationFlag{Name: "poll-interval", Value: time.Second, EnvVars: []string{"INUSE_POLL_INTERVAL"}, Usage: "how often the background scanner reads the image index"},
+		&cli.StringFlag{Name: "replica-id", EnvVars: []string{"INUSE_REPLICA_ID"}, Usage: "this replica's name in the scan leases it holds in Redis, e.g. the pod name (default: host name and a random suffix)"},
 		&cli.IntFlag{Name: "report-cache", Value: 128, EnvVars: []string{"INUSE_REPORT_CACHE"}, Usage: "reports kept in memory; the others are read from Redis when asked for"},
 		&cli.DurationFlag{Name: "scan-lease", Value: 30 * time.Second, EnvVars: []string{"INUSE_SCAN_LEASE"}, Usage: "how long a replica's claim on an image's scan lasts unless renewed (every third of it): the delay before another replica takes over from one that died"},
 		&cli.Float64Flag{Name: "rate-limit", Value: 20, EnvVars: []string{"INUSE_RATE_LIMIT"}, Usage: "requests per second per token"},
@@ -121,7 +122,7 @@ func runServe(c *cli.Context) error {
 			CycloneDX: func(w io.Writer, rep *scanner.Report) error { return scanner.Write(w, rep, "cyclonedx") },
 			Enrich:    scanner.Enrich,
 		},
-		PollInterval: c.Duration("poll-interval"), ReportCache: c.Int("report-cache"), LeaseDuration: c.Duration("scan-lease"),
+		PollInterval: c.Duration("poll-interval"), ReportCache: c.Int("report-cache"), ReplicaID: c.String("replica-id"), LeaseDuration: c.Duration("scan-lease"),
 		RateLimit: c.Float64("rate-limit"), RateBurst: c.Int("rate-burst"),
 	})
 	certFile, keyFile := c.String("tls-cert"), c.String("tls-key")

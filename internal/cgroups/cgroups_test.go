@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/inuse-dev/inuse/internal/testutil"
 )
 
 func TestPath(t *testing.T) {
@@ -23,7 +25,7 @@ func TestOfProcessFindsOwnCgroup(t *testing.T) {
 	// only needs /proc, not root.
 	h, err := Detect()
 	if err != nil {
-		t.Skipf("no cgroup hierarchy mounted: %v", err)
+		testutil.SkipOrFail(t, "no cgroup hierarchy mounted: %v", err)
 	}
 	p, err := h.OfProcess(0)
 	require.NoError(t, err)

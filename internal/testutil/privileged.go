@@ -15,12 +15,31 @@ import (
 // `make test` sets it when it runs as root, and CI runs as root.
 const PrivilegedEnv = "INUSE_PRIVILEGED_TESTS"
 
+// InCI reports whether the tests run in CI (CI=true, as GitHub Actions,
+// GitLab and most others set it). There, every test must run: a skip
+// would count as a pass it never earned.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// SkipOrFail skips the test with the reason outside CI and fails it in
+// CI, where a test that cannot run is a broken runner, not a pass.
+func SkipOrFail(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	if InCI() {
+		tb.Fatalf("CI=true and this test cannot run: "+format, args...)
+	}
+	tb.Skipf(format, args...)
+}
+
 // RequirePrivileged skips the test unless privileged tests are opted in,
-// and fails it when they are opted in but cannot run: a privileged test
-// that silently skips in CI would count as a pass it never earned.
+// and fails it when they are opted in but cannot run, or when CI=true
+// and they are not opted in: a privileged test that silently skips in CI
+// would count as a pass it never earned.
 func RequirePrivileged(tb testing.TB) {
 	tb.Helper()
 	if os.Getenv(PrivilegedEnv) == "" {
+		if InCI() {
+			tb.Fatalf("CI=true but %s is not set: CI must run the privileged tests, as root on a kernel with BTF (`make test` as root sets it)", PrivilegedEnv)
+		}
 		tb.Skipf("needs root and BPF: run `make test` as root (it sets %s=1)", PrivilegedEnv)
 	}
 	if os.Geteuid() != 0 {
