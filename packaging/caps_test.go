@@ -212,7 +212,7 @@ func TestAgentSeedsWithChartCapabilities(t *testing.T) {
 	// Two images (their commands differ): two profiles.
 	cmd := []string{"/bin/sh", "-c", "exec 3</etc/passwd; exec /bin/busybox sleep 3600"}
 	rootDigest := c.ImportImage(t, root, "docker.io/inuse-test/caps-root:1", cmd...)
-	userDigest := c.ImportImage(t, root, "docker.io/inuse-test/caps-user:1", cmd...)
+	userDigest := c.ImportImage(t, root, "docker.io/inuse-test/caps-user:1", append(slices.Clone(cmd[:2]), cmd[2]+" # user")...)
 	require.NotEqual(t, rootDigest, userDigest)
 	pod := c.RunPod(t, "caps-7c9d8f6b5-a1b2c", "shop", "uid-caps")
 	uid := int64(1000)
