@@ -429,11 +429,11 @@ func checkAgent(t *testing.T, spec podSpec) {
 		}
 	}
 	want := map[string]string{
-		"/var/run/nri":    "/var/run/nri",
+		"/var/run/nri":                    "/var/run/nri",
 		"/run/containerd/containerd.sock": "/run/containerd/containerd.sock",
-		"/sys/fs/bpf":     "/sys/fs/bpf",
-		"/sys/kernel/btf": "/sys/kernel/btf",
-		"/sys/fs/cgroup":  "/sys/fs/cgroup",
+		"/sys/fs/bpf":                     "/sys/fs/bpf",
+		"/sys/kernel/btf":                 "/sys/kernel/btf",
+		"/sys/fs/cgroup":                  "/sys/fs/cgroup",
 	}
 	if _, ok := hostPaths["containerd"]; !ok {
 		delete(want, "/run/containerd/containerd.sock")
