@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/inuse-dev/inuse/internal/version.Version=$(VERSIO
 PRIVILEGED := $(if $(or $(filter 0,$(shell id -u)),$(filter true,$(CI))),INUSE_PRIVILEGED_TESTS=1,)
 TEST_FLAGS ?= -count=1 -timeout 45m
 
-.PHONY: help deps generate check-generated build test demo bench lint
+.PHONY: help deps generate check-generated build test test-k8s demo bench lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,10 @@ build: ## build bin/inuse-agent and bin/inuse (static, no clang needed)
 test: deps ## run every test; as root this includes the privileged ones (with CI=true, not being able to run them fails)
 	@if [ "$$CI" = true ]; then scripts/ci-privileged.sh; fi
 	$(PRIVILEGED) $(GO) test $(TEST_FLAGS) ./...
+
+test-k8s: deps ## the single-node Kubernetes test (root): builds Kubernetes, etcd and helm into ~/.cache/inuse once (about 20 min cold), then runs tests/k8s
+	@scripts/kubernetes.sh
+	INUSE_PRIVILEGED_TESTS=1 INUSE_K8S_TESTS=1 $(GO) test $(TEST_FLAGS) ./tests/k8s/
 
 demo: deps build ## Redis, agent, inuse serve and a Debian container on this machine: the In Use report (DEMO_KEEP=1 leaves them running)
 	@scripts/demo.sh

@@ -155,7 +155,7 @@ func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err erro
 		a.collector = collector.New(log, a.metrics.flush, ccfg)
 		// Function-level reachability is an addition: without it, Go
 		// binaries stay at package level.
-		if a.funcs, err = openFuncProbes(log, a.sensor, a.store.GoPlans, cfg.Hold); err != nil {
+		if a.funcs, err = openFuncProbes(log, a.sensor, a.store.GoPlans, cfg.Hold, a.metrics); err != nil {
 			log.Warn("not probing Go functions", logfields.Error, err)
 		} else {
 			a.closers = append(a.closers, a.funcs.Close)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -58,6 +59,10 @@ type funcProbes struct {
 	emit       func(sensor.Event)
 	work       sync.WaitGroup // attaches and detaches in flight
 	planFailed atomic.Int64   // unix ns of the last failed read of a plan
+	// metrics counts the binaries the kernel refused to open (nil: none);
+	// warned is set by the first refusal, which is logged as a warning.
+	metrics *agentMetrics
+	warned  atomic.Bool
 
 	mu       sync.Mutex
 	cgroups  map[uint64]*probedCgroup
@@ -121,7 +126,7 @@ type probedBinary struct {
 
 // openFuncProbes loads the function probe program on the sensor's tracked
 // cgroups; plans reads an image's probe plan.
-func openFuncProbes(log *slog.Logger, s *sensor.Sensor, plans func(context.Context, string) (map[string]store.GoPlan, error), hold time.Duration) (*funcProbes, error) {
+func openFuncProbes(log *slog.Logger, s *sensor.Sensor, plans func(context.Context, string) (map[string]store.GoPlan, error), hold time.Duration, m *agentMetrics) (*funcProbes, error) {
 	tracking, err := s.Tracking()
 	if err != nil {
 		return nil, err
@@ -135,6 +140,7 @@ func openFuncProbes(log *slog.Logger, s *sensor.Sensor, plans func(context.Conte
 		probe:    p,
 		plans:    plans,
 		hold:     cmp.Or(hold, time.Minute),
+		metrics:  m,
 		cgroups:  map[uint64]*probedCgroup{},
 		binaries: map[binaryKey]*probedBinary{},
 		cookies:  map[probeKey]uint64{},
@@ -292,8 +298,13 @@ func (f *funcProbes) load(c lifecycle.Container, cg *probedCgroup, roots []strin
 		}
 		for _, root := range roots {
 			file := filepath.Join(root, path)
-			if _, err := os.Stat(file); err == nil {
+			_, err := os.Stat(file)
+			if err == nil {
 				f.acquire(cg, path, plan, file)
+				break
+			}
+			if errors.Is(err, fs.ErrPermission) {
+				f.refused(cg, path, err)
 				break
 			}
 		}
@@ -385,6 +396,10 @@ func (f *funcProbes) acquire(cg *probedCgroup, path string, plan store.GoPlan, f
 		return
 	}
 	id, err := gosym.ReadBuildID(file)
+	if errors.Is(err, fs.ErrPermission) {
+		f.refused(cg, path, err)
+		return
+	}
 	if err != nil {
 		f.log.Debug("reading the build id of a planned binary", logfields.Path, path, logfields.Error, err)
 		return
@@ -435,6 +450,19 @@ func (f *funcProbes) acquire(cg *probedCgroup, path string, plan store.GoPlan, f
 	f.binaries[key] = b
 	cg.binaries[key] = true
 	f.log.Debug("probed a binary", logfields.Path, path, logfields.Image, cg.digest, logfields.Count, len(b.links), "complete", complete)
+}
+
+// refused counts a planned binary that the kernel would not let the agent
+// open through a container process's root (/proc/PID/root, which needs
+// ptrace_may_access): its functions go unprobed.
+func (f *funcProbes) refused(cg *probedCgroup, path string, err error) {
+	f.metrics.refused(featureFuncProbe)
+	log := f.log.Debug
+	if !f.warned.Swap(true) {
+		log = f.log.Warn
+	}
+	log("probing refused for lack of privilege: the kernel lets only a holder of CAP_SYS_PTRACE open a file through another user's, or a more privileged, process's root",
+		logfields.Path, path, logfields.Image, cg.digest, logfields.Error, err)
 }
 
 // onHit turns the first hit of a planned function in an image into a

@@ -50,6 +50,21 @@ func (s *sensorCounts) count(ev sensor.Event) {
 	s.byKind[i].Add(1)
 }
 
+// The features whose refusals agentMetrics counts, in its order.
+const (
+	featureSeed = iota
+	featureFuncProbe
+)
+
+var features = []string{"seed", "funcprobe"}
+
+// refused counts one refusal of feature; nil-safe.
+func (m *agentMetrics) refused(feature int) {
+	if m != nil {
+		m.refusals[feature].Add(1)
+	}
+}
+
 // flushTimer wraps the collector's writer and times each flush: a
 // histogram needs every flush, and the collector keeps only the last.
 type flushTimer struct {
@@ -81,9 +96,13 @@ func (f *flushTimer) Apply(ctx context.Context, deltas map[string]*store.Delta, 
 // the event path pays nothing for metrics.
 type agentMetrics struct {
 	sensor sensorCounts
-	flush  *flushTimer   // nil without Redis
-	nri    *plugin.Stats // nil when not following containerd
-	docker *dockerplugin.Stats
+	// refusals counts, by feature (features), the work the kernel refused
+	// for lack of privilege: a process's /proc files read for seeding, a
+	// container's binary opened for function probes.
+	refusals [2]atomic.Uint64
+	flush    *flushTimer   // nil without Redis
+	nri      *plugin.Stats // nil when not following containerd
+	docker   *dockerplugin.Stats
 }
 
 // collector returns the agent's prometheus.Collector: it reads every
@@ -124,6 +143,10 @@ var (
 	regUnresolved = desc("registry", "unresolved_containers_total", "Containers whose cgroup was neither found nor tracked early.")
 	regNoDigest   = desc("registry", "no_digest_containers_total", "Containers not profiled because their image digest is unknown.")
 
+	refusals = desc("", "privilege_refusals_total",
+		"Work the kernel refused to the agent for lack of privilege, by feature: seed (a running container's process whose /proc files could not be read), funcprobe (a container binary that could not be opened for function probes). Non-zero means the feature does less than it should: grant what docs/install.md lists.",
+		"feature")
+
 	handlerEvents = desc("discovery", "handled_total",
 		"Work done by the runtime handlers, by source (nri, docker) and result: started (tracked at start), synced (tracked at resync), failed, dropped (queue full), connections.",
 		"source", "result")
@@ -133,7 +156,7 @@ var (
 func (a *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		sensorEvents, sensorLost, colObserved, colPaused, colOverflow, colFlushes, colFailures, colPauses,
-		colPending, colPendingImg, colImages, colContainers, regExpired, regDropped, regUnresolved, regNoDigest, handlerEvents,
+		colPending, colPendingImg, colImages, colContainers, regExpired, regDropped, regUnresolved, regNoDigest, refusals, handlerEvents,
 	} {
 		ch <- d
 	}
@@ -158,6 +181,9 @@ func (a *agentCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(sensorEvents, float64(a.m.sensor.byKind[i].Load()), kind)
 	}
 	counter(sensorLost, float64(a.m.sensor.lost.Load()))
+	for i, f := range features {
+		counter(refusals, float64(a.m.refusals[i].Load()), f)
+	}
 	if c := a.col; c != nil {
 		st, g := c.Stats(), c.Gauges()
 		counter(colObserved, float64(st.Events))

@@ -90,6 +90,9 @@ func TestAgentMetricsFromCollector(t *testing.T) {
 	col.ContainerStarted(ctr)
 	m.nri.Started.Add(1)
 	m.nri.Connections.Add(1)
+	m.refused(featureSeed)
+	m.refused(featureSeed)
+	m.refused(featureFuncProbe)
 	emit := func(ev sensor.Event) { m.sensor.count(ev); col.Observe(ctr, ev) }
 	for _, ev := range []sensor.Event{
 		sensor.FileEvent{Header: sensor.Header{CgroupID: 7}, Path: "/etc/passwd", Access: sensor.AccessRead},
@@ -126,6 +129,8 @@ func TestAgentMetricsFromCollector(t *testing.T) {
 		{"pending before the flush", before, "inuse_agent_collector_pending_members", nil, 8},
 		{"running containers", before, "inuse_agent_collector_running_containers", nil, 1},
 		{"no flush yet", before, "inuse_agent_collector_flush_duration_seconds", nil, 0},
+		{"seeding refused", before, "inuse_agent_privilege_refusals_total", []string{"feature", "seed"}, 2},
+		{"probing refused", before, "inuse_agent_privilege_refusals_total", []string{"feature", "funcprobe"}, 1},
 		{"nri starts", before, "inuse_agent_discovery_handled_total", []string{"source", "nri", "result", "started"}, 1},
 		{"flushed", after, "inuse_agent_collector_flushes_total", nil, 1},
 		{"one flush timed", after, "inuse_agent_collector_flush_duration_seconds", nil, 1},
@@ -156,7 +161,8 @@ func TestAgentMetricsOnlyForRunningParts(t *testing.T) {
 			got = append(got, name)
 		}
 	}
-	want := []string{"inuse_agent_sensor_events_total", "inuse_agent_sensor_lost_events_total"}
+	// Refusals are the agent's own work (seeding runs with every source).
+	want := []string{"inuse_agent_sensor_events_total", "inuse_agent_sensor_lost_events_total", "inuse_agent_privilege_refusals_total"}
 	require.ElementsMatch(t, want, got, cmp.Diff(want, got))
 }
 

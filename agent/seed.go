@@ -34,10 +34,19 @@ func (a *Agent) seed(c lifecycle.Container) {
 		a.log.Warn("seeding a running container", logfields.ContainerID, c.ID, logfields.Error, err)
 		return
 	}
+	refused := 0
 	for _, pid := range pids {
-		s.process(pid)
+		if err := s.process(pid); err != nil {
+			refused++
+			a.metrics.refused(featureSeed)
+			if refused == 1 {
+				// Once per container: its other processes fail alike.
+				a.log.Warn("seeding refused for lack of privilege: the kernel lets only a holder of CAP_SYS_PTRACE read another user's, or a more privileged, process's /proc files",
+					logfields.ContainerID, c.ID, logfields.PID, pid, logfields.Error, err)
+			}
+		}
 	}
-	a.log.Debug("seeded a running container", logfields.ContainerID, c.ID, "processes", len(pids), "members", len(s.seen))
+	a.log.Debug("seeded a running container", logfields.ContainerID, c.ID, "processes", len(pids), "refused", refused, "members", len(s.seen))
 }
 
 // cgroupPIDs lists the processes of the cgroup at dir and its descendants.
@@ -92,15 +101,23 @@ func (s *seeder) once(key string) bool {
 }
 
 // process reads one process; whatever it cannot read (the process exited,
-// a file went away) is left out.
-func (s *seeder) process(pid int) {
+// a file went away) is left out. It returns an error only when the kernel
+// refuses this process's /proc files to the agent (ptrace_may_access):
+// then nothing of it was read.
+func (s *seeder) process(pid int) error {
 	proc := "/proc/" + strconv.Itoa(pid)
 	// The kernel names files relative to the reader's root: a process in
 	// its own mount namespace shows the container's paths, and one
 	// chrooted in ours shows them under its root, which is cut off.
 	root, err := os.Readlink(proc + "/root")
-	if err != nil || !runsContainerCode(proc) {
-		return
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return err
+		}
+		return nil
+	}
+	if !runsContainerCode(proc) {
+		return nil
 	}
 	path := func(p string) (string, bool) {
 		if !strings.HasPrefix(p, "/") || strings.HasSuffix(p, " (deleted)") {
@@ -124,6 +141,7 @@ func (s *seeder) process(pid int) {
 	s.mappings(pid, proc, path, origin)
 	s.openFiles(pid, proc, path, origin)
 	s.sockets(pid, proc)
+	return nil
 }
 
 // processRoot is what decides the origin of a process's files from user

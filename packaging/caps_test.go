@@ -2,12 +2,15 @@ package packaging
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,15 +19,18 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"golang.org/x/sys/unix"
 
 	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/redistest"
+	"github.com/inuse-dev/inuse/internal/store"
 	"github.com/inuse-dev/inuse/internal/testutil"
+	"github.com/inuse-dev/inuse/tests/runtimes"
 )
 
 // capBits are the capability numbers of linux/capability.h.
-var capBits = map[string]uint{"DAC_READ_SEARCH": 2, "SYS_ADMIN": 21, "PERFMON": 38, "BPF": 39}
+var capBits = map[string]uint{"DAC_READ_SEARCH": 2, "SYS_PTRACE": 19, "SYS_ADMIN": 21, "PERFMON": 38, "BPF": 39}
 
 // syncBuffer collects a process's output while the test reads it.
 type syncBuffer struct {
@@ -183,4 +189,138 @@ func TestAgentRunsWithChartCapabilities(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Seeding runs under exactly the chart's capabilities, as the DaemonSet's
+// container does: two containers run in a CRI pod before the agent starts,
+// one as root with the runtime's default capabilities and one as a
+// non-root user, and both are seeded from /proc once NRI's Synchronize
+// lists them. The kernel lets a reader see another process's
+// /proc/PID/{root,exe,maps,fd} only through ptrace_may_access: without
+// CAP_SYS_PTRACE both are refused (the root one holds capabilities the
+// agent lacks, the other is another user's), and the agent must say so on
+// /metrics and in its log rather than seed nothing silently.
+func TestAgentSeedsWithChartCapabilities(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	setpriv, err := exec.LookPath("setpriv")
+	require.NoError(t, err, "setpriv (util-linux) sets the capability bounding set")
+	bin := binary(t, "inuse-agent")
+	chartCaps := documentedCapabilities(t)
+	require.Contains(t, chartCaps, "SYS_PTRACE", "seeding reads other processes' /proc files")
+
+	c := runtimes.StartContainerd(t, nil)
+	c.ImportPause(t)
+	root := testutil.BusyboxRoot(t)
+	// Two images (their commands differ): two profiles.
+	cmd := []string{"/bin/sh", "-c", "exec 3</etc/passwd; exec /bin/busybox sleep 3600"}
+	rootDigest := c.ImportImage(t, root, "docker.io/inuse-test/caps-root:1", cmd...)
+	userDigest := c.ImportImage(t, root, "docker.io/inuse-test/caps-user:1", append(slices.Clone(cmd[:2]), cmd[2]+" # user")...)
+	require.NotEqual(t, rootDigest, userDigest)
+	pod := c.RunPod(t, "caps-7c9d8f6b5-a1b2c", "shop", "uid-caps")
+	uid := int64(1000)
+	ids := map[string]string{
+		rootDigest: c.RunWith(t, runtimes.RunOptions{}, pod, "docker.io/inuse-test/caps-root:1", "root"),
+		userDigest: c.RunWith(t, runtimes.RunOptions{User: &uid}, pod, "docker.io/inuse-test/caps-user:1", "user"),
+	}
+	for digest, id := range ids {
+		status, err := c.CRI.ContainerStatus(context.Background(), &cri.ContainerStatusRequest{ContainerId: id, Verbose: true})
+		require.NoError(t, err)
+		var info struct{ Pid int }
+		require.NoError(t, json.Unmarshal([]byte(status.Info["info"]), &info))
+		// The shell has exec'd busybox sleep with /etc/passwd open.
+		require.Eventually(t, func() bool {
+			l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", info.Pid))
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", info.Pid))
+			return strings.HasSuffix(l, "/etc/passwd") && strings.Contains(string(cmdline), "sleep")
+		}, 30*time.Second, 50*time.Millisecond, "container of %s never ran its command", digest)
+	}
+
+	without := func(c string) []string {
+		return slices.DeleteFunc(slices.Clone(chartCaps), func(x string) bool { return x == c })
+	}
+	for _, tc := range []struct {
+		name string
+		caps []string
+		// refused: seeding is refused for both containers, and says so.
+		refused bool
+	}{
+		{name: "the chart's capabilities", caps: chartCaps},
+		{name: "without SYS_PTRACE", caps: without("SYS_PTRACE"), refused: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			st, err := store.Open(srv.URL())
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = st.Close() })
+			bounding := "-all"
+			for _, c := range tc.caps {
+				bounding += ",+" + strings.ToLower(c)
+			}
+			addr := testutil.FreeAddr(t)
+			var stderr syncBuffer
+			cmd := exec.Command(setpriv, "--bounding-set", bounding, "--inh-caps=-all", "--",
+				bin, "--log-format", "json", "run", "--redis", srv.URL(), "--nri-socket", c.NRI, "--docker=false",
+				"--containerd-address", c.Socket, "--metrics-listen", addr, "--flush-interval", "200ms")
+			cmd.Stderr = &stderr
+			require.NoError(t, cmd.Start())
+			exited := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(exited) }()
+			t.Cleanup(func() {
+				_ = cmd.Process.Signal(syscall.SIGTERM)
+				select {
+				case <-exited:
+				case <-time.After(20 * time.Second):
+					_ = cmd.Process.Kill()
+					<-exited
+				}
+				if t.Failed() {
+					t.Logf("agent log:\n%s", stderr.String())
+				}
+			})
+			refusals := func() float64 {
+				resp, err := http.Get("http://" + addr + "/metrics")
+				if err != nil {
+					return -1
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return testutil.MetricValue(string(b), `inuse_agent_privilege_refusals_total{feature="seed"}`)
+			}
+			if tc.refused {
+				// One refusal per container process, each container's
+				// first one logged.
+				require.Eventually(t, func() bool { return refusals() >= 2 }, 60*time.Second, 100*time.Millisecond,
+					"the agent never counted the refused seeding:\n%s", stderr.String())
+				require.Contains(t, stderr.String(), "seeding refused for lack of privilege")
+				return
+			}
+			for digest := range ids {
+				deadline := time.Now().Add(60 * time.Second)
+				for {
+					p, err := st.Profile(context.Background(), digest, time.Now(), store.DefaultLearning)
+					if err == nil && seeded(p, store.Exec, "/bin/busybox") && seeded(p, store.FilesRead, "/etc/passwd") {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("the container of %s was never seeded (refusals: %v)", digest, refusals())
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+			}
+			require.Zero(t, refusals())
+			require.NotContains(t, stderr.String(), "refused")
+		})
+	}
+}
+
+// seeded reports whether p holds value in sec, marked as seeded.
+func seeded(p *store.Profile, sec store.Section, value string) bool {
+	var in, marked bool
+	for _, e := range p.Sections[sec] {
+		in = in || e.Value == value
+	}
+	for _, e := range p.Sections[store.Seeded] {
+		marked = marked || e.Value == store.SeededMember(sec, value)
+	}
+	return in && marked
 }

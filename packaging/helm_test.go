@@ -205,7 +205,7 @@ func documentedCapabilities(t *testing.T) []string {
 // explained in values.yaml and in the chart's README, and
 // TestAgentRunsWithChartCapabilities shows on a real kernel that the agent
 // works with exactly these and fails without any one of them.
-var wantCapabilities = []string{"BPF", "PERFMON", "DAC_READ_SEARCH"}
+var wantCapabilities = []string{"BPF", "PERFMON", "DAC_READ_SEARCH", "SYS_PTRACE"}
 
 // values.yaml is strict YAML: helm keeps the last of two equal keys
 // silently, which hides a setting.
@@ -429,14 +429,14 @@ func checkAgent(t *testing.T, spec podSpec) {
 		}
 	}
 	want := map[string]string{
-		"/var/run/nri":    "/var/run/nri",
-		"/run/containerd": "/run/containerd",
-		"/sys/fs/bpf":     "/sys/fs/bpf",
-		"/sys/kernel/btf": "/sys/kernel/btf",
-		"/sys/fs/cgroup":  "/sys/fs/cgroup",
+		"/var/run/nri":                    "/var/run/nri",
+		"/run/containerd/containerd.sock": "/run/containerd/containerd.sock",
+		"/sys/fs/bpf":                     "/sys/fs/bpf",
+		"/sys/kernel/btf":                 "/sys/kernel/btf",
+		"/sys/fs/cgroup":                  "/sys/fs/cgroup",
 	}
 	if _, ok := hostPaths["containerd"]; !ok {
-		delete(want, "/run/containerd")
+		delete(want, "/run/containerd/containerd.sock")
 	}
 	require.Empty(t, cmp.Diff(want, mounts), "host paths of the agent")
 }

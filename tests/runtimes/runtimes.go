@@ -347,6 +347,9 @@ type RunOptions struct {
 	// Runtime names the OCI runtime of a Docker container (one that
 	// StartDockerdWith added); empty: dockerd's default, Debian's runc.
 	Runtime string
+	// User runs the container's process as this uid; nil: the image's
+	// (root), with the runtime's default capabilities.
+	User *int64
 }
 
 func (o RunOptions) timeout() time.Duration {
@@ -374,7 +377,13 @@ func (c *Containerd) RunToExitWith(t *testing.T, o RunOptions, p Pod, image, nam
 // runs; it is stopped and removed at the test's end.
 func (c *Containerd) Run(t *testing.T, p Pod, image, name string, cmd ...string) string {
 	t.Helper()
-	id := c.start(t, p, image, name, cmd)
+	return c.RunWith(t, RunOptions{}, p, image, name, cmd...)
+}
+
+// RunWith is Run with options.
+func (c *Containerd) RunWith(t *testing.T, o RunOptions, p Pod, image, name string, cmd ...string) string {
+	t.Helper()
+	id := c.startWith(t, o, p, image, name, cmd)
 	t.Cleanup(func() {
 		ctx := context.Background()
 		_, _ = c.CRI.StopContainer(ctx, &cri.StopContainerRequest{ContainerId: id})
@@ -384,11 +393,6 @@ func (c *Containerd) Run(t *testing.T, p Pod, image, name string, cmd ...string)
 	return id
 }
 
-func (c *Containerd) start(t *testing.T, p Pod, image, name string, cmd []string) string {
-	t.Helper()
-	return c.startWith(t, RunOptions{}, p, image, name, cmd)
-}
-
 func (c *Containerd) startWith(t *testing.T, o RunOptions, p Pod, image, name string, cmd []string) string {
 	t.Helper()
 	ctx := context.Background()
@@ -396,10 +400,14 @@ func (c *Containerd) startWith(t *testing.T, o RunOptions, p Pod, image, name st
 	for ctrPath, hostPath := range o.Mounts {
 		mounts = append(mounts, &cri.Mount{ContainerPath: ctrPath, HostPath: hostPath})
 	}
+	linux := &cri.LinuxContainerConfig{}
+	if o.User != nil {
+		linux.SecurityContext = &cri.LinuxContainerSecurityContext{RunAsUser: &cri.Int64Value{Value: *o.User}}
+	}
 	created, err := c.CRI.CreateContainer(ctx, &cri.CreateContainerRequest{
 		PodSandboxId: p.id, SandboxConfig: p.config,
 		Config: &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: name}, Image: &cri.ImageSpec{Image: image},
-			Command: cmd, LogPath: name + ".log", Linux: &cri.LinuxContainerConfig{}, Mounts: mounts},
+			Command: cmd, LogPath: name + ".log", Linux: linux, Mounts: mounts},
 	})
 	require.NoError(t, err)
 	_, err = c.CRI.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: created.ContainerId})
