@@ -127,7 +127,7 @@ func (f *fixtureReports) Report(ctx context.Context, digest string, p *store.Pro
 	f.mu.Unlock()
 	if digest == panicOn {
 		var table map[string]int
-		table["crafted"]++ // a real runtime panic: assignment to a nil map
+		table["crafted"]++ //nolint:staticcheck // a real runtime panic (assignment to a nil map) is the point
 	}
 	if hold != nil || delay > 0 {
 		var done <-chan time.Time // never, without a delay

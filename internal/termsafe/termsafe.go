@@ -54,7 +54,7 @@ func Text(s string) string {
 
 func printable(s string, lines bool) bool {
 	for _, r := range s {
-		if r == utf8.RuneError || !unicode.IsPrint(r) && !(lines && (r == '\n' || r == '\t')) {
+		if r == utf8.RuneError || !unicode.IsPrint(r) && (!lines || r != '\n' && r != '\t') {
 			return false
 		}
 	}
