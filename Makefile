@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/inuse-dev/inuse/internal/version.Version=$(VERSIO
 PRIVILEGED := $(if $(or $(filter 0,$(shell id -u)),$(filter true,$(CI))),INUSE_PRIVILEGED_TESTS=1,)
 TEST_FLAGS ?= -count=1 -timeout 45m
 
-.PHONY: help deps generate check-generated build test test-k8s demo bench lint
+.PHONY: help deps generate check-generated build test test-k8s demo bench lint fuzz
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,16 @@ bench: deps build ## run the benchmarks: Go benchmarks and the bench/ harness (r
 	$(GO) run ./bench/funcprobe
 	@command -v wrk >/dev/null || { apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
 	$(GO) run ./bench/nginx
+
+# Fuzz targets of the parsers of hostile input (issue 22), package:target.
+FUZZ_TARGETS := ./scanner/gosym:FuzzTable ./scanner/gosym:FuzzBuildID ./api:FuzzDecodeReport ./bpf/sensor:FuzzDecode
+FUZZTIME ?= 1m
+
+fuzz: ## run each fuzz target for FUZZTIME (default 1m; CI: make fuzz FUZZTIME=10s)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 lint: ## golangci-lint (.golangci.yml: vet, staticcheck, import rules, slog, formatting) and go vet on arm64
 	@scripts/lint.sh

@@ -252,6 +252,23 @@ func TestReportStates(t *testing.T) {
 		code, body := e.get("/api/v1/images/"+digestApp+"/vulnerabilities", adminKey)
 		requireJSONError(t, code, body, http.StatusServiceUnavailable)
 	})
+	t.Run("scan panics", func(t *testing.T) {
+		// One image's scan panics: that image fails with the panic as its
+		// error, the server lives and keeps scanning and serving others.
+		e := newEnv(t, nil)
+		e.reports.panicOn = digestApp
+		e.seedFixtures()
+		e.waitStatus(e.srv, statusFailed, digestApp)
+		e.waitReports(e.srv, digestDB)
+		var img ImageDetail
+		e.getJSON("/api/v1/images/"+digestApp, &img)
+		require.Equal(t, "failed", img.ReportStatus)
+		require.Contains(t, img.ReportError, "scan panicked")
+		require.Contains(t, img.ReportError, "nil map")
+		require.Contains(t, e.logs.String(), "scan panicked")
+		code, _ := e.get("/api/v1/images/"+digestDB+"/vulnerabilities", adminKey)
+		require.Equal(t, http.StatusOK, code)
+	})
 	t.Run("no scanner", func(t *testing.T) {
 		e := newEnv(t, func(c *Config) { c.Reports = nil })
 		e.seedFixtures()

@@ -3,8 +3,11 @@ package api
 import (
 	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -281,9 +284,27 @@ func (c *cache) worker(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case job := <-c.queue:
-			c.scan(ctx, job)
+			c.scanRecovered(ctx, job)
 		}
 	}
+}
+
+// ErrScanPanic is the error of an image whose scan panicked.
+var ErrScanPanic = errors.New("api: scan panicked")
+
+// scanRecovered scans job's image; a panic there (the scanner reads
+// whatever images hold) is that image's error, retried after
+// RetryAfter, and the worker goes on with the other images.
+func (c *cache) scanRecovered(ctx context.Context, job scanJob) {
+	defer func() {
+		if p := recover(); p != nil {
+			err := fmt.Errorf("%w: %v", ErrScanPanic, p)
+			c.log.Error("scan panicked", logfields.Image, job.digest, logfields.Error, err, "stack", string(debug.Stack()))
+			c.metrics.scansTotal.WithLabelValues("error").Inc()
+			c.scanFailed(ctx, job.digest, err)
+		}
+	}()
+	c.scan(ctx, job)
 }
 
 // setReport records rep, computed for stamp, as digest's report.

@@ -113,6 +113,9 @@ type fixtureReports struct {
 	hold chan struct{}
 	// delay is how long each scan takes.
 	delay time.Duration
+	// panicOn is an image whose scan panics, as a parser reading a
+	// crafted file might.
+	panicOn string
 }
 
 func (f *fixtureReports) DBBuild(context.Context) (string, error) { return "2026-12-01T00:00:00Z", nil }
@@ -120,8 +123,12 @@ func (f *fixtureReports) DBBuild(context.Context) (string, error) { return "2026
 func (f *fixtureReports) Report(ctx context.Context, digest string, p *store.Profile) (*scanner.Report, error) {
 	f.mu.Lock()
 	f.calls++
-	fail, hold, delay := f.fail, f.hold, f.delay
+	fail, hold, delay, panicOn := f.fail, f.hold, f.delay, f.panicOn
 	f.mu.Unlock()
+	if digest == panicOn {
+		var table map[string]int
+		table["crafted"]++ //nolint:staticcheck // a real runtime panic (assignment to a nil map) is the point
+	}
 	if hold != nil || delay > 0 {
 		var done <-chan time.Time // never, without a delay
 		if delay > 0 {

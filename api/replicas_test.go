@@ -3,11 +3,13 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -259,11 +261,50 @@ func TestReportCodec(t *testing.T) {
 	plain, err := json.Marshal(rep)
 	require.NoError(t, err)
 	t.Logf("report of %d packages and %d matches: %d bytes of JSON, %d stored", len(rep.Packages), len(rep.Vulnerabilities), len(plain), len(data))
-	got, err := decodeReport(data)
+	got, err := decodeReport(data, maxReport)
 	require.NoError(t, err)
 	again, err := json.Marshal(got)
 	require.NoError(t, err)
 	require.JSONEq(t, string(plain), string(again))
-	_, err = decodeReport(data[:len(data)-4])
+	_, err = decodeReport(data[:len(data)-4], maxReport)
 	require.Error(t, err, "a truncated report is refused")
+}
+
+// A stored report is read from Redis, which whoever reaches it can write:
+// one that inflates past maxReport (a gzip bomb) is refused with a clear
+// error after maxReport bytes, not decoded.
+func TestReportBomb(t *testing.T) {
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	require.NoError(t, err)
+	_, err = zw.Write([]byte(`{"name":"`))
+	require.NoError(t, err)
+	chunk := bytes.Repeat([]byte("a"), 1<<20)
+	for range maxReport>>20 + 1 {
+		_, err = zw.Write(chunk)
+		require.NoError(t, err)
+	}
+	_, err = zw.Write([]byte(`"}`))
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+	t.Logf("%d bytes stored inflate to %d", buf.Len(), maxReport+1<<20)
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = decodeReport(buf.Bytes(), maxReport)
+	runtime.ReadMemStats(&after)
+	require.ErrorIs(t, err, ErrReportTooLarge)
+	t.Logf("%v: %d MiB allocated", err, (after.TotalAlloc-before.TotalAlloc)>>20)
+	// the JSON decoder's buffer doubles up to the limit: 256 MiB in all
+	// here, whatever the bomb inflates to past it
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(8*maxReport))
+
+	// the same report under the limit decodes
+	small, err := encodeReport(&scanner.Report{Name: "demo/app:1"})
+	require.NoError(t, err)
+	rep, err := decodeReport(small, maxReport)
+	require.NoError(t, err)
+	require.Equal(t, "demo/app:1", rep.Name)
+	_, err = decodeReport(small, 10)
+	require.ErrorIs(t, err, ErrReportTooLarge)
 }

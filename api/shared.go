@@ -174,7 +174,7 @@ func (c *cache) load(ctx context.Context, digest string) (*scanner.Report, error
 	if err != nil {
 		return nil, err
 	}
-	rep, err := decodeReport(data)
+	rep, err := decodeReport(data, maxReport)
 	if err != nil {
 		return nil, fmt.Errorf("reading report %s: %w", digest, err)
 	}
@@ -196,20 +196,51 @@ func encodeReport(rep *scanner.Report) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func decodeReport(data []byte) (*scanner.Report, error) {
+// maxReport bounds a stored report once decompressed: a report of
+// thousands of packages and vulnerabilities is a few MB of JSON, and
+// whoever writes to Redis must not make a replica inflate a gzip bomb.
+const maxReport = 64 << 20
+
+// ErrReportTooLarge is returned for a stored report that decompresses to
+// more than its limit.
+var ErrReportTooLarge = errors.New("api: stored report too large")
+
+func decodeReport(data []byte, limit int64) (*scanner.Report, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("decompressing: %w", err)
 	}
+	r := &cappedReader{r: zr, limit: limit}
 	var rep scanner.Report
-	if err := json.NewDecoder(zr).Decode(&rep); err != nil {
+	if err := json.NewDecoder(r).Decode(&rep); err != nil {
 		return nil, fmt.Errorf("decoding: %w", err)
 	}
 	// The whole stream, so that a truncated value fails its checksum.
-	if _, err := io.Copy(io.Discard, zr); err != nil {
+	if _, err := io.Copy(io.Discard, r); err != nil {
 		return nil, fmt.Errorf("decompressing: %w", err)
 	}
 	return &rep, nil
+}
+
+// cappedReader reads r until more than limit bytes came, then fails with
+// ErrReportTooLarge.
+type cappedReader struct {
+	r           io.Reader
+	read, limit int64
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.read > c.limit {
+		return 0, fmt.Errorf("%w: more than %d bytes decompressed", ErrReportTooLarge, c.limit)
+	}
+	if int64(len(p)) > c.limit-c.read+1 {
+		p = p[:c.limit-c.read+1]
+	}
+	n, err := c.r.Read(p)
+	if c.read += int64(n); c.read > c.limit {
+		return n, fmt.Errorf("%w: more than %d bytes decompressed", ErrReportTooLarge, c.limit)
+	}
+	return n, err
 }
 
 // reportLRU keeps the reports used last, at most size of them.

@@ -22,8 +22,14 @@ import (
 
 // Catalog makes sure the SBOM of the image is cached and returns its
 // manifest digest. The digest is read from the source before syft runs,
-// so an image already cached costs no cataloguing.
-func (s *Scanner) Catalog(ctx context.Context, spec SourceSpec) (string, error) {
+// so an image already cached costs no cataloguing. A panic while
+// cataloguing is its error (ErrPanic).
+func (s *Scanner) Catalog(ctx context.Context, spec SourceSpec) (digest string, err error) {
+	defer s.recovered(&err, spec.userInput())
+	return s.catalog(ctx, spec)
+}
+
+func (s *Scanner) catalog(ctx context.Context, spec SourceSpec) (string, error) {
 	digest, err := peekDigest(ctx, spec)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", spec.userInput(), err)

@@ -119,3 +119,19 @@ func TestGolden(t *testing.T) {
 		}
 	}
 }
+
+// Package names and versions come from the image: the table shows their
+// escape sequences and newlines escaped.
+func TestTableEscapes(t *testing.T) {
+	rep := goldenReport(true)
+	rep.Name = "shop/\x1b[2J"
+	rep.Vulnerabilities[0].PackageName = "evil\x1b[31m\nCritical  CVE-0000-0000  forged"
+	rep.Vulnerabilities[0].PackageVersion = "1.0\r"
+	var out bytes.Buffer
+	require.NoError(t, Write(&out, rep, "table"))
+	require.NotContains(t, out.String(), "\x1b")
+	require.NotContains(t, out.String(), "\r")
+	require.NotContains(t, out.String(), "\nCritical  CVE-0000-0000")
+	require.Contains(t, out.String(), `"evil\x1b[31m\nCritical  CVE-0000-0000  forged"`)
+	require.Contains(t, out.String(), `"shop/\x1b[2J"`)
+}

@@ -2,6 +2,7 @@ package scanner
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,8 +37,11 @@ type GoPoints struct {
 	Inlined []uint64 `json:"i,omitempty"`
 }
 
-// maxGoBinary bounds the size of a binary read whole to index it.
-const maxGoBinary = 1 << 30
+// maxGoBinary bounds the size of a binary indexed. Read in place when the
+// image's file reader can (stereoscope's readers of layer tars and
+// directories can), whole into memory only otherwise; either way gosym
+// bounds each table it reads (its sections, its work) on its own.
+const maxGoBinary = 512 << 20
 
 // generated are the compiler's names for closures and wrappers: they run
 // only once the function they are named after has, and the vulnerability
@@ -56,7 +60,11 @@ func indexGoBinaries(owners *Owners, resolver file.Resolver, log *slog.Logger) m
 		}
 		bin, err := indexGoBinary(resolver, path)
 		if err != nil {
-			log.Debug("no Go function table", "path", path, "error", err)
+			logf := log.Debug // not Go 1.20+, no pclntab: common
+			if errors.Is(err, gosym.ErrLimit) || errors.Is(err, errParserPanic) {
+				logf = log.Warn // crafted or damaged: say so
+			}
+			logf("no Go function table: package-level verdicts for its modules", "path", path, "error", err)
 			continue
 		}
 		out[path] = bin
@@ -74,12 +82,31 @@ func indexGoBinary(resolver file.Resolver, path string) (GoBinary, error) {
 		return GoBinary{}, fmt.Errorf("opening %s: %w", path, err)
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, maxGoBinary))
+	if ra, ok := rc.(interface {
+		io.ReaderAt
+		io.Seeker
+	}); ok {
+		size, err := ra.Seek(0, io.SeekEnd)
+		if err != nil {
+			return GoBinary{}, fmt.Errorf("reading %s: %w", path, err)
+		}
+		if size > maxGoBinary {
+			return GoBinary{}, fmt.Errorf("%w: %s has %d bytes (at most %d)", gosym.ErrLimit, path, size, maxGoBinary)
+		}
+		return readGoBinary(io.NewSectionReader(ra, 0, size))
+	}
+	b, err := io.ReadAll(io.LimitReader(rc, maxGoBinary+1))
 	if err != nil {
 		return GoBinary{}, fmt.Errorf("reading %s: %w", path, err)
 	}
+	if len(b) > maxGoBinary {
+		return GoBinary{}, fmt.Errorf("%w: %s has more than %d bytes", gosym.ErrLimit, path, maxGoBinary)
+	}
 	return readGoBinary(bytes.NewReader(b))
 }
+
+// errParserPanic marks a panic of the function table's reader.
+var errParserPanic = errors.New("parser panic")
 
 // readGoBinary reads the function table of one Go binary. The binary
 // comes from an image, whatever it holds: a parser's panic on a damaged
@@ -88,7 +115,7 @@ func indexGoBinary(resolver file.Resolver, path string) (GoBinary, error) {
 func readGoBinary(r io.ReaderAt) (bin GoBinary, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			bin, err = GoBinary{}, fmt.Errorf("%w: reading the function table: %v", gosym.ErrNotGo, p)
+			bin, err = GoBinary{}, fmt.Errorf("%w: %w: reading the function table: %v", gosym.ErrNotGo, errParserPanic, p)
 		}
 	}()
 	tb, err := gosym.NewTable(r)
@@ -103,7 +130,11 @@ func readGoBinary(r io.ReaderAt) (bin GoBinary, err error) {
 	keep := func(name string) bool {
 		return !strings.HasPrefix(name, "type:") && !strings.HasPrefix(name, "go:") && !generated.MatchString(name)
 	}
-	for _, in := range tb.Instances(keep) {
+	ins, err := tb.Instances(keep)
+	if err != nil {
+		return GoBinary{}, err
+	}
+	for _, in := range ins {
 		pkg, sym := gosym.Symbol(in.Name)
 		off, ok := tb.FileOffset(in.Addr)
 		if pkg == "" || !ok {

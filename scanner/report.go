@@ -104,8 +104,20 @@ type Report struct {
 
 // Report joins the cached SBOM and matches of digest with profile (nil:
 // no profile yet). Only the verdicts are computed per call: call it
-// whenever the profile's revision changes.
-func (s *Scanner) Report(ctx context.Context, digest string, profile *store.Profile) (*Report, error) {
+// whenever the profile's revision changes. A panic while computing it is
+// its error (ErrPanic).
+func (s *Scanner) Report(ctx context.Context, digest string, profile *store.Profile) (rep *Report, err error) {
+	defer s.recovered(&err, digest)
+	if reportHook != nil {
+		reportHook(digest)
+	}
+	return s.report(ctx, digest, profile)
+}
+
+// reportHook, set by tests only, runs at the start of each Report.
+var reportHook func(digest string)
+
+func (s *Scanner) report(ctx context.Context, digest string, profile *store.Profile) (*Report, error) {
 	im, err := s.load(digest)
 	if err != nil {
 		return nil, err

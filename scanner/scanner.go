@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 )
 
@@ -61,6 +62,19 @@ func New(cfg Config) (*Scanner, error) {
 	}
 	log := cfg.Log.With("component", "scanner")
 	return &Scanner{cfg: cfg, log: log, db: OpenDB(cfg.DB, log), images: map[string]*image{}, catalogs: map[string]*sync.Mutex{}, published: map[string][sha256.Size]byte{}}, nil
+}
+
+// ErrPanic is returned when scanning an image panicked: whatever an
+// image holds, its scan fails alone and the scanner goes on with others.
+var ErrPanic = errors.New("scanner: scan panicked")
+
+// recovered turns a panic of the scan of image that defers it into *err,
+// logged with its stack (the one place it is known).
+func (s *Scanner) recovered(err *error, image string) {
+	if p := recover(); p != nil {
+		*err = fmt.Errorf("%w on %s: %v", ErrPanic, image, p)
+		s.log.Error("scan panicked", "image", image, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	}
 }
 
 // DB is the scanner's vulnerability database.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/inuse-dev/inuse/internal/cliapp"
 	"github.com/inuse-dev/inuse/internal/store"
+	"github.com/inuse-dev/inuse/internal/termsafe"
 )
 
 var formatFlag = &cli.StringFlag{Name: "format", Value: "table", EnvVars: []string{"INUSE_FORMAT"}, Usage: "table or json"}
@@ -39,8 +40,8 @@ var profileCommand = &cli.Command{
 					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(tw, "IMAGE\tDIGEST\tSTATE\tCONFIDENCE\tFILES\tREVISION\tLAST SEEN")
 					for _, im := range images {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", strings.Join(im.Names, ","), short(im.Digest),
-							im.State, im.Confidence, im.Files, im.Revision, im.LastSeen.Format(time.RFC3339))
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", strings.Join(termsafe.Strings(im.Names), ","), termsafe.String(short(im.Digest)),
+							termsafe.String(string(im.State)), termsafe.String(string(im.Confidence)), im.Files, im.Revision, im.LastSeen.Format(time.RFC3339))
 					}
 					tw.Flush()
 				})
@@ -89,11 +90,17 @@ func render(c *cli.Context, v any, table func(io.Writer)) error {
 	return cli.Exit(fmt.Sprintf("unknown --format %q (want table or json)", c.String("format")), 2)
 }
 
+// showProfile writes a profile as text. Everything in it may come from a
+// container (paths, names) or from whoever writes to Redis: each string
+// is escaped (termsafe.String), so that no escape sequence reaches the
+// terminal and no newline forges a line.
 func showProfile(w io.Writer, p *store.Profile) {
 	m := p.Meta
-	fmt.Fprintf(w, "image       %s\ndigest      %s\nstate       %s\nconfidence  %s\n", strings.Join(p.Names, ", "), p.Digest, p.State, p.Confidence)
+	q := termsafe.String
+	fmt.Fprintf(w, "image       %s\ndigest      %s\nstate       %s\nconfidence  %s\n",
+		strings.Join(termsafe.Strings(p.Names), ", "), q(p.Digest), q(string(p.State)), q(string(p.Confidence)))
 	fmt.Fprintf(w, "observed    %s to %s (%s)\n", m.FirstSeen.Format(time.RFC3339), m.LastSeen.Format(time.RFC3339), m.LastSeen.Sub(m.FirstSeen).Round(time.Second))
-	fmt.Fprintf(w, "containers  %d   nodes %s\n", len(p.Containers), strings.Join(p.NodeNames, ", "))
+	fmt.Fprintf(w, "containers  %d   nodes %s\n", len(p.Containers), strings.Join(termsafe.Strings(p.NodeNames), ", "))
 	fmt.Fprintf(w, "events      %d   lost %d   partial containers %d   guard pauses %d   revision %d\n",
 		m.Events, m.Losses, m.PartialContainers, m.GuardPauses, m.Revision)
 	fmt.Fprintf(w, "size        %d bytes (estimated)\n", m.Bytes)
@@ -106,16 +113,16 @@ func showProfile(w io.Writer, p *store.Profile) {
 		for _, e := range entries {
 			if sec == store.Drift {
 				d := store.ParseDrift(e.Value)
-				fmt.Fprintf(w, "  %-7s %-10s %s\n", d.How, d.Origin, d.Path)
+				fmt.Fprintf(w, "  %-7s %-10s %s\n", q(d.How), q(d.Origin), q(d.Path))
 				continue
 			}
-			fmt.Fprintf(w, "  %s\n", e.Value)
+			fmt.Fprintf(w, "  %s\n", q(e.Value))
 		}
 	}
 	if len(p.Folded) > 0 {
 		fmt.Fprintf(w, "\nfolded (members past a section's cap, counted)\n")
 		for _, f := range p.Folded {
-			fmt.Fprintf(w, "  %-22s %-40s %d\n", f.Section, f.Pattern, f.Count)
+			fmt.Fprintf(w, "  %-22s %-40s %d\n", q(string(f.Section)), q(f.Pattern), f.Count)
 		}
 	}
 }

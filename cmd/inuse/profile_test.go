@@ -81,3 +81,34 @@ func TestProfileErrors(t *testing.T) {
 	_, err = runInuse(t, "profile", "list", "--redis", srv.URL())
 	require.ErrorContains(t, err, "connecting to redis")
 }
+
+// A container names its files and an image its tags: an escape sequence
+// or a newline in them reaches the terminal escaped, never raw.
+func TestProfileEscapes(t *testing.T) {
+	srv := redistest.Start(t)
+	st, err := store.Open(srv.URL())
+	require.NoError(t, err)
+	defer st.Close()
+	const evil = "/tmp/\x1b[2J\nexec (1)\n  /usr/bin/forged"
+	d := store.NewDelta()
+	d.AddTo(store.Names, "demo/evil:\x1b]0;owned\x07")
+	d.AddTo(store.Nodes, "node-a")
+	d.AddTo(store.Containers, "c1")
+	d.Add(store.FilesRead, evil, time.Now().UnixMilli())
+	_, err = st.Apply(t.Context(), map[string]*store.Delta{digest: d}, time.Now(), store.DefaultLearning)
+	require.NoError(t, err)
+
+	for _, args := range [][]string{{"profile", "list", "--redis", srv.URL()}, {"profile", "show", "--redis", srv.URL(), digest}} {
+		t.Run(args[1], func(t *testing.T) {
+			out, err := runInuse(t, args...)
+			require.NoError(t, err)
+			require.NotContains(t, out, "\x1b", "an escape reached the terminal raw")
+			require.NotContains(t, out, "\x07")
+			require.Contains(t, out, `demo/evil:\x1b]0;owned\a`)
+			if args[1] == "show" {
+				require.Contains(t, out, `"/tmp/\x1b[2J\nexec (1)\n  /usr/bin/forged"`)
+				require.NotContains(t, out, "\n  /usr/bin/forged", "a newline in a path forged a line")
+			}
+		})
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/inuse-dev/inuse/internal/logging"
+	"github.com/inuse-dev/inuse/internal/termsafe"
 	"github.com/inuse-dev/inuse/internal/version"
 )
 
@@ -64,11 +65,12 @@ func Main(app *cli.App, args []string) {
 	switch {
 	case errors.As(err, &exit):
 		if msg := exit.Error(); msg != "" {
-			fmt.Fprintf(os.Stderr, "%s: %s\n", app.Name, msg)
+			fmt.Fprintf(os.Stderr, "%s: %s\n", app.Name, termsafe.Text(msg))
 		}
 		os.Exit(exit.ExitCode())
 	case err != nil:
-		fmt.Fprintf(os.Stderr, "%s: %s\n", app.Name, err)
+		// errors name container-made paths: never their escapes raw
+		fmt.Fprintf(os.Stderr, "%s: %s\n", app.Name, termsafe.Text(err.Error()))
 		os.Exit(1)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -41,7 +42,12 @@ const (
 
 // Table is the function table of one Go binary.
 type Table struct {
+	// Limits bound the work of Instances (DefaultLimits when zero).
+	Limits Limits
+
 	f       *elf.File
+	src     *budget // the file, through which f reads
+	closer  io.Closer
 	order   binary.ByteOrder
 	ptrSize int
 	minLC   uint64
@@ -56,46 +62,59 @@ type Table struct {
 	gofuncAt  uint64 // its address
 }
 
-// Open reads the function table of the Go binary at path. Close it.
+// Open reads the function table of the Go binary at path, which must be
+// a regular file. Close it.
 func Open(path string) (*Table, error) {
-	f, err := elf.Open(path)
+	file, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotGo, err)
 	}
-	t, err := newTable(f)
+	t, err := NewTable(file)
 	if err != nil {
-		_ = f.Close()
+		_ = file.Close()
 		return nil, err
 	}
+	t.closer = file
 	return t, nil
 }
 
 // NewTable reads the function table of an ELF file that stays open while
-// the table is used.
+// the table is used: an *os.File (a regular file), a *bytes.Reader or an
+// *io.SectionReader, whose size bounds what is read.
 func NewTable(r io.ReaderAt) (*Table, error) {
-	f, err := elf.NewFile(r)
+	size, err := sizeOf(r)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNotGo, err)
+		return nil, err
 	}
-	return newTable(f)
+	f, src, err := openELF(r, size)
+	if err != nil {
+		return nil, err
+	}
+	return newTable(f, src)
 }
 
 // Close closes the file Open opened.
-func (t *Table) Close() error { return t.f.Close() }
+func (t *Table) Close() error {
+	if t.closer == nil {
+		return nil
+	}
+	return t.closer.Close()
+}
 
-func newTable(f *elf.File) (*Table, error) {
+func newTable(f *elf.File, src *budget) (*Table, error) {
+	t := &Table{f: f, src: src, order: f.ByteOrder}
 	sec := f.Section(".gopclntab")
 	if sec == nil {
 		return nil, fmt.Errorf("%w: no .gopclntab section", ErrNotGo)
 	}
-	data, err := sec.Data()
+	data, err := t.sectionData(sec, maxSection)
 	if err != nil {
-		return nil, fmt.Errorf("reading .gopclntab: %w", err)
+		return nil, err
 	}
 	if len(data) < 8 || f.ByteOrder.Uint32(data) != go120magic || data[4] != 0 || data[5] != 0 {
 		return nil, fmt.Errorf("%w: pclntab of an older or unknown layout", ErrNotGo)
 	}
-	t := &Table{f: f, order: f.ByteOrder, ptrSize: int(data[7]), minLC: uint64(data[6])}
+	t.ptrSize, t.minLC = int(data[7]), uint64(data[6])
 	if t.ptrSize != 4 && t.ptrSize != 8 || t.minLC == 0 {
 		return nil, fmt.Errorf("%w: bad pclntab header", ErrNotGo)
 	}
@@ -106,27 +125,28 @@ func newTable(f *elf.File) (*Table, error) {
 		}
 		return t.uint(data[off:])
 	}
-	t.nfunc = int(word(0))
+	nfunc := word(0)
 	funcnameOff, pctabOff, pclnOff := word(3), word(6), word(7)
 	if funcnameOff > pctabOff || pctabOff > pclnOff || pclnOff > uint64(len(data)) {
 		return nil, fmt.Errorf("%w: bad pclntab offsets", ErrNotGo)
 	}
 	t.funcnames, t.pctab, t.functab = data[funcnameOff:], data[pctabOff:pclnOff], data[pclnOff:]
-	if t.nfunc < 0 || uint64(t.nfunc) >= uint64(len(t.functab))/8 {
+	if nfunc >= uint64(len(t.functab))/8 {
 		return nil, fmt.Errorf("%w: truncated function index", ErrNotGo)
 	}
+	t.nfunc = int(nfunc)
 	md, err := t.moduledata(sec.Addr, sec.Addr+funcnameOff)
 	if err != nil {
 		return nil, err
 	}
 	t.text, t.gofunc = md[mdText], md[mdGofunc]
 	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && p.Vaddr <= t.gofunc && t.gofunc < p.Vaddr+p.Filesz {
-			t.gofuncSeg = make([]byte, p.Filesz)
-			if _, err := p.ReadAt(t.gofuncSeg, 0); err != nil {
-				return nil, fmt.Errorf("reading the segment of the function data: %w", err)
+		if p.Type == elf.PT_LOAD && p.Vaddr <= t.gofunc && t.gofunc-p.Vaddr < p.Filesz {
+			if t.gofuncSeg, err = t.readFile("the segment of the function data", p.Off, p.Filesz, maxSection); err != nil {
+				return nil, err
 			}
 			t.gofuncAt = p.Vaddr
+			break
 		}
 	}
 	return t, nil
@@ -157,37 +177,23 @@ func (t *Table) moduledata(pclntab, funcnametab uint64) ([]uint64, error) {
 		}
 		return md
 	}
-	if syms, err := t.f.Symbols(); err == nil {
-		for _, s := range syms {
-			if s.Name != "runtime.firstmoduledata" {
-				continue
-			}
-			if b, err := t.readAddr(s.Value, mdWords*t.ptrSize); err == nil {
-				if md := read(b); md != nil {
-					return md, nil
-				}
+	if addr, ok := t.symbol("runtime.firstmoduledata"); ok {
+		if b, err := t.readAddr(addr, mdWords*t.ptrSize); err == nil {
+			if md := read(b); md != nil {
+				return md, nil
 			}
 		}
 	}
-	relocs := t.relativeRelocs()
 	for _, sec := range t.f.Sections {
 		if sec.Type != elf.SHT_PROGBITS || sec.Flags&elf.SHF_WRITE == 0 {
 			continue
 		}
-		b, err := sec.Data()
+		b, err := t.sectionData(sec, maxSection)
 		if err != nil {
-			continue
-		}
-		// A position-independent binary leaves its pointers to the
-		// dynamic loader: relative relocations hold their values.
-		for off := uint64(0); off+uint64(t.ptrSize) <= uint64(len(b)); off += uint64(t.ptrSize) {
-			if v, ok := relocs[sec.Addr+off]; ok {
-				if t.ptrSize == 4 {
-					t.order.PutUint32(b[off:], uint32(v))
-				} else {
-					t.order.PutUint64(b[off:], v)
-				}
+			if errors.Is(err, ErrLimit) {
+				return nil, err
 			}
+			continue
 		}
 		for off := 0; off+mdWords*t.ptrSize <= len(b); off += t.ptrSize {
 			if t.uint(b[off:]) != pclntab {
@@ -198,12 +204,70 @@ func (t *Table) moduledata(pclntab, funcnametab uint64) ([]uint64, error) {
 			}
 		}
 	}
+	// A position-independent binary leaves its pointers to the dynamic
+	// loader: relative relocations hold their values.
+	relocs, err := t.relativeRelocs()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range relocs {
+		if r.value != pclntab {
+			continue
+		}
+		b, err := t.readAddr(r.addr, mdWords*t.ptrSize)
+		if err != nil {
+			continue
+		}
+		for _, o := range relocs {
+			if o.addr >= r.addr && o.addr-r.addr <= uint64(len(b)-t.ptrSize) && (o.addr-r.addr)%uint64(t.ptrSize) == 0 {
+				t.order.PutUint64(b[o.addr-r.addr:], o.value)
+			}
+		}
+		if md := read(b); md != nil {
+			return md, nil
+		}
+	}
 	return nil, fmt.Errorf("%w: no runtime module data found", ErrNotGo)
 }
 
-// relativeRelocs maps the addresses that relative relocations (with addend)
-// fill to the values they fill them with.
-func (t *Table) relativeRelocs() map[uint64]uint64 {
+// symbol finds the value of a symbol in the binary's symbol table, if it
+// has one, without reading the table into a list of symbols.
+func (t *Table) symbol(name string) (uint64, bool) {
+	symtab := t.f.SectionByType(elf.SHT_SYMTAB)
+	if symtab == nil || int(symtab.Link) >= len(t.f.Sections) {
+		return 0, false
+	}
+	syms, err := t.sectionData(symtab, maxSection)
+	if err != nil {
+		return 0, false
+	}
+	strs, err := t.sectionData(t.f.Sections[symtab.Link], maxSection)
+	if err != nil {
+		return 0, false
+	}
+	entry, value := 16, 4 // Elf32_Sym
+	if t.f.Class == elf.ELFCLASS64 {
+		entry, value = 24, 8
+	}
+	for ; len(syms) >= entry; syms = syms[entry:] {
+		at := uint64(t.order.Uint32(syms))
+		if at >= uint64(len(strs)) || !bytes.HasPrefix(strs[at:], []byte(name+"\x00")) {
+			continue
+		}
+		if entry == 24 {
+			return t.order.Uint64(syms[value:]), true
+		}
+		return uint64(t.order.Uint32(syms[value:])), true
+	}
+	return 0, false
+}
+
+// reloc is a relative relocation: the loader writes value at addr.
+type reloc struct{ addr, value uint64 }
+
+// relativeRelocs lists the relative relocations (with addend) of a
+// 64-bit binary.
+func (t *Table) relativeRelocs() ([]reloc, error) {
 	var relative uint32
 	switch t.f.Machine {
 	case elf.EM_X86_64:
@@ -211,24 +275,27 @@ func (t *Table) relativeRelocs() map[uint64]uint64 {
 	case elf.EM_AARCH64:
 		relative = uint32(elf.R_AARCH64_RELATIVE)
 	default:
-		return nil
+		return nil, nil
 	}
-	out := map[uint64]uint64{}
+	var out []reloc
 	for _, sec := range t.f.Sections {
 		if sec.Type != elf.SHT_RELA || t.ptrSize != 8 { //nolint:misspell // the ELF name
 			continue
 		}
-		b, err := sec.Data()
+		b, err := t.sectionData(sec, maxSection)
 		if err != nil {
+			if errors.Is(err, ErrLimit) {
+				return nil, err
+			}
 			continue
 		}
 		for ; len(b) >= 24; b = b[24:] {
 			if uint32(t.order.Uint64(b[8:])) == relative {
-				out[t.order.Uint64(b)] = t.order.Uint64(b[16:])
+				out = append(out, reloc{t.order.Uint64(b), t.order.Uint64(b[16:])})
 			}
 		}
 	}
-	return out
+	return out, nil
 }
 
 // readAddr reads n bytes at a virtual address of a loaded segment.
@@ -298,18 +365,19 @@ type pcRange struct {
 }
 
 // pcdata decodes table index i of f over its PCs; nil when f has none.
-func (t *Table) pcdata(f Func, i uint32) []pcRange {
+// Each entry decoded is a step of w; the ranges are appended to out[:0].
+func (t *Table) pcdata(f Func, i uint32, w *work, out []pcRange) ([]pcRange, error) {
+	out = out[:0]
 	rec := t.functab[f.off:]
 	npcdata := t.order.Uint32(rec[28:])
 	if i >= npcdata || 44+4*int(i)+4 > len(rec) {
-		return nil
+		return out, nil
 	}
 	off := t.order.Uint32(rec[44+4*i:])
 	if off == 0 || int(off) >= len(t.pctab) {
-		return nil
+		return out, nil
 	}
 	p := t.pctab[off:]
-	var out []pcRange
 	pc, val := f.Entry, int32(-1)
 	for first := true; len(p) > 0; first = false {
 		uv, n := binary.Uvarint(p)
@@ -326,8 +394,25 @@ func (t *Table) pcdata(f Func, i uint32) []pcRange {
 		end := pc + pcd*t.minLC
 		out = append(out, pcRange{pc, end, val})
 		pc = end
+		if err := w.step(f, 1); err != nil {
+			return nil, err
+		}
 	}
-	return out
+	return out, nil
+}
+
+// work counts the steps of Instances against its limits.
+type work struct {
+	lim   Limits
+	steps int
+}
+
+func (w *work) step(f Func, n int) error {
+	w.steps += n
+	if w.steps > w.lim.Steps {
+		return fmt.Errorf("%w: more than %d steps reading the inline trees (at %s)", ErrLimit, w.lim.Steps, f.Name)
+	}
+	return nil
 }
 
 // inlinedCall is one node of a function's inline tree
@@ -374,18 +459,28 @@ type Instance struct {
 // want selects by name, in address order. An inlined instance starts at
 // the first PC of each run of PCs whose inline stack holds the function,
 // so that its body is never entered without passing one of them (code
-// inlined into it included).
-func (t *Table) Instances(want func(name string) bool) []Instance {
+// inlined into it included). A table that takes more work than t.Limits
+// allow (a crafted one) is an error wrapping ErrLimit.
+func (t *Table) Instances(want func(name string) bool) ([]Instance, error) {
+	w := &work{lim: t.Limits.orDefault()}
 	var out []Instance
+	var ranges []pcRange // reused from one function to the next
 	for _, f := range t.Funcs() {
 		if want(f.Name) {
 			out = append(out, Instance{Name: f.Name, Addr: f.Entry})
+		}
+		if len(out) > w.lim.Instances {
+			return nil, fmt.Errorf("%w: more than %d instances", ErrLimit, w.lim.Instances)
 		}
 		tree := t.inlTree(f)
 		if tree == nil {
 			continue
 		}
-		ranges := t.pcdata(f, pcdataInlTreeIndex)
+		var err error
+		ranges, err = t.pcdata(f, pcdataInlTreeIndex, w, ranges)
+		if err != nil {
+			return nil, err
+		}
 		valueAt := func(pc uint64) int32 {
 			i := sort.Search(len(ranges), func(i int) bool { return ranges[i].end > pc })
 			if i < len(ranges) && ranges[i].start <= pc {
@@ -398,7 +493,7 @@ func (t *Table) Instances(want func(name string) bool) []Instance {
 		stacks := map[int32][]int32{}
 		var stack func(idx int32, depth int) []int32
 		stack = func(idx int32, depth int) []int32 {
-			if idx < 0 || depth > 1000 {
+			if idx < 0 || depth > 1000 || w.steps > w.lim.Steps {
 				return nil
 			}
 			if s, ok := stacks[idx]; ok {
@@ -414,10 +509,12 @@ func (t *Table) Instances(want func(name string) bool) []Instance {
 			if want(call.name) {
 				s = append([]int32{idx}, parent...)
 			}
+			w.steps += 1 + len(s)
 			stacks[idx] = s
 			return s
 		}
 		open := map[int32]uint64{} // node -> end of its current run
+		inlined := 0
 		for _, r := range ranges {
 			for _, idx := range stack(r.val, 0) {
 				if end, ok := open[idx]; ok && end == r.start {
@@ -427,7 +524,16 @@ func (t *Table) Instances(want func(name string) bool) []Instance {
 				open[idx] = r.end
 				call, _ := tree(idx)
 				out = append(out, Instance{Name: call.name, Addr: r.start, Inlined: true, Caller: f.Name})
+				if inlined++; inlined > w.lim.PerFunc {
+					return nil, fmt.Errorf("%w: more than %d inlined instances in %s", ErrLimit, w.lim.PerFunc, f.Name)
+				}
 			}
+			if err := w.step(f, 1); err != nil {
+				return nil, err
+			}
+		}
+		if len(out) > w.lim.Instances {
+			return nil, fmt.Errorf("%w: more than %d instances", ErrLimit, w.lim.Instances)
 		}
 	}
 	slices.SortFunc(out, func(a, b Instance) int {
@@ -439,5 +545,5 @@ func (t *Table) Instances(want func(name string) bool) []Instance {
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
-	return slices.CompactFunc(out, func(a, b Instance) bool { return a.Addr == b.Addr && a.Name == b.Name })
+	return slices.CompactFunc(out, func(a, b Instance) bool { return a.Addr == b.Addr && a.Name == b.Name }), nil
 }

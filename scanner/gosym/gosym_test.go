@@ -106,7 +106,9 @@ func TestInstances(t *testing.T) {
 
 			got := map[string]int{}
 			inlined := map[string][]Instance{}
-			for _, in := range tb.Instances(want) {
+			ins, err := tb.Instances(want)
+			require.NoError(t, err)
+			for _, in := range ins {
 				pkg, sym := Symbol(in.Name)
 				key := pkg + "." + sym
 				if in.Inlined {
@@ -137,7 +139,7 @@ func TestInstances(t *testing.T) {
 			require.NoError(t, err)
 			raw, err := os.ReadFile(path)
 			require.NoError(t, err)
-			for _, in := range tb.Instances(want) {
+			for _, in := range ins {
 				off, ok := tb.FileOffset(in.Addr)
 				require.True(t, ok, in.Name)
 				at := in.Addr - text.Addr
@@ -176,7 +178,9 @@ func TestInlinedLines(t *testing.T) {
 	defer tb.Close()
 	lines := map[string]int{"example.com/inusetest/vuln.Small": lineOf("func Small"), "example.com/inusetest/vuln.Outer": lineOf("func Outer")}
 	n := 0
-	for _, in := range tb.Instances(want) {
+	ins, err := tb.Instances(want)
+	require.NoError(t, err)
+	for _, in := range ins {
 		if !in.Inlined {
 			continue
 		}
@@ -214,7 +218,7 @@ func TestDamaged(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		_ = tb.Instances(func(string) bool { return true })
+		_, _ = tb.Instances(func(string) bool { return true })
 		_, _ = tb.BuildID()
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -76,8 +78,11 @@ var ErrNoBuildID = errors.New("gosym: no Go build id")
 // even of the same sources with other flags, has another.
 func BuildID(f *elf.File) (string, error) {
 	sec := f.Section(".note.go.buildid")
-	if sec == nil {
+	if sec == nil || sec.Type == elf.SHT_NOBITS {
 		return "", ErrNoBuildID
+	}
+	if sec.Size > maxNote || sec.Flags&elf.SHF_COMPRESSED != 0 {
+		return "", fmt.Errorf("%w: a Go build id note of %d bytes", ErrLimit, sec.Size)
 	}
 	b, err := sec.Data()
 	if err != nil {
@@ -97,12 +102,29 @@ func BuildID(f *elf.File) (string, error) {
 // BuildID is the Go build id of the table's binary.
 func (t *Table) BuildID() (string, error) { return BuildID(t.f) }
 
-// ReadBuildID reads the Go build id of the ELF file at path.
+// ReadBuildID reads the Go build id of the ELF file at path, which must
+// be a regular file.
 func ReadBuildID(path string) (string, error) {
-	f, err := elf.Open(path)
+	file, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("reading Go build id: %w", err)
 	}
-	defer f.Close()
+	defer file.Close()
+	return ReadBuildIDAt(file)
+}
+
+// ReadBuildIDAt reads the Go build id of an ELF file: an *os.File (a
+// regular file: its size bounds what is read), a *bytes.Reader or an
+// *io.SectionReader. The ELF headers are checked before anything they
+// size is read.
+func ReadBuildIDAt(r io.ReaderAt) (string, error) {
+	size, err := sizeOf(r)
+	if err != nil {
+		return "", fmt.Errorf("reading Go build id: %w", err)
+	}
+	f, _, err := openELF(r, size)
+	if err != nil {
+		return "", fmt.Errorf("reading Go build id: %w", err)
+	}
 	return BuildID(f)
 }

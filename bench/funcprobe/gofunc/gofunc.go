@@ -62,7 +62,11 @@ func Plan(bin string) (store.GoPlan, error) {
 		pkg, sym := gosym.Symbol(fn)
 		return pkg + "." + sym
 	}
-	for _, in := range tb.Instances(func(fn string) bool { return slices.Contains(Planned, name(fn)) }) {
+	ins, err := tb.Instances(func(fn string) bool { return slices.Contains(Planned, name(fn)) })
+	if err != nil {
+		return store.GoPlan{}, err
+	}
+	for _, in := range ins {
 		off, ok := tb.FileOffset(in.Addr)
 		if !ok {
 			return store.GoPlan{}, fmt.Errorf("%s: %s at %#x is in no executable segment", bin, in.Name, in.Addr)
