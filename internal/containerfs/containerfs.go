@@ -180,6 +180,16 @@ func (p *Process) Fstatat(name string) (unix.Stat_t, error) {
 	return st, nil
 }
 
+// Statx is Fstatat with statx(2)'s mask (STATX_MNT_ID: the mount of the
+// process's executable, for "exe").
+func (p *Process) Statx(name string, mask int) (unix.Statx_t, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(int(p.dir.Fd()), name, 0, mask, &stx); err != nil {
+		return stx, fmt.Errorf("statx %s/%s: %w", p.dir.Name(), name, err)
+	}
+	return stx, nil
+}
+
 // Root opens the process's root directory: the container's root file
 // system as the agent reaches it.
 func (p *Process) Root() (*Root, error) {
