@@ -84,6 +84,7 @@ type agentMetrics struct {
 	flush  *flushTimer   // nil without Redis
 	nri    *plugin.Stats // nil when not following containerd
 	docker *dockerplugin.Stats
+	funcs  *probeStats // nil without function probes
 }
 
 // collector returns the agent's prometheus.Collector: it reads every
@@ -124,6 +125,11 @@ var (
 	regUnresolved = desc("registry", "unresolved_containers_total", "Containers whose cgroup was neither found nor tracked early.")
 	regNoDigest   = desc("registry", "no_digest_containers_total", "Containers not profiled because their image digest is unknown.")
 
+	funcRefused = desc("funcprobe", "refused_total",
+		"Planned binaries (or plan paths) not probed, by reason: file (not a regular file of the container's own root within the size cap, or of another build), path (a plan path not absolute and clean), cap (over --max-probes-per-binary or --max-probes-per-image), deadline (a container's probing ran out of time).",
+		"reason")
+	funcDroppedHits = desc("funcprobe", "dropped_hits_total", "Function probe hits of cgroups not named yet dropped over the cap; recorded as lost in the image's profile once named.")
+
 	handlerEvents = desc("discovery", "handled_total",
 		"Work done by the runtime handlers, by source (nri, docker) and result: started (tracked at start), synced (tracked at resync), failed, dropped (queue full), connections.",
 		"source", "result")
@@ -134,6 +140,7 @@ func (a *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		sensorEvents, sensorLost, colObserved, colPaused, colOverflow, colFlushes, colFailures, colPauses,
 		colPending, colPendingImg, colImages, colContainers, regExpired, regDropped, regUnresolved, regNoDigest, handlerEvents,
+		funcRefused, funcDroppedHits,
 	} {
 		ch <- d
 	}
@@ -180,6 +187,13 @@ func (a *agentCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(regDropped, float64(st.Dropped))
 		counter(regUnresolved, float64(st.Unresolved))
 		counter(regNoDigest, float64(st.NoDigest))
+	}
+	if f := a.m.funcs; f != nil {
+		counter(funcRefused, float64(f.refusedFiles.Load()), "file")
+		counter(funcRefused, float64(f.refusedPaths.Load()), "path")
+		counter(funcRefused, float64(f.refusedCaps.Load()), "cap")
+		counter(funcRefused, float64(f.deadlines.Load()), "deadline")
+		counter(funcDroppedHits, float64(f.droppedHits.Load()))
 	}
 	if n := a.m.nri; n != nil {
 		counter(handlerEvents, float64(n.Started.Load()), "nri", "started")

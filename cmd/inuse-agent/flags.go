@@ -46,6 +46,14 @@ var storeFlags = slices.Concat([]cli.Flag{
 		Name: "profile-max-bytes", Value: store.DefaultLimits.MaxBytes, EnvVars: []string{"INUSE_PROFILE_MAX_BYTES"},
 		Usage: "ceiling of an image's profile in Redis memory (estimated); past it, new members are counted, not stored, and the profile is truncated",
 	},
+	&cli.IntFlag{
+		Name: "max-probes-per-binary", Value: agent.DefaultProbesPerBinary, EnvVars: []string{"INUSE_MAX_PROBES_PER_BINARY"},
+		Usage: "most function probe points (uprobes) in one planned Go binary; a binary over it is not probed at all",
+	},
+	&cli.IntFlag{
+		Name: "max-probes-per-image", Value: agent.DefaultProbesPerImage, EnvVars: []string{"INUSE_MAX_PROBES_PER_IMAGE"},
+		Usage: "most function probe points (uprobes) over the planned binaries of one image; a binary past it is not probed",
+	},
 }, cliapp.LearningFlags)
 
 // agentConfig reads the flags that every command loading the sensor
@@ -59,6 +67,7 @@ func agentConfig(c *cli.Context) agent.Config {
 		Redis:              c.String(cliapp.RedisFlag.Name),
 		Output:             c.String("output"),
 		Limits:             store.Limits{SectionCap: c.Int64("profile-section-cap"), MaxBytes: c.Int64("profile-max-bytes")},
+		Probes:             agent.ProbeLimits{PerBinary: c.Int("max-probes-per-binary"), PerImage: c.Int("max-probes-per-image")},
 		Collector: collector.Config{
 			Node:          c.String("node-name"),
 			FlushInterval: c.Duration("flush-interval"),
