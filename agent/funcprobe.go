@@ -53,6 +53,10 @@ const (
 	maxBuildIDNote = 4 << 10
 )
 
+// imageFile is how a planned binary of a container is opened: a file of
+// the image, on the root's own mount (never a volume's), within the cap.
+var imageFile = containerfs.Options{MaxSize: maxProbedBinary, SameMount: true}
+
 // Default caps on probe points (uprobes): per binary and per image.
 const (
 	DefaultProbesPerBinary = 1024
@@ -275,7 +279,7 @@ func (f *funcProbes) started(c lifecycle.Container, cgroupDir string) {
 	go func() {
 		defer f.work.Done()
 		if cg := f.track(c, cgroupDir); cg != nil {
-			f.load(c, cg, f.roots(c, cgroupDir), planTimeout)
+			f.load(c, cg, f.roots(c, cgroupDir), planTimeout, imageFile)
 		}
 	}()
 }
@@ -289,13 +293,13 @@ func (f *funcProbes) starting(c lifecycle.Container, cgroupDir string) {
 		return
 	}
 	if cg := f.track(c, cgroupDir); cg != nil {
-		f.load(c, cg, f.roots(c, cgroupDir), startTimeout)
+		f.load(c, cg, f.roots(c, cgroupDir), startTimeout, imageFile)
 	}
 }
 
 // start probes the binaries of a container's image plan found under root
-// (a directory the agent's caller chose, not a container's) before it
-// returns: called before the container's first process runs, every probe
+// (a directory the agent's caller chose, not a container's, whose planned
+// binaries may be on any mount below it) before it returns: called before the container's first process runs, every probe
 // is in place for its first instruction.
 func (f *funcProbes) start(c lifecycle.Container, root, cgroupDir string) {
 	if f == nil {
@@ -310,7 +314,7 @@ func (f *funcProbes) start(c lifecycle.Container, root, cgroupDir string) {
 			}
 			defer r.Close()
 			yield(r)
-		}, planTimeout)
+		}, planTimeout, containerfs.Options{MaxSize: maxProbedBinary})
 	}
 }
 
@@ -392,7 +396,7 @@ type planned struct {
 
 // load reads the plan of cg's image once and probes each planned binary
 // not probed yet for it that one of roots holds, within probeDeadline.
-func (f *funcProbes) load(c lifecycle.Container, cg *probedCgroup, roots iter.Seq[*containerfs.Root], timeout time.Duration) {
+func (f *funcProbes) load(c lifecycle.Container, cg *probedCgroup, roots iter.Seq[*containerfs.Root], timeout time.Duration, opts containerfs.Options) {
 	var plans map[string]store.GoPlan
 	f.mu.Lock()
 	planned := cg.plans != nil
@@ -421,7 +425,7 @@ func (f *funcProbes) load(c lifecycle.Container, cg *probedCgroup, roots iter.Se
 					logfields.ContainerID, c.ID, logfields.Image, cg.digest, "deadline", probeDeadline, logfields.Count, len(todo))
 				return
 			}
-			file, err := root.Open(todo[i].path, containerfs.Options{MaxSize: maxProbedBinary, SameMount: true})
+			file, err := root.Open(todo[i].path, opts)
 			if errors.Is(err, fs.ErrNotExist) {
 				i++
 				continue // another process's root may hold it
@@ -571,7 +575,7 @@ func (f *funcProbes) exec(ev sensor.ExecEvent) {
 				return
 			}
 			defer root.Close()
-			file, err := root.Open(ev.Path, containerfs.Options{MaxSize: maxProbedBinary, SameMount: true})
+			file, err := root.Open(ev.Path, imageFile)
 			if err != nil {
 				f.refuse(c, cg, ev.Path, err)
 				return
