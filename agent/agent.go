@@ -189,6 +189,7 @@ func (a *Agent) attribute() error {
 		sinks = append(sinks, funcSink{a.funcs, a.hierarchy})
 	}
 	a.registry = registry.New(a.log, fanOut(sinks), a.tracker, registry.Config{Hold: a.cfg.Hold})
+	a.registry.RecordLosses(lossEvent)
 	if a.funcs != nil {
 		a.funcs.emit = a.registry.Observe
 	}
@@ -354,6 +355,12 @@ func (a *Agent) observe(ev sensor.Event) {
 		return
 	}
 	a.registry.Observe(ev)
+}
+
+// lossEvent records n events of a cgroup lost before its container was
+// known: its image's profile is incomplete, never not observed.
+func lossEvent(cgroupID, n uint64) sensor.Event {
+	return sensor.LossEvent{CgroupID: cgroupID, Lost: n}
 }
 
 func hierarchy(v1Controller string) (cgroups.Hierarchy, error) {
