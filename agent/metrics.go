@@ -116,6 +116,7 @@ var (
 	colFailures   = desc("collector", "flush_failures_total", "Failed flushes to Redis; their updates are kept for the next.")
 	colPauses     = desc("collector", "guard_pauses_total", "Times the resource guard paused profiling.")
 	colPending    = desc("collector", "pending_members", "Profile members in memory waiting for the next flush.")
+	colPendingB   = desc("collector", "pending_bytes", "Estimated memory of the profile members waiting for the next flush.")
 	colPendingImg = desc("collector", "pending_images", "Images with updates waiting for the next flush.")
 	colImages     = desc("collector", "running_images", "Images with running containers.")
 	colContainers = desc("collector", "running_containers", "Containers being profiled: started and not stopped.")
@@ -139,7 +140,7 @@ var (
 func (a *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		sensorEvents, sensorLost, colObserved, colPaused, colOverflow, colFlushes, colFailures, colPauses,
-		colPending, colPendingImg, colImages, colContainers, regExpired, regDropped, regUnresolved, regNoDigest, handlerEvents,
+		colPending, colPendingB, colPendingImg, colImages, colContainers, regExpired, regDropped, regUnresolved, regNoDigest, handlerEvents,
 		funcRefused, funcDroppedHits,
 	} {
 		ch <- d
@@ -174,6 +175,7 @@ func (a *agentCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(colFailures, float64(st.Failures))
 		counter(colPauses, float64(st.Pauses))
 		gauge(colPending, float64(g.PendingMembers))
+		gauge(colPendingB, float64(g.PendingBytes))
 		gauge(colPendingImg, float64(g.PendingImages))
 		gauge(colImages, float64(g.RunningImages))
 		gauge(colContainers, float64(g.RunningContainers))
