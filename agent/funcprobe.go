@@ -74,6 +74,12 @@ type ProbeLimits struct {
 	PerImage  int // zero: DefaultProbesPerImage
 }
 
+// allow reports whether a binary of points probe points may be probed in
+// an image that has inImage in the kernel already.
+func (l ProbeLimits) allow(points, inImage int) bool {
+	return points <= l.PerBinary && inImage+points <= l.PerImage
+}
+
 // probeStats count the binaries not probed, for /metrics.
 type probeStats struct {
 	refusedFiles atomic.Uint64 // the planned path is no regular file of the container's own, or of another build
@@ -677,7 +683,7 @@ func (f *funcProbes) acquire(cg *probedCgroup, path string, plan store.GoPlan, f
 		offsets[p.Symbol] = append(offsets[p.Symbol], p.Offset)
 		points++
 	}
-	if points > f.limits.PerBinary || f.imagePoints[key.digest]+points > f.limits.PerImage {
+	if !f.limits.allow(points, f.imagePoints[key.digest]) {
 		inImage := f.imagePoints[key.digest]
 		f.mu.Unlock()
 		f.stats.refusedCaps.Add(1)
