@@ -20,23 +20,32 @@ import (
 	"github.com/inuse-dev/inuse/tests/runtimes"
 )
 
-// hostileScript turns the planned binary of its container into each thing
-// an attacker would put there, again and again, between executions of the
-// real binary (which make the agent probe it): a symbolic link to a host
-// copy of the same build (the old agent followed it onto the host file), a
-// FIFO (the old agent's open blocked forever under the lock the event
-// reader needs), a device node, a magic link. %[1]s is the host copy, %[2]d
-// how many rounds.
+// hostileScript turns the planned binary of its container into what an
+// attacker would put there: a symbolic link to a host copy of the same
+// build (the old agent followed it onto the host file), a FIFO (the old
+// agent's open blocked forever under the lock the event reader needs), a
+// device node or a magic link. It holds %[3]s at the planned path while
+// the agent probes the starting container, then swaps every state in
+// turn between executions of the real binary (which make the agent probe
+// it again) for %[2]d rounds. %[1]s is the host copy.
 const hostileScript = `B=/bin/busybox
 $B cp /app/target /app/good
+hostile() {
+  $B rm -f /app/target
+  case $1 in
+  link) $B ln -s %[1]s /app/target ;;
+  fifo) $B mkfifo /app/target ;;
+  dev) $B mknod /app/target c 1 3 ;;
+  magic) $B ln -s /proc/self/root%[1]s /app/target ;;
+  esac
+}
+hostile %[3]s
+$B sleep 1
 i=0
 while [ $i -lt %[2]d ]; do
   i=$((i+1))
   $B cp /app/good /app/t.new; $B mv /app/t.new /app/target; /app/target B >/dev/null 2>&1 &
-  $B ln -s %[1]s /app/l.new; $B mv /app/l.new /app/target
-  $B rm -f /app/target; $B mkfifo /app/target
-  $B rm -f /app/target; $B mknod /app/target c 1 3
-  $B rm -f /app/target; $B ln -s /proc/self/root%[1]s /app/target
+  hostile link; hostile fifo; hostile dev; hostile magic
   $B cp /app/good /app/t.new; $B mv /app/t.new /app/target; /app/target B >/dev/null 2>&1
   wait
 done
@@ -116,8 +125,9 @@ func TestHostileContainerDocker(t *testing.T) {
 	attackDone := make(chan struct{})
 	go func() {
 		defer close(attackDone)
-		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); {
-			_, wait := d.Run(t, ref, "/bin/busybox", "sh", "-c", fmt.Sprintf(hostileScript, host, 20))
+		kinds := []string{"link", "fifo", "dev", "magic"}
+		for i, end := 0, time.Now().Add(20*time.Second); time.Now().Before(end); i++ {
+			_, wait := d.Run(t, ref, "/bin/busybox", "sh", "-c", fmt.Sprintf(hostileScript, host, 3, kinds[i%len(kinds)]))
 			wait()
 		}
 	}()
@@ -166,10 +176,11 @@ func TestHostileContainerDocker(t *testing.T) {
 		}
 	}
 	joined := strings.Join(reasons, "\n")
+	t.Logf("refusals: %d", len(reasons))
 	require.Contains(t, joined, "not a regular file", "the agent says why it refused")
 
 	// A last hostile container left mid-swap, then SIGTERM.
-	d.Run(t, ref, "/bin/busybox", "sh", "-c", fmt.Sprintf(hostileScript, host, 1000))
+	d.Run(t, ref, "/bin/busybox", "sh", "-c", fmt.Sprintf(hostileScript, host, 1000, "fifo"))
 	time.Sleep(time.Second)
 	start := time.Now()
 	a.Stop(t)
