@@ -24,8 +24,8 @@ import (
 // attacker would put there: a symbolic link to a host copy of the same
 // build (the old agent followed it onto the host file), a FIFO (the old
 // agent's open blocked forever under the lock the event reader needs), a
-// device node or a magic link. It holds %[3]s at the planned path while
-// the agent probes the starting container, then swaps every state in
+// device node or a magic link. It holds %[3]s at the planned path for 4 s
+// while the agent probes the starting container (dockerd names it late), then swaps every state in
 // turn between executions of the real binary (which make the agent probe
 // it again) for %[2]d rounds. %[1]s is the host copy.
 const hostileScript = `B=/bin/busybox
@@ -40,7 +40,7 @@ hostile() {
   esac
 }
 hostile %[3]s
-$B sleep 1
+$B sleep 4
 i=0
 while [ $i -lt %[2]d ]; do
   i=$((i+1))
@@ -53,7 +53,7 @@ done
 
 // A container that swaps its planned binary for a symbolic link to a host
 // copy of it, a FIFO, a device node or a magic link, between the agent's
-// checks and attaches, for ~20 s and over many restarts: no uprobe ever
+// checks and attaches, for ~30 s and over many restarts: no uprobe ever
 // lands outside the container's own file, another image's loads keep
 // reaching its profile within 2 s, the agent says why it refused, and
 // SIGTERM stops it within its grace period.
@@ -126,7 +126,7 @@ func TestHostileContainerDocker(t *testing.T) {
 	go func() {
 		defer close(attackDone)
 		kinds := []string{"link", "fifo", "dev", "magic"}
-		for i, end := 0, time.Now().Add(20*time.Second); time.Now().Before(end); i++ {
+		for i, end := 0, time.Now().Add(30*time.Second); time.Now().Before(end); i++ {
 			_, wait := d.Run(t, ref, "/bin/busybox", "sh", "-c", fmt.Sprintf(hostileScript, host, 3, kinds[i%len(kinds)]))
 			wait()
 		}
