@@ -61,6 +61,9 @@ type Config struct {
 	Collector collector.Config
 	// Limits bound each image's profile in Redis (zero fields: defaults).
 	Limits store.Limits
+	// Probes bound the function probes of each binary and image (zero
+	// fields: defaults).
+	Probes ProbeLimits
 	// Output is where JSON lines go: a file, "-" for stdout, or empty
 	// for none.
 	Output string
@@ -155,9 +158,10 @@ func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err erro
 		a.collector = collector.New(log, a.metrics.flush, ccfg)
 		// Function-level reachability is an addition: without it, Go
 		// binaries stay at package level.
-		if a.funcs, err = openFuncProbes(log, a.sensor, a.store.GoPlans, cfg.Hold, a.metrics); err != nil {
+		if a.funcs, err = openFuncProbes(log, a.sensor, a.hierarchy, a.store.GoPlans, cfg.Hold, cfg.Probes); err != nil {
 			log.Warn("not probing Go functions", logfields.Error, err)
 		} else {
+			a.metrics.funcs = &a.funcs.stats
 			a.closers = append(a.closers, a.funcs.Close)
 		}
 	}
@@ -185,6 +189,7 @@ func (a *Agent) attribute() error {
 		sinks = append(sinks, funcSink{a.funcs, a.hierarchy})
 	}
 	a.registry = registry.New(a.log, fanOut(sinks), a.tracker, registry.Config{Hold: a.cfg.Hold})
+	a.registry.RecordLosses(lossEvent)
 	if a.funcs != nil {
 		a.funcs.emit = a.registry.Observe
 	}
@@ -350,6 +355,12 @@ func (a *Agent) observe(ev sensor.Event) {
 		return
 	}
 	a.registry.Observe(ev)
+}
+
+// lossEvent records n events of a cgroup lost before its container was
+// known: its image's profile is incomplete, never not observed.
+func lossEvent(cgroupID, n uint64) sensor.Event {
+	return sensor.LossEvent{CgroupID: cgroupID, Lost: n}
 }
 
 func hierarchy(v1Controller string) (cgroups.Hierarchy, error) {

@@ -45,7 +45,7 @@ func (a *Agent) Exec(ctx context.Context, cmd *exec.Cmd, cgroupParent string, im
 	if cmd.SysProcAttr != nil {
 		root = cmp.Or(cmd.SysProcAttr.Chroot, root)
 	}
-	a.funcs.start(ctr, root)
+	a.funcs.start(ctr, root, dir)
 	if err := a.tracker.Started(ctr); err != nil {
 		return nil, err
 	}

@@ -3,12 +3,13 @@ package agent
 import (
 	"cmp"
 	"context"
+	"debug/elf"
 	"errors"
+	"fmt"
 	"io/fs"
+	"iter"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/inuse-dev/inuse/bpf/funcprobe"
 	"github.com/inuse-dev/inuse/bpf/sensor"
 	"github.com/inuse-dev/inuse/internal/cgroups"
+	"github.com/inuse-dev/inuse/internal/containerfs"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/logfields"
 	"github.com/inuse-dev/inuse/internal/registry"
@@ -36,9 +38,56 @@ const (
 	// container is not held for its plan: Redis is away, and the
 	// background read after the start will do.
 	planBackoff = 10 * time.Second
-	// maxHeldHits bounds the hits held for cgroups not known yet.
+	// maxHeldHits bounds the hits held for cgroups not known yet, and
+	// the cgroups whose dropped hits are counted.
 	maxHeldHits = 1024
+	// probeDeadline bounds the probing of one container's binaries
+	// (opens, build ids, attaches): a container cannot hold the agent.
+	probeDeadline = 20 * time.Second
+	// waitGrace bounds how long shutdown waits for probing in flight.
+	waitGrace = 5 * time.Second
+	// maxProbedBinary caps the size of a binary to probe.
+	maxProbedBinary = 2 << 30
+	// maxBuildIDNote caps the .note.go.buildid section read (a few dozen
+	// bytes in every Go binary).
+	maxBuildIDNote = 4 << 10
 )
+
+// imageFile is how a planned binary of a container is opened: a file of
+// the image, on the root's own mount (never a volume's), within the cap.
+var imageFile = containerfs.Options{MaxSize: maxProbedBinary, SameMount: true}
+
+// Default caps on probe points (uprobes): per binary and per image.
+const (
+	DefaultProbesPerBinary = 1024
+	DefaultProbesPerImage  = 4096
+)
+
+// ProbeLimits bound the uprobes the plans of one image put into the
+// kernel: a plan is made by the scanner from a binary the image chose, and
+// each point costs a breakpoint in every process that maps the file (and
+// a file descriptor on kernels without uprobe_multi). A binary over a cap
+// is not probed at all: a partly probed binary would claim the functions
+// left out were not called.
+type ProbeLimits struct {
+	PerBinary int // zero: DefaultProbesPerBinary
+	PerImage  int // zero: DefaultProbesPerImage
+}
+
+// allow reports whether a binary of points probe points may be probed in
+// an image that has inImage in the kernel already.
+func (l ProbeLimits) allow(points, inImage int) bool {
+	return points <= l.PerBinary && inImage+points <= l.PerImage
+}
+
+// probeStats count the binaries not probed, for /metrics.
+type probeStats struct {
+	refusedFiles atomic.Uint64 // the planned path is no regular file of the container's own, or of another build
+	refusedPaths atomic.Uint64 // a plan path that is not absolute and clean
+	refusedCaps  atomic.Uint64 // over a cap on probe points
+	deadlines    atomic.Uint64 // a container's probing ran out of time
+	droppedHits  atomic.Uint64 // hits of unknown cgroups dropped over the cap
+}
 
 // funcProbes puts the Go probe plans of tracked images (store.GoPlan, made
 // by the scanner) into the kernel as entry uprobes, and turns their first
@@ -47,11 +96,21 @@ const (
 // that maps it; the program reports only tracked cgroups, and the hit's
 // cgroup names the image. The probes of a binary are shared by the
 // containers of its image and go with the last of them. A nil *funcProbes
-// (no Redis, or a kernel without uprobes) does nothing.
+// (no Redis, or a kernel without uprobes or openat2) does nothing.
+//
+// A container controls its files: each planned binary is opened once,
+// inside the container's root (internal/containerfs), and its build id is
+// read and its probes attached through that one descriptor, so that what
+// was checked is what is probed. Nothing that touches a container's files
+// runs under f.mu, which the hit reader takes.
 type funcProbes struct {
 	log   *slog.Logger
 	probe *funcprobe.Probe
 	plans func(ctx context.Context, digest string) (map[string]store.GoPlan, error)
+	// hierarchy finds a process's cgroup, to check that a pid is the
+	// container's.
+	hierarchy cgroups.Hierarchy
+	limits    ProbeLimits
 	// hold is how long a stopped cgroup's hits are still attributed, and
 	// an unknown cgroup's hits wait for its container.
 	hold time.Duration
@@ -59,14 +118,14 @@ type funcProbes struct {
 	emit       func(sensor.Event)
 	work       sync.WaitGroup // attaches and detaches in flight
 	planFailed atomic.Int64   // unix ns of the last failed read of a plan
-	// metrics counts the binaries the kernel refused to open (nil: none);
-	// warned is set by the first refusal, which is logged as a warning.
-	metrics *agentMetrics
-	warned  atomic.Bool
+	stats      probeStats
 
 	mu       sync.Mutex
+	closed   bool
 	cgroups  map[uint64]*probedCgroup
 	binaries map[binaryKey]*probedBinary
+	// points counts the probe points each image has in the kernel.
+	imagePoints map[string]int
 	// cookies number probe points for good, so that a hit read after its
 	// probe went (its container stopped meanwhile) still names it.
 	cookies map[probeKey]uint64
@@ -76,20 +135,23 @@ type funcProbes struct {
 	// gone are the images of stopped cgroups, for hits read late; held the
 	// hits of cgroups not known yet (tracked by the kernel at creation,
 	// named by their runtime later): the kernel reports a probe once per
-	// cgroup, so neither may be dropped.
+	// cgroup, so neither may be dropped without a loss in the profile.
 	gone  map[uint64]goneCgroup
 	held  map[uint64]*heldHits
 	nheld int
 }
 
 type heldHits struct {
-	since time.Time
-	hits  []funcprobe.Hit
+	since   time.Time
+	hits    []funcprobe.Hit
+	dropped uint64 // hits not held: a loss for the cgroup's image
 }
 
 // probedCgroup is a tracked container of an image with a plan.
 type probedCgroup struct {
+	id       uint64 // its cgroup id
 	digest   string
+	dir      string                  // its cgroup directory: its processes must be in it
 	plans    map[string]store.GoPlan // by path inside the image; nil until read
 	binaries map[binaryKey]bool      // acquired, released when it stops
 }
@@ -116,17 +178,23 @@ type functionKey struct{ digest, path, symbol string }
 // probedBinary is the probes of one binary, shared by the containers of its
 // image.
 type probedBinary struct {
-	refs int
+	refs   int
+	points int // counted in imagePoints
 	// ready is CLOCK_MONOTONIC (ns) when every probe of the plan was in
-	// place; 0 when one failed. An exec after it ran nothing unprobed.
+	// place; 0 when one failed or while attaching. An exec after it ran
+	// nothing unprobed.
 	ready  uint64
 	probed bool                   // ProbedEvent emitted
 	links  map[string][]link.Link // attached, by symbol
 }
 
 // openFuncProbes loads the function probe program on the sensor's tracked
-// cgroups; plans reads an image's probe plan.
-func openFuncProbes(log *slog.Logger, s *sensor.Sensor, plans func(context.Context, string) (map[string]store.GoPlan, error), hold time.Duration, m *agentMetrics) (*funcProbes, error) {
+// cgroups; plans reads an image's probe plan. Without openat2 the kernel
+// cannot open container files safely: no function probes.
+func openFuncProbes(log *slog.Logger, s *sensor.Sensor, h cgroups.Hierarchy, plans func(context.Context, string) (map[string]store.GoPlan, error), hold time.Duration, limits ProbeLimits) (*funcProbes, error) {
+	if err := containerfs.Supported(); err != nil {
+		return nil, err
+	}
 	tracking, err := s.Tracking()
 	if err != nil {
 		return nil, err
@@ -135,27 +203,38 @@ func openFuncProbes(log *slog.Logger, s *sensor.Sensor, plans func(context.Conte
 	if err != nil {
 		return nil, err
 	}
+	if limits.PerBinary <= 0 {
+		limits.PerBinary = DefaultProbesPerBinary
+	}
+	if limits.PerImage <= 0 {
+		limits.PerImage = DefaultProbesPerImage
+	}
 	return &funcProbes{
-		log:      log.With(logfields.Component, "funcprobe"),
-		probe:    p,
-		plans:    plans,
-		hold:     cmp.Or(hold, time.Minute),
-		metrics:  m,
-		cgroups:  map[uint64]*probedCgroup{},
-		binaries: map[binaryKey]*probedBinary{},
-		cookies:  map[probeKey]uint64{},
-		points:   map[uint64]probeKey{},
-		hit:      map[functionKey]bool{},
-		gone:     map[uint64]goneCgroup{},
-		held:     map[uint64]*heldHits{},
+		log:         log.With(logfields.Component, "funcprobe"),
+		probe:       p,
+		plans:       plans,
+		hierarchy:   h,
+		limits:      limits,
+		hold:        cmp.Or(hold, time.Minute),
+		cgroups:     map[uint64]*probedCgroup{},
+		binaries:    map[binaryKey]*probedBinary{},
+		imagePoints: map[string]int{},
+		cookies:     map[probeKey]uint64{},
+		points:      map[uint64]probeKey{},
+		hit:         map[functionKey]bool{},
+		gone:        map[uint64]goneCgroup{},
+		held:        map[uint64]*heldHits{},
 	}, nil
 }
 
-// Close detaches every probe and frees the program.
+// Close detaches every probe and frees the program. Probing still in
+// flight after waitGrace (a kernel call that hangs) is left to close its
+// own links.
 func (f *funcProbes) Close() error {
-	f.work.Wait()
+	f.wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.closed = true
 	var errs []error
 	for _, b := range f.binaries {
 		for _, links := range b.links {
@@ -163,6 +242,7 @@ func (f *funcProbes) Close() error {
 				errs = append(errs, l.Close())
 			}
 		}
+		b.links = map[string][]link.Link{}
 	}
 	return errors.Join(append(errs, f.probe.Close())...)
 }
@@ -175,10 +255,21 @@ func (f *funcProbes) run(ctx context.Context) error {
 	return f.probe.Run(ctx, f.onHit)
 }
 
-// wait waits for the attaches and detaches in flight.
+// wait waits for the attaches and detaches in flight, at most waitGrace:
+// shutdown never waits on what a container did.
 func (f *funcProbes) wait() {
-	if f != nil {
+	if f == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
 		f.work.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitGrace):
+		f.log.Warn("not waiting longer for function probing in flight", "waited", waitGrace)
 	}
 }
 
@@ -193,8 +284,8 @@ func (f *funcProbes) started(c lifecycle.Container, cgroupDir string) {
 	f.work.Add(1)
 	go func() {
 		defer f.work.Done()
-		if cg := f.track(c); cg != nil {
-			f.load(c, cg, f.roots(c, cgroupDir), planTimeout)
+		if cg := f.track(c, cgroupDir); cg != nil {
+			f.load(c, cg, f.roots(c, cgroupDir), planTimeout, imageFile)
 		}
 	}()
 }
@@ -207,53 +298,89 @@ func (f *funcProbes) starting(c lifecycle.Container, cgroupDir string) {
 	if f == nil || time.Since(time.Unix(0, f.planFailed.Load())) < planBackoff {
 		return
 	}
-	if cg := f.track(c); cg != nil {
-		f.load(c, cg, f.roots(c, cgroupDir), startTimeout)
+	if cg := f.track(c, cgroupDir); cg != nil {
+		f.load(c, cg, f.roots(c, cgroupDir), startTimeout, imageFile)
 	}
 }
 
 // start probes the binaries of a container's image plan found under root
-// (its root directory as this process sees it) before it returns: called
-// before the container's first process runs, every probe is in place for
-// its first instruction.
-func (f *funcProbes) start(c lifecycle.Container, root string) {
-	if cg := f.track(c); cg != nil {
-		f.load(c, cg, []string{root}, planTimeout)
+// (a directory the agent's caller chose, not a container's, whose planned
+// binaries may be on any mount below it) before it returns: called before the container's first process runs, every probe
+// is in place for its first instruction.
+func (f *funcProbes) start(c lifecycle.Container, root, cgroupDir string) {
+	if f == nil {
+		return
+	}
+	if cg := f.track(c, cgroupDir); cg != nil {
+		f.load(c, cg, func(yield func(*containerfs.Root) bool) {
+			r, err := containerfs.OpenRoot(root)
+			if err != nil {
+				f.log.Warn("opening the root to probe", logfields.Path, root, logfields.Error, err)
+				return
+			}
+			defer r.Close()
+			yield(r)
+		}, planTimeout, containerfs.Options{MaxSize: maxProbedBinary})
 	}
 }
 
-// roots lists the root directories of the processes of cgroupDir.
-func (f *funcProbes) roots(c lifecycle.Container, cgroupDir string) []string {
-	if cgroupDir == "" {
-		return nil
+// roots opens, one after the other, the root directories of the processes
+// of cgroupDir; each is closed once the next is asked for. A process that
+// is not in the cgroup (its pid reused) is skipped.
+func (f *funcProbes) roots(c lifecycle.Container, cgroupDir string) iter.Seq[*containerfs.Root] {
+	return func(yield func(*containerfs.Root) bool) {
+		if cgroupDir == "" {
+			return
+		}
+		pids, err := cgroupPIDs(cgroupDir)
+		if err != nil {
+			f.log.Debug("finding the root of a container", logfields.ContainerID, c.ID, logfields.Error, err)
+		}
+		for _, pid := range pids {
+			r, err := f.processRoot(pid, cgroupDir)
+			if err != nil {
+				f.log.Debug("opening the root of a container's process", logfields.ContainerID, c.ID, "pid", pid, logfields.Error, err)
+				continue
+			}
+			more := yield(r)
+			r.Close()
+			if !more {
+				return
+			}
+		}
 	}
-	pids, err := cgroupPIDs(cgroupDir)
+}
+
+// processRoot opens the root of process pid, which must be in cgroupDir.
+func (f *funcProbes) processRoot(pid int, cgroupDir string) (*containerfs.Root, error) {
+	p, err := containerfs.OpenProcess(f.hierarchy, pid, cgroupDir)
 	if err != nil {
-		f.log.Debug("finding the root of a container", logfields.ContainerID, c.ID, logfields.Error, err)
+		return nil, err
 	}
-	roots := make([]string, 0, len(pids))
-	for _, pid := range pids {
-		roots = append(roots, "/proc/"+strconv.Itoa(pid)+"/root")
-	}
-	return roots
+	defer p.Close()
+	return p.Root()
 }
 
 // track registers a container of an image, so that its exec events and
 // hits are known to be its own, before its plan is read, and replays the
-// hits its cgroup had before.
-func (f *funcProbes) track(c lifecycle.Container) *probedCgroup {
+// hits its cgroup had before (and the loss of those it could not hold).
+func (f *funcProbes) track(c lifecycle.Container, cgroupDir string) *probedCgroup {
 	if f == nil || c.CgroupID == 0 || c.Image.Digest == "" {
 		return nil
 	}
 	f.mu.Lock()
 	cg, ok := f.cgroups[c.CgroupID]
 	if !ok {
-		cg = &probedCgroup{digest: c.Image.Digest, binaries: map[binaryKey]bool{}}
+		cg = &probedCgroup{id: c.CgroupID, digest: c.Image.Digest, binaries: map[binaryKey]bool{}}
 		f.cgroups[c.CgroupID] = cg
 	}
+	if cg.dir == "" {
+		cg.dir = cgroupDir
+	}
 	var held []funcprobe.Hit
+	var dropped uint64
 	if hh := f.held[c.CgroupID]; hh != nil {
-		held = hh.hits
+		held, dropped = hh.hits, hh.dropped
 		delete(f.held, c.CgroupID)
 		f.nheld -= len(held)
 	}
@@ -261,12 +388,21 @@ func (f *funcProbes) track(c lifecycle.Container) *probedCgroup {
 	for _, h := range held {
 		f.onHit(h)
 	}
+	if dropped > 0 && f.emit != nil {
+		f.emit(sensor.LossEvent{CgroupID: c.CgroupID, Lost: dropped})
+	}
 	return cg
 }
 
+// planned is one binary of a plan to probe.
+type planned struct {
+	path string
+	plan store.GoPlan
+}
+
 // load reads the plan of cg's image once and probes each planned binary
-// not probed yet for it that one of roots holds.
-func (f *funcProbes) load(c lifecycle.Container, cg *probedCgroup, roots []string, timeout time.Duration) {
+// not probed yet for it that one of roots holds, within probeDeadline.
+func (f *funcProbes) load(c lifecycle.Container, cg *probedCgroup, roots iter.Seq[*containerfs.Root], timeout time.Duration, opts containerfs.Options) {
 	var plans map[string]store.GoPlan
 	f.mu.Lock()
 	planned := cg.plans != nil
@@ -280,11 +416,61 @@ func (f *funcProbes) load(c lifecycle.Container, cg *probedCgroup, roots []strin
 			f.log.Warn("reading the probe plan", logfields.Image, cg.digest, logfields.Error, err)
 			return
 		}
+		plans = f.checkPlans(cg.digest, plans)
 	}
+	todo := f.toProbe(c, cg, plans)
+	if len(todo) == 0 {
+		return
+	}
+	deadline := time.Now().Add(probeDeadline)
+	for root := range roots {
+		for i := 0; i < len(todo); {
+			if time.Now().After(deadline) {
+				f.stats.deadlines.Add(1)
+				f.log.Warn("probing a container's binaries took too long: the rest is not probed",
+					logfields.ContainerID, c.ID, logfields.Image, cg.digest, "deadline", probeDeadline, logfields.Count, len(todo))
+				return
+			}
+			file, err := root.Open(todo[i].path, opts)
+			if errors.Is(err, fs.ErrNotExist) {
+				i++
+				continue // another process's root may hold it
+			}
+			if err == nil {
+				f.acquire(cg, todo[i].path, todo[i].plan, file)
+				_ = file.Close()
+			} else {
+				f.refuse(c, cg, todo[i].path, err)
+			}
+			todo = append(todo[:i], todo[i+1:]...)
+		}
+		if len(todo) == 0 {
+			return
+		}
+	}
+}
+
+// checkPlans drops the plan entries whose path is not absolute and clean:
+// a plan is read from Redis, and "/app/../../proc/self/exe" must never
+// name anything.
+func (f *funcProbes) checkPlans(digest string, plans map[string]store.GoPlan) map[string]store.GoPlan {
+	for path := range plans {
+		if err := containerfs.CheckPath(path); err != nil {
+			f.stats.refusedPaths.Add(1)
+			f.log.Warn("refusing a probe plan path", logfields.Image, digest, logfields.Error, err)
+			delete(plans, path)
+		}
+	}
+	return plans
+}
+
+// toProbe records the plan of cg (when read now) and lists its binaries
+// not acquired yet for cg, sharing those its image has probed already.
+func (f *funcProbes) toProbe(c lifecycle.Container, cg *probedCgroup, plans map[string]store.GoPlan) []planned {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.cgroups[c.CgroupID] != cg {
-		return // stopped meanwhile
+	if f.cgroups[c.CgroupID] != cg || f.closed {
+		return nil // stopped meanwhile
 	}
 	if cg.plans == nil {
 		cg.plans = plans
@@ -292,23 +478,27 @@ func (f *funcProbes) load(c lifecycle.Container, cg *probedCgroup, roots []strin
 			cg.plans = map[string]store.GoPlan{}
 		}
 	}
+	var todo []planned
 	for path, plan := range cg.plans {
-		if cg.binaries[binaryKey{cg.digest, path, plan.BuildID}] {
+		key := binaryKey{cg.digest, path, plan.BuildID}
+		if cg.binaries[key] {
 			continue
 		}
-		for _, root := range roots {
-			file := filepath.Join(root, path)
-			_, err := os.Stat(file)
-			if err == nil {
-				f.acquire(cg, path, plan, file)
-				break
-			}
-			if errors.Is(err, fs.ErrPermission) {
-				f.refused(cg, path, err)
-				break
-			}
+		if b, ok := f.binaries[key]; ok {
+			b.refs++
+			cg.binaries[key] = true
+			continue
 		}
+		todo = append(todo, planned{path, plan})
 	}
+	return todo
+}
+
+// refuse says why a planned binary is not probed.
+func (f *funcProbes) refuse(c lifecycle.Container, cg *probedCgroup, path string, err error) {
+	f.stats.refusedFiles.Add(1)
+	f.log.Warn("refusing to probe a planned binary", logfields.ContainerID, c.ID, logfields.Image, cg.digest,
+		logfields.Path, path, logfields.Error, err)
 }
 
 // stopped releases the probes of a container that went; its hits still
@@ -332,13 +522,25 @@ func (f *funcProbes) stopped(c lifecycle.Container) {
 	delete(f.cgroups, c.CgroupID)
 	f.gone[c.CgroupID] = goneCgroup{digest: cg.digest, at: now}
 	for key := range cg.binaries {
-		b := f.binaries[key]
-		if b.refs--; b.refs > 0 {
-			continue
-		}
-		delete(f.binaries, key)
-		f.detach(b, "")
+		f.release(key)
 	}
+}
+
+// release drops a reference to the probes of key, detaching them with the
+// last; f.mu is held.
+func (f *funcProbes) release(key binaryKey) {
+	b := f.binaries[key]
+	if b == nil {
+		return
+	}
+	if b.refs--; b.refs > 0 {
+		return
+	}
+	delete(f.binaries, key)
+	if f.imagePoints[key.digest] -= b.points; f.imagePoints[key.digest] <= 0 {
+		delete(f.imagePoints, key.digest)
+	}
+	f.detach(b, "")
 }
 
 // exec sees a process of a tracked cgroup execute a file. A planned binary
@@ -362,107 +564,187 @@ func (f *funcProbes) exec(ev sensor.ExecEvent) {
 	}
 	key := binaryKey{cg.digest, ev.Path, plan.BuildID}
 	if !cg.binaries[key] {
+		dir := cg.dir
 		f.mu.Unlock()
-		// Attaching is slow next to the event path: not on the sensor's reader.
+		// Opening and attaching are slow next to the event path, and
+		// touch the container's files: never on the sensor's reader.
 		f.work.Add(1)
 		go func() {
 			defer f.work.Done()
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			if f.cgroups[ev.CgroupID] == cg && !cg.binaries[key] {
-				f.acquire(cg, ev.Path, plan, filepath.Join("/proc", strconv.Itoa(int(ev.PID)), "root", ev.Path))
+			c := lifecycle.Container{CgroupID: ev.CgroupID}
+			if f.share(cg, key) {
+				return
 			}
+			root, err := f.processRoot(int(ev.PID), dir)
+			if err != nil {
+				f.log.Debug("opening the root of a process that executed a planned binary", "pid", ev.PID, logfields.Error, err)
+				return
+			}
+			defer root.Close()
+			file, err := root.Open(ev.Path, imageFile)
+			if err != nil {
+				f.refuse(c, cg, ev.Path, err)
+				return
+			}
+			defer file.Close()
+			f.acquire(cg, ev.Path, plan, file)
 		}()
 		return
 	}
 	b := f.binaries[key]
-	probed := b.ready != 0 && b.ready < ev.Monotonic && !b.probed
-	b.probed = b.probed || probed
+	probed := b != nil && b.ready != 0 && b.ready < ev.Monotonic && !b.probed
+	if probed {
+		b.probed = true
+	}
 	f.mu.Unlock()
 	if probed {
 		f.emit(funcprobe.ProbedEvent{Header: ev.Header, Binary: ev.Path, BuildID: plan.BuildID})
 	}
 }
 
-// acquire probes the binary file (the planned path as this process reaches
-// it) for cg, or shares the probes its image has on it; f.mu is held. A
-// file of another build than the plan's is not probed: the offsets are not
-// its own.
-func (f *funcProbes) acquire(cg *probedCgroup, path string, plan store.GoPlan, file string) {
-	key := binaryKey{cg.digest, path, plan.BuildID}
-	if b, ok := f.binaries[key]; ok {
+// share takes a reference for cg to the probes its image has on key, and
+// reports whether cg has them now (or is gone: nothing to do).
+func (f *funcProbes) share(cg *probedCgroup, key binaryKey) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed || f.cgroups[cg.id] != cg || cg.binaries[key] {
+		return true
+	}
+	b, ok := f.binaries[key]
+	if ok {
 		b.refs++
 		cg.binaries[key] = true
-		return
 	}
-	id, err := gosym.ReadBuildID(file)
-	if errors.Is(err, fs.ErrPermission) {
-		f.refused(cg, path, err)
-		return
-	}
+	return ok
+}
+
+// buildID reads the Go build id of the open file, reading no more than
+// the note's few bytes whatever the file's headers claim.
+func buildID(file *os.File) (string, error) {
+	ef, err := elf.NewFile(file)
 	if err != nil {
-		f.log.Debug("reading the build id of a planned binary", logfields.Path, path, logfields.Error, err)
+		return "", fmt.Errorf("reading the ELF headers: %w", err)
+	}
+	sec := ef.Section(".note.go.buildid")
+	if sec == nil {
+		return "", gosym.ErrNoBuildID
+	}
+	if sec.Size > maxBuildIDNote || sec.Type == elf.SHT_NOBITS {
+		return "", fmt.Errorf("a .note.go.buildid of %d bytes: %w", sec.Size, gosym.ErrNoBuildID)
+	}
+	return gosym.BuildID(ef)
+}
+
+// acquire probes the open binary file (the planned path inside cg's root)
+// for cg, or shares the probes its image has on it. The build id is read
+// and the probes attached through file itself (/proc/self/fd/N): what was
+// checked is what is probed, whatever the container does at the path. A
+// file of another build than the plan's is not probed: the offsets are
+// not its own. f.mu is not held: it is taken only to update the maps.
+func (f *funcProbes) acquire(cg *probedCgroup, path string, plan store.GoPlan, file *os.File) {
+	key := binaryKey{cg.digest, path, plan.BuildID}
+	id, err := buildID(file)
+	if err != nil {
+		f.stats.refusedFiles.Add(1)
+		f.log.Info("not probing a planned binary without a readable Go build id", logfields.Path, path, logfields.Image, cg.digest, logfields.Error, err)
 		return
 	}
 	if id != plan.BuildID {
+		f.stats.refusedFiles.Add(1)
 		f.log.Info("not probing a binary of another build than planned", logfields.Path, path, logfields.Image, cg.digest,
 			"build_id", id, "planned", plan.BuildID)
 		return
 	}
-	exe, err := link.OpenExecutable(file)
-	if err != nil {
-		f.log.Warn("probing a binary", logfields.Path, path, logfields.Error, err)
+
+	f.mu.Lock()
+	if f.closed || f.cgroups[cg.id] != cg {
+		f.mu.Unlock()
+		return // stopped meanwhile
+	}
+	if b, ok := f.binaries[key]; ok {
+		if !cg.binaries[key] {
+			b.refs++
+			cg.binaries[key] = true
+		}
+		f.mu.Unlock()
 		return
 	}
-	b := &probedBinary{refs: 1, links: map[string][]link.Link{}}
 	// The places of one function are attached, and detached, together.
 	var symbols []string
 	offsets, cookies := map[string][]uint64{}, map[string][]uint64{}
+	points := 0
 	for _, p := range plan.Probes {
 		if f.hit[functionKey{key.digest, path, p.Symbol}] {
 			continue // reported already
-		}
-		pk := probeKey{key, p.Offset, p.Symbol}
-		cookie, ok := f.cookies[pk]
-		if !ok {
-			cookie = uint64(len(f.cookies) + 1)
-			f.cookies[pk], f.points[cookie] = cookie, pk
 		}
 		if _, ok := offsets[p.Symbol]; !ok {
 			symbols = append(symbols, p.Symbol)
 		}
 		offsets[p.Symbol] = append(offsets[p.Symbol], p.Offset)
-		cookies[p.Symbol] = append(cookies[p.Symbol], cookie)
+		points++
 	}
-	complete := true
+	if !f.limits.allow(points, f.imagePoints[key.digest]) {
+		inImage := f.imagePoints[key.digest]
+		f.mu.Unlock()
+		f.stats.refusedCaps.Add(1)
+		f.log.Warn("not probing a binary: too many probe points", logfields.Path, path, logfields.Image, cg.digest,
+			"points", points, "image_points", inImage, "max_per_binary", f.limits.PerBinary, "max_per_image", f.limits.PerImage)
+		return
+	}
 	for _, sym := range symbols {
-		links, err := f.probe.Attach(exe, offsets[sym], cookies[sym])
-		if err != nil {
-			f.log.Warn("probing a function", logfields.Path, path, "symbol", sym, logfields.Error, err)
-			complete = false
-			continue
+		for _, off := range offsets[sym] {
+			pk := probeKey{key, off, sym}
+			cookie, ok := f.cookies[pk]
+			if !ok {
+				cookie = uint64(len(f.cookies) + 1)
+				f.cookies[pk], f.points[cookie] = cookie, pk
+			}
+			cookies[sym] = append(cookies[sym], cookie)
 		}
+	}
+	// In place before attaching, so that other containers of the image
+	// share it and a stop while attaching releases it.
+	b := &probedBinary{refs: 1, points: points, links: map[string][]link.Link{}}
+	f.binaries[key] = b
+	cg.binaries[key] = true
+	f.imagePoints[key.digest] += points
+	f.mu.Unlock()
+
+	attached := map[string][]link.Link{}
+	complete := true
+	exe, err := link.OpenExecutable(containerfs.ProcPath(file))
+	if err != nil {
+		f.log.Warn("probing a binary", logfields.Path, path, logfields.Error, err)
+		complete = false
+	} else {
+		for _, sym := range symbols {
+			links, err := f.probe.Attach(exe, offsets[sym], cookies[sym])
+			if err != nil {
+				f.log.Warn("probing a function", logfields.Path, path, "symbol", sym, logfields.Error, err)
+				complete = false
+				continue
+			}
+			attached[sym] = links
+		}
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed || f.binaries[key] != b {
+		// Released (or the agent closing) while attaching: ours to close.
+		f.detach(&probedBinary{links: attached}, "")
+		return
+	}
+	for sym, links := range attached {
 		b.links[sym] = links
+		if f.hit[functionKey{key.digest, path, sym}] {
+			f.detach(b, sym) // hit while attaching
+		}
 	}
 	if complete {
 		b.ready = monotonicNow()
 	}
-	f.binaries[key] = b
-	cg.binaries[key] = true
-	f.log.Debug("probed a binary", logfields.Path, path, logfields.Image, cg.digest, logfields.Count, len(b.links), "complete", complete)
-}
-
-// refused counts a planned binary that the kernel would not let the agent
-// open through a container process's root (/proc/PID/root, which needs
-// ptrace_may_access): its functions go unprobed.
-func (f *funcProbes) refused(cg *probedCgroup, path string, err error) {
-	f.metrics.refused(featureFuncProbe)
-	log := f.log.Debug
-	if !f.warned.Swap(true) {
-		log = f.log.Warn
-	}
-	log("probing refused for lack of privilege: the kernel lets only a holder of CAP_SYS_PTRACE open a file through another user's, or a more privileged, process's root",
-		logfields.Path, path, logfields.Image, cg.digest, logfields.Error, err)
+	f.log.Debug("probed a binary", logfields.Path, path, logfields.Image, cg.digest, logfields.Count, len(attached), "complete", complete)
 }
 
 // onHit turns the first hit of a planned function in an image into a
@@ -502,26 +784,34 @@ func (f *funcProbes) onHit(h funcprobe.Hit) {
 	})
 }
 
-// holdHit keeps the hit of a cgroup not known yet, within bounds; f.mu is
-// held.
+// holdHit keeps the hit of a cgroup not known yet, within bounds; past
+// them it counts the hit, so that the cgroup's image is marked as having
+// lost it once the cgroup is named. f.mu is held.
 func (f *funcProbes) holdHit(h funcprobe.Hit) {
 	now := time.Now()
-	if f.nheld >= maxHeldHits {
+	hh := f.held[h.CgroupID]
+	if f.nheld >= maxHeldHits || (hh == nil && len(f.held) >= maxHeldHits) {
 		// Cgroups that were never named within the hold time never will.
-		for id, hh := range f.held {
-			if now.Sub(hh.since) > f.hold {
-				f.nheld -= len(hh.hits)
+		for id, old := range f.held {
+			if now.Sub(old.since) > f.hold {
+				f.nheld -= len(old.hits)
 				delete(f.held, id)
 			}
 		}
-		if f.nheld >= maxHeldHits {
-			return
-		}
+		hh = f.held[h.CgroupID]
 	}
-	hh := f.held[h.CgroupID]
 	if hh == nil {
+		if len(f.held) >= maxHeldHits {
+			f.stats.droppedHits.Add(1)
+			return // nowhere to count it: the cap on cgroups
+		}
 		hh = &heldHits{since: now}
 		f.held[h.CgroupID] = hh
+	}
+	if f.nheld >= maxHeldHits {
+		hh.dropped++
+		f.stats.droppedHits.Add(1)
+		return
 	}
 	hh.hits = append(hh.hits, h)
 	f.nheld++

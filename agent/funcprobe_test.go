@@ -2,13 +2,19 @@ package agent
 
 import (
 	"bytes"
+	"log/slog"
+	"os"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/inuse-dev/inuse/bpf/funcprobe"
 	"github.com/inuse-dev/inuse/bpf/sensor"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
+	"github.com/inuse-dev/inuse/internal/store"
+	"github.com/inuse-dev/inuse/scanner/gosym"
 )
 
 // Function probe events take the same Record schema as the sensor's, with
@@ -26,4 +32,101 @@ func TestFunctionRecordSchema(t *testing.T) {
 	require.Equal(t, `{`+ctr+`,"event":{"kind":"probed","cgroup_id":7,"pid":42,"monotonic_ns":9,"binary":"/app/api","build_id":"a/b/c/d"}}
 {`+ctr+`,"event":{"kind":"function","cgroup_id":7,"pid":42,"monotonic_ns":9,"binary":"/app/api","symbol":"golang.org/x/text/language.Parse"}}
 `, buf.String())
+}
+
+// newFuncProbes is a funcProbes without a kernel program: enough for
+// what happens before an attach.
+func newFuncProbes(limits ProbeLimits) (*funcProbes, *[]sensor.Event) {
+	var emitted []sensor.Event
+	return &funcProbes{
+		log: slog.New(slog.DiscardHandler), limits: limits, hold: time.Minute,
+		emit:    func(ev sensor.Event) { emitted = append(emitted, ev) },
+		cgroups: map[uint64]*probedCgroup{}, binaries: map[binaryKey]*probedBinary{}, imagePoints: map[string]int{},
+		cookies: map[probeKey]uint64{}, points: map[uint64]probeKey{}, hit: map[functionKey]bool{},
+		gone: map[uint64]goneCgroup{}, held: map[uint64]*heldHits{},
+	}, &emitted
+}
+
+// A binary whose plan has more points than a cap allows is not probed at
+// all, and counted.
+func TestProbeCaps(t *testing.T) {
+	self, err := os.Executable()
+	require.NoError(t, err)
+	id, err := gosym.ReadBuildID(self)
+	require.NoError(t, err)
+	plan := store.GoPlan{BuildID: id}
+	for i := range 5 {
+		plan.Probes = append(plan.Probes, store.GoProbe{Symbol: "main.f" + strconv.Itoa(i%3), Offset: uint64(0x1000 + i)})
+	}
+	for _, tc := range []struct {
+		name      string
+		limits    ProbeLimits
+		inImage   int // points the image has elsewhere
+		wantImage int
+	}{
+		{name: "per binary", limits: ProbeLimits{PerBinary: 4, PerImage: 100}},
+		{name: "per image", limits: ProbeLimits{PerBinary: 100, PerImage: 10}, inImage: 6, wantImage: 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, _ := newFuncProbes(tc.limits)
+			if tc.inImage > 0 {
+				f.imagePoints["sha256:aa"] = tc.inImage
+			}
+			c := lifecycle.Container{ID: "c", CgroupID: 7, Image: lifecycle.Image{Digest: "sha256:aa"}}
+			cg := f.track(c, "")
+			file, err := os.Open(self)
+			require.NoError(t, err)
+			defer file.Close()
+			f.acquire(cg, "/app/bin", plan, file)
+			require.EqualValues(t, 1, f.stats.refusedCaps.Load())
+			require.Empty(t, f.binaries)
+			require.Equal(t, tc.wantImage, f.imagePoints["sha256:aa"])
+		})
+	}
+}
+
+func TestProbeLimitsAllow(t *testing.T) {
+	l := ProbeLimits{PerBinary: 5, PerImage: 10}
+	for _, tc := range []struct {
+		points, inImage int
+		want            bool
+	}{
+		{5, 0, true}, {6, 0, false}, {5, 5, true}, {5, 6, false}, {0, 10, true}, {1, 10, false},
+	} {
+		require.Equal(t, tc.want, l.allow(tc.points, tc.inImage), "%d points, %d in the image", tc.points, tc.inImage)
+	}
+}
+
+// Plan paths from Redis that are not absolute and clean are dropped.
+func TestCheckPlans(t *testing.T) {
+	f, _ := newFuncProbes(ProbeLimits{})
+	plans := map[string]store.GoPlan{"/app/server": {}, "/app/../../proc/self/exe": {}, "app": {}, "/app//x": {}}
+	got := f.checkPlans("sha256:aa", plans)
+	require.Equal(t, map[string]store.GoPlan{"/app/server": {}}, got)
+	require.EqualValues(t, 3, f.stats.refusedPaths.Load())
+}
+
+// Hits of a cgroup not named yet past the cap are counted, and recorded
+// as a loss of its image once the cgroup is named.
+func TestHeldHitsOverCapBecomeLoss(t *testing.T) {
+	f, emitted := newFuncProbes(ProbeLimits{})
+	pk := probeKey{binaryKey{"sha256:aa", "/app/bin", "id"}, 0x10, "main.f"}
+	f.cookies[pk], f.points[1] = 1, pk
+	for range maxHeldHits + 3 {
+		f.onHit(funcprobe.Hit{CgroupID: 9, Cookie: 1})
+	}
+	require.EqualValues(t, 3, f.stats.droppedHits.Load())
+	f.track(lifecycle.Container{ID: "c", CgroupID: 9, Image: lifecycle.Image{Digest: "sha256:aa"}}, "")
+	var loss []sensor.LossEvent
+	var functions int
+	for _, ev := range *emitted {
+		switch e := ev.(type) {
+		case sensor.LossEvent:
+			loss = append(loss, e)
+		case funcprobe.FunctionEvent:
+			functions++
+		}
+	}
+	require.Equal(t, []sensor.LossEvent{{CgroupID: 9, Lost: 3}}, loss)
+	require.Equal(t, 1, functions, "the first hit is reported, once")
 }

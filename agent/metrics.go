@@ -53,10 +53,9 @@ func (s *sensorCounts) count(ev sensor.Event) {
 // The features whose refusals agentMetrics counts, in its order.
 const (
 	featureSeed = iota
-	featureFuncProbe
 )
 
-var features = []string{"seed", "funcprobe"}
+var features = []string{"seed"}
 
 // refused counts one refusal of feature; nil-safe.
 func (m *agentMetrics) refused(feature int) {
@@ -99,10 +98,11 @@ type agentMetrics struct {
 	// refusals counts, by feature (features), the work the kernel refused
 	// for lack of privilege: a process's /proc files read for seeding, a
 	// container's binary opened for function probes.
-	refusals [2]atomic.Uint64
+	refusals [1]atomic.Uint64
 	flush    *flushTimer   // nil without Redis
 	nri      *plugin.Stats // nil when not following containerd
 	docker   *dockerplugin.Stats
+	funcs    *probeStats // nil without function probes
 }
 
 // collector returns the agent's prometheus.Collector: it reads every
@@ -134,6 +134,7 @@ var (
 	colFailures   = desc("collector", "flush_failures_total", "Failed flushes to Redis; their updates are kept for the next.")
 	colPauses     = desc("collector", "guard_pauses_total", "Times the resource guard paused profiling.")
 	colPending    = desc("collector", "pending_members", "Profile members in memory waiting for the next flush.")
+	colPendingB   = desc("collector", "pending_bytes", "Estimated memory of the profile members waiting for the next flush.")
 	colPendingImg = desc("collector", "pending_images", "Images with updates waiting for the next flush.")
 	colImages     = desc("collector", "running_images", "Images with running containers.")
 	colContainers = desc("collector", "running_containers", "Containers being profiled: started and not stopped.")
@@ -144,8 +145,12 @@ var (
 	regNoDigest   = desc("registry", "no_digest_containers_total", "Containers not profiled because their image digest is unknown.")
 
 	refusals = desc("", "privilege_refusals_total",
-		"Work the kernel refused to the agent for lack of privilege, by feature: seed (a running container's process whose /proc files could not be read), funcprobe (a container binary that could not be opened for function probes). Non-zero means the feature does less than it should: grant what docs/install.md lists.",
+		"Work the kernel refused to the agent for lack of privilege, by feature: seed (a running container's process whose /proc files could not be read). Non-zero means the feature does less than it should: grant what docs/install.md lists.",
 		"feature")
+	funcRefused = desc("funcprobe", "refused_total",
+		"Planned binaries (or plan paths) not probed, by reason: file (not a regular file of the container's own root within the size cap, or of another build), path (a plan path not absolute and clean), cap (over --max-probes-per-binary or --max-probes-per-image), deadline (a container's probing ran out of time).",
+		"reason")
+	funcDroppedHits = desc("funcprobe", "dropped_hits_total", "Function probe hits of cgroups not named yet dropped over the cap; recorded as lost in the image's profile once named.")
 
 	handlerEvents = desc("discovery", "handled_total",
 		"Work done by the runtime handlers, by source (nri, docker) and result: started (tracked at start), synced (tracked at resync), failed, dropped (queue full), connections.",
@@ -156,7 +161,8 @@ var (
 func (a *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		sensorEvents, sensorLost, colObserved, colPaused, colOverflow, colFlushes, colFailures, colPauses,
-		colPending, colPendingImg, colImages, colContainers, regExpired, regDropped, regUnresolved, regNoDigest, refusals, handlerEvents,
+		colPending, colPendingB, colPendingImg, colImages, colContainers, regExpired, regDropped, regUnresolved, regNoDigest, refusals, handlerEvents,
+		funcRefused, funcDroppedHits,
 	} {
 		ch <- d
 	}
@@ -193,6 +199,7 @@ func (a *agentCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(colFailures, float64(st.Failures))
 		counter(colPauses, float64(st.Pauses))
 		gauge(colPending, float64(g.PendingMembers))
+		gauge(colPendingB, float64(g.PendingBytes))
 		gauge(colPendingImg, float64(g.PendingImages))
 		gauge(colImages, float64(g.RunningImages))
 		gauge(colContainers, float64(g.RunningContainers))
@@ -206,6 +213,13 @@ func (a *agentCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(regDropped, float64(st.Dropped))
 		counter(regUnresolved, float64(st.Unresolved))
 		counter(regNoDigest, float64(st.NoDigest))
+	}
+	if f := a.m.funcs; f != nil {
+		counter(funcRefused, float64(f.refusedFiles.Load()), "file")
+		counter(funcRefused, float64(f.refusedPaths.Load()), "path")
+		counter(funcRefused, float64(f.refusedCaps.Load()), "cap")
+		counter(funcRefused, float64(f.deadlines.Load()), "deadline")
+		counter(funcDroppedHits, float64(f.droppedHits.Load()))
 	}
 	if n := a.m.nri; n != nil {
 		counter(handlerEvents, float64(n.Started.Load()), "nri", "started")

@@ -92,7 +92,6 @@ func TestAgentMetricsFromCollector(t *testing.T) {
 	m.nri.Connections.Add(1)
 	m.refused(featureSeed)
 	m.refused(featureSeed)
-	m.refused(featureFuncProbe)
 	emit := func(ev sensor.Event) { m.sensor.count(ev); col.Observe(ctr, ev) }
 	for _, ev := range []sensor.Event{
 		sensor.FileEvent{Header: sensor.Header{CgroupID: 7}, Path: "/etc/passwd", Access: sensor.AccessRead},
@@ -130,7 +129,6 @@ func TestAgentMetricsFromCollector(t *testing.T) {
 		{"running containers", before, "inuse_agent_collector_running_containers", nil, 1},
 		{"no flush yet", before, "inuse_agent_collector_flush_duration_seconds", nil, 0},
 		{"seeding refused", before, "inuse_agent_privilege_refusals_total", []string{"feature", "seed"}, 2},
-		{"probing refused", before, "inuse_agent_privilege_refusals_total", []string{"feature", "funcprobe"}, 1},
 		{"nri starts", before, "inuse_agent_discovery_handled_total", []string{"source", "nri", "result", "started"}, 1},
 		{"flushed", after, "inuse_agent_collector_flushes_total", nil, 1},
 		{"one flush timed", after, "inuse_agent_collector_flush_duration_seconds", nil, 1},

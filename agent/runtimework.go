@@ -1,11 +1,12 @@
 package agent
 
 import (
-	"os"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/inuse-dev/inuse/internal/containerfs"
 )
 
 // runsContainerCode tells from /proc what bpf/sensor/runtime.h tells in
@@ -16,12 +17,12 @@ import (
 // not the image's. Mount ids are unique on the host, so the executable's
 // is in the process's mountinfo exactly when its mount is in that
 // namespace.
-func runsContainerCode(proc string) bool {
-	var stx unix.Statx_t
-	if unix.Statx(unix.AT_FDCWD, proc+"/exe", 0, unix.STATX_MNT_ID, &stx) != nil || stx.Mask&unix.STATX_MNT_ID == 0 {
+func runsContainerCode(proc *containerfs.Process) bool {
+	stx, err := proc.Statx("exe", unix.STATX_MNT_ID)
+	if err != nil || stx.Mask&unix.STATX_MNT_ID == 0 {
 		return false
 	}
-	b, err := os.ReadFile(proc + "/mountinfo")
+	b, err := proc.ReadFile("mountinfo", maxProcTable)
 	if err != nil {
 		return false
 	}

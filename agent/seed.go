@@ -1,9 +1,9 @@
 package agent
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/inuse-dev/inuse/bpf/sensor"
+	"github.com/inuse-dev/inuse/internal/cgroups"
+	"github.com/inuse-dev/inuse/internal/containerfs"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/logfields"
 )
@@ -23,20 +25,40 @@ import (
 // once instead of after its next restart: each process's executable
 // (exec), its executable file mappings (mapped), its open regular files
 // (read or written), and the sockets of its network namespace. Paths are
-// the container's own. A process that exits meanwhile is skipped.
+// the container's own. A process that exits meanwhile is skipped; one that
+// could not be read otherwise is recorded as a loss in the image's
+// profile, so that what it loaded is never claimed not observed.
+// Everything is read through internal/containerfs: a process is opened
+// once, checked to be in the container's cgroup, and its files in the
+// container's root are only stat'ed, inside that root.
 func (a *Agent) seed(c lifecycle.Container) {
-	s := &seeder{cgroupID: c.CgroupID, emit: a.registry.Observe, seen: map[string]bool{}, netns: map[string]bool{}}
+	dir := a.hierarchy.Path(c.CgroupPath)
+	s := &seeder{cgroupID: c.CgroupID, hierarchy: a.hierarchy, dir: dir, emit: a.registry.Observe, seen: map[string]bool{}, netns: map[string]bool{}}
 	if host, err := os.Readlink("/proc/self/ns/net"); err == nil {
 		s.netns[host] = true // the host's sockets are not the container's
 	}
-	pids, err := cgroupPIDs(a.hierarchy.Path(c.CgroupPath))
-	if err != nil {
-		a.log.Warn("seeding a running container", logfields.ContainerID, c.ID, logfields.Error, err)
+	lost := func(n int, err error) {
+		a.log.Warn("seeding a running container: recorded as lost in its profile", logfields.ContainerID, c.ID, logfields.Count, n, logfields.Error, err)
+		a.registry.Observe(sensor.LossEvent{CgroupID: c.CgroupID, Lost: uint64(n)})
+	}
+	if c.CgroupPath == "" {
+		lost(1, errors.New("no cgroup path: its processes cannot be checked"))
 		return
 	}
+	pids, err := cgroupPIDs(dir)
+	if err != nil {
+		lost(1, err)
+		return
+	}
+	var errs []error
 	refused := 0
 	for _, pid := range pids {
-		if err := s.process(pid); err != nil {
+		err := s.process(pid)
+		if err == nil {
+			continue
+		}
+		errs = append(errs, err)
+		if errors.Is(err, fs.ErrPermission) {
 			refused++
 			a.metrics.refused(featureSeed)
 			if refused == 1 {
@@ -45,6 +67,9 @@ func (a *Agent) seed(c lifecycle.Container) {
 					logfields.ContainerID, c.ID, logfields.PID, pid, logfields.Error, err)
 			}
 		}
+	}
+	if len(errs) > 0 {
+		lost(len(errs), errors.Join(errs...))
 	}
 	a.log.Debug("seeded a running container", logfields.ContainerID, c.ID, "processes", len(pids), "refused", refused, "members", len(s.seen))
 }
@@ -81,11 +106,20 @@ func cgroupPIDs(dir string) ([]int, error) {
 
 // seeder reads the processes of one container.
 type seeder struct {
-	cgroupID uint64
-	emit     func(sensor.Event)
-	seen     map[string]bool // what was emitted: one event per file and use
-	netns    map[string]bool // network namespaces read, the host's among them
+	cgroupID  uint64
+	hierarchy cgroups.Hierarchy
+	dir       string // the container's cgroup directory
+	emit      func(sensor.Event)
+	seen      map[string]bool // what was emitted: one event per file and use
+	netns     map[string]bool // network namespaces read, the host's among them
 }
+
+// Caps on what is read from /proc for one process: more is an error.
+const (
+	maxProcTable = 64 << 20 // maps, mountinfo, net/tcp...
+	maxFdinfo    = 64 << 10
+	maxOpenFds   = 1 << 16
+)
 
 func (s *seeder) header(pid int) sensor.Header {
 	return sensor.Header{CgroupID: s.cgroupID, PID: uint32(pid), Seeded: true}
@@ -100,21 +134,38 @@ func (s *seeder) once(key string) bool {
 	return true
 }
 
-// process reads one process; whatever it cannot read (the process exited,
-// a file went away) is left out. It returns an error only when the kernel
-// refuses this process's /proc files to the agent (ptrace_may_access):
-// then nothing of it was read.
+// gone reports whether err says the process exited (or its pid is now
+// another's): nothing it loaded is in use any more.
+func gone(err error) bool {
+	return errors.Is(err, unix.ESRCH) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, containerfs.ErrOtherCgroup)
+}
+
+// process reads one process; a process that exited meanwhile is skipped,
+// and what else it cannot read is returned as an error.
 func (s *seeder) process(pid int) error {
-	proc := "/proc/" + strconv.Itoa(pid)
+	proc, err := containerfs.OpenProcess(s.hierarchy, pid, s.dir)
+	if err != nil {
+		if gone(err) {
+			return nil
+		}
+		return err
+	}
+	defer proc.Close()
+	err = s.read(proc)
+	if gone(err) {
+		return nil
+	}
+	return err
+}
+
+func (s *seeder) read(proc *containerfs.Process) error {
+	pid := proc.PID()
 	// The kernel names files relative to the reader's root: a process in
 	// its own mount namespace shows the container's paths, and one
 	// chrooted in ours shows them under its root, which is cut off.
-	root, err := os.Readlink(proc + "/root")
+	root, err := proc.Readlink("root")
 	if err != nil {
-		if errors.Is(err, fs.ErrPermission) {
-			return err
-		}
-		return nil
+		return err
 	}
 	if !runsContainerCode(proc) {
 		return nil
@@ -132,36 +183,43 @@ func (s *seeder) process(pid int) error {
 		}
 		return p, true
 	}
-	origin := rootOf(proc).origin
-	if exe, err := os.Readlink(proc + "/exe"); err == nil {
-		if p, ok := path(exe); ok && s.once("exec "+p) {
-			s.emit(sensor.ExecEvent{Header: s.header(pid), Role: sensor.RoleBinary, Path: p, Origin: origin(p)})
-		}
+	r, err := rootOf(proc)
+	if err != nil {
+		return err
 	}
-	s.mappings(pid, proc, path, origin)
-	s.openFiles(pid, proc, path, origin)
-	s.sockets(pid, proc)
-	return nil
+	defer r.Close()
+	if exe, err := proc.Readlink("exe"); err == nil {
+		if p, ok := path(exe); ok && s.once("exec "+p) {
+			s.emit(sensor.ExecEvent{Header: s.header(pid), Role: sensor.RoleBinary, Path: p, Origin: r.origin(p)})
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) { // a kernel thread has none
+		return err
+	}
+	return errors.Join(s.mappings(proc, path, r.origin), s.openFiles(proc, path, r.origin), s.sockets(proc))
 }
 
 // processRoot is what decides the origin of a process's files from user
 // space, as origin.h does in the kernel: the device of its root, and the
 // upper (writable) directory when the root is an overlay.
 type processRoot struct {
-	proc  string
+	root  *containerfs.Root
 	dev   uint64
-	upper string
+	upper *containerfs.Root // nil unless the root is an overlay
 }
 
-func rootOf(proc string) processRoot {
-	r := processRoot{proc: proc}
-	var st unix.Stat_t
-	if unix.Stat(proc+"/root/", &st) == nil {
+func rootOf(proc *containerfs.Process) (processRoot, error) {
+	root, err := proc.Root()
+	if err != nil {
+		return processRoot{}, err
+	}
+	r := processRoot{root: root}
+	if st, err := root.Stat("/", containerfs.Options{}); err == nil {
 		r.dev = st.Dev
 	}
-	b, err := os.ReadFile(proc + "/mountinfo")
+	b, err := proc.ReadFile("mountinfo", maxProcTable)
 	if err != nil {
-		return r
+		r.Close()
+		return processRoot{}, err
 	}
 	for line := range strings.Lines(string(b)) {
 		// id parent dev root mountpoint options... - fstype source superoptions
@@ -172,11 +230,26 @@ func rootOf(proc string) processRoot {
 		}
 		for opt := range strings.SplitSeq(super[2], ",") {
 			if v, ok := strings.CutPrefix(opt, "upperdir="); ok && strings.HasPrefix(v, "/") {
-				r.upper = v
+				if r.upper != nil {
+					r.upper.Close()
+				}
+				// The upper directory's contents are the container's:
+				// looked up inside it, never followed out of it.
+				r.upper, _ = containerfs.OpenRoot(v)
 			}
 		}
 	}
-	return r
+	return r, nil
+}
+
+// Close closes the roots.
+func (r processRoot) Close() {
+	if r.root != nil {
+		r.root.Close()
+	}
+	if r.upper != nil {
+		r.upper.Close()
+	}
 }
 
 // origin of the file at p (a path in the process's root). On another
@@ -186,71 +259,80 @@ func rootOf(proc string) processRoot {
 // copy the lower copy's inode number, and a file of the upper layer alone
 // the upper file's.
 func (r processRoot) origin(p string) sensor.Origin {
-	var st unix.Stat_t
-	if r.dev == 0 || unix.Stat(r.proc+"/root"+p, &st) != nil {
+	if r.dev == 0 {
+		return sensor.OriginImage
+	}
+	st, err := r.root.Stat(p, containerfs.Options{})
+	if err != nil {
 		return sensor.OriginImage
 	}
 	if st.Dev != r.dev {
 		return sensor.OriginVolume
 	}
-	var up unix.Stat_t
-	if r.upper != "" && unix.Stat(r.upper+p, &up) == nil && up.Ino == st.Ino {
-		return sensor.OriginContainer
+	if r.upper != nil {
+		if up, err := r.upper.Stat(p, containerfs.Options{}); err == nil && up.Ino == st.Ino {
+			return sensor.OriginContainer
+		}
 	}
 	return sensor.OriginImage
 }
 
 // mappings reads the executable file mappings: shared libraries, the ELF
 // loader, native extension modules.
-func (s *seeder) mappings(pid int, proc string, path func(string) (string, bool), origin func(string) sensor.Origin) {
-	f, err := os.Open(proc + "/maps")
+func (s *seeder) mappings(proc *containerfs.Process, path func(string) (string, bool), origin func(string) sensor.Origin) error {
+	b, err := proc.ReadFile("maps", maxProcTable)
 	if err != nil {
-		return
+		return err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
+	for line := range strings.Lines(string(b)) {
 		// address perms offset dev inode path (the path may hold spaces)
-		fields := strings.SplitN(sc.Text(), " ", 6)
+		fields := strings.SplitN(strings.TrimSuffix(line, "\n"), " ", 6)
 		if len(fields) < 6 || len(fields[1]) < 3 || fields[1][2] != 'x' {
 			continue
 		}
 		if p, ok := path(strings.TrimLeft(fields[5], " ")); ok && s.once("mapped "+p) {
-			s.emit(sensor.FileEvent{Header: s.header(pid), Path: p, Access: sensor.AccessMapped, Origin: origin(p)})
+			s.emit(sensor.FileEvent{Header: s.header(proc.PID()), Path: p, Access: sensor.AccessMapped, Origin: origin(p)})
 		}
 	}
+	return nil
 }
 
 // openFiles reads the regular files the process holds open, e.g. a JVM's
 // class-path jars.
-func (s *seeder) openFiles(pid int, proc string, path func(string) (string, bool), origin func(string) sensor.Origin) {
-	fds, err := os.ReadDir(proc + "/fd")
+func (s *seeder) openFiles(proc *containerfs.Process, path func(string) (string, bool), origin func(string) sensor.Origin) error {
+	dir, err := proc.Open("fd")
 	if err != nil {
-		return
+		return err
+	}
+	defer dir.Close()
+	fds, err := dir.Readdirnames(maxOpenFds)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("listing open files of process %d: %w", proc.PID(), err)
 	}
 	for _, fd := range fds {
-		link := proc + "/fd/" + fd.Name()
-		target, err := os.Readlink(link)
+		target, err := proc.Readlink("fd/" + fd)
 		if err != nil {
-			continue
+			continue // closed meanwhile
 		}
 		p, ok := path(target)
 		if !ok {
 			continue
 		}
-		if st, err := os.Stat(link); err != nil || !st.Mode().IsRegular() {
+		// stat, not open: the descriptor's own file, whatever it is.
+		if st, err := proc.Fstatat("fd/" + fd); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 			continue
 		}
-		access := openAccess(proc + "/fdinfo/" + fd.Name())
+		access := openAccess(proc, fd)
 		if access != 0 && s.once(fmt.Sprintf("file %d %s", access, p)) {
-			s.emit(sensor.FileEvent{Header: s.header(pid), Path: p, Access: access, Origin: origin(p)})
+			s.emit(sensor.FileEvent{Header: s.header(proc.PID()), Path: p, Access: access, Origin: origin(p)})
 		}
 	}
+	return nil
 }
 
 // openAccess reads how a descriptor was opened from its fdinfo flags.
-func openAccess(fdinfo string) sensor.Access {
-	b, err := os.ReadFile(fdinfo)
+func openAccess(proc *containerfs.Process, fd string) sensor.Access {
+	b, err := proc.ReadFile("fdinfo/"+fd, maxFdinfo)
 	if err != nil {
 		return 0
 	}
@@ -287,10 +369,14 @@ const (
 // sockets reads the sockets of the process's network namespace, once per
 // namespace: ports served (listening TCP, bound UDP) and reached
 // (connected sockets whose local port is not one served).
-func (s *seeder) sockets(pid int, proc string) {
-	ns, err := os.Readlink(proc + "/ns/net")
-	if err != nil || s.netns[ns] {
-		return
+func (s *seeder) sockets(proc *containerfs.Process) error {
+	pid := proc.PID()
+	ns, err := proc.Readlink("ns/net")
+	if err != nil {
+		return err
+	}
+	if s.netns[ns] {
+		return nil
 	}
 	s.netns[ns] = true
 	type sock struct {
@@ -298,9 +384,13 @@ func (s *seeder) sockets(pid int, proc string) {
 		state         uint64
 		ipv6          bool
 	}
+	var errs []error
 	read := func(name string) []sock {
-		b, err := os.ReadFile(proc + "/net/" + name)
+		b, err := proc.ReadFile("net/"+name, maxProcTable)
 		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) { // no IPv6
+				errs = append(errs, err)
+			}
 			return nil
 		}
 		var out []sock
@@ -344,6 +434,7 @@ func (s *seeder) sockets(pid int, proc string) {
 			emit(sensor.UDP, sensor.Outbound, sensor.OpConnect, k.remote, k.ipv6)
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // portOf reads the port of an "ADDRESS:PORT" column (hexadecimal).

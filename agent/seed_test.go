@@ -127,7 +127,10 @@ func TestSeedRunningContainer(t *testing.T) {
 	// A pid that is not there (any more) is skipped, without an error;
 	// TestSeedProcessExitsDuringSeeding has processes exit mid-seeding.
 	n := len(sink.events)
-	(&seeder{cgroupID: id, emit: func(ev sensor.Event) { sink.Observe(c, ev) }, seen: map[string]bool{}, netns: map[string]bool{}}).process(1 << 30)
+	require.NoError(t, (&seeder{cgroupID: id, hierarchy: h, dir: dir, emit: func(ev sensor.Event) { sink.Observe(c, ev) }, seen: map[string]bool{}, netns: map[string]bool{}}).process(1<<30))
+	require.Len(t, sink.events, n)
+	// A process of another cgroup (the test's own) is not read.
+	require.NoError(t, (&seeder{cgroupID: id, hierarchy: h, dir: dir, emit: func(ev sensor.Event) { sink.Observe(c, ev) }, seen: map[string]bool{}, netns: map[string]bool{}}).process(os.Getpid()))
 	require.Len(t, sink.events, n)
 }
 
@@ -144,16 +147,20 @@ func TestSeedOrigins(t *testing.T) {
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	own, err := h.OfProcess(cmd.Process.Pid)
+	require.NoError(t, err)
 	want := map[string]sensor.Origin{"/tmp/made": sensor.OriginContainer, "/etc/passwd": sensor.OriginImage, "/vol/f": sensor.OriginVolume}
 	var got map[string]sensor.Origin
 	require.Eventually(t, func() bool {
 		got = map[string]sensor.Origin{}
-		s := &seeder{emit: func(ev sensor.Event) {
+		s := &seeder{hierarchy: h, dir: h.Path(own), emit: func(ev sensor.Event) {
 			if f, ok := ev.(sensor.FileEvent); ok && f.Access == sensor.AccessRead {
 				got[f.Path] = f.Origin
 			}
 		}, seen: map[string]bool{}, netns: map[string]bool{}}
-		s.process(cmd.Process.Pid)
+		require.NoError(t, s.process(cmd.Process.Pid))
 		return len(got) == len(want)
 	}, 10*time.Second, 50*time.Millisecond, "the three files held open: %v", got)
 	require.Equal(t, want, got)
@@ -182,8 +189,12 @@ func TestSeedSkipsRuntimeInit(t *testing.T) {
 			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 			require.Eventually(t, func() bool { _, err := os.Stat(ready); return err == nil }, 10*time.Second, 20*time.Millisecond)
 
+			h, err := cgroups.Unified()
+			require.NoError(t, err)
+			own, err := h.OfProcess(cmd.Process.Pid)
+			require.NoError(t, err)
 			var events []sensor.Event
-			(&seeder{emit: func(ev sensor.Event) { events = append(events, ev) }, seen: map[string]bool{}, netns: map[string]bool{}}).process(cmd.Process.Pid)
+			require.NoError(t, (&seeder{hierarchy: h, dir: h.Path(own), emit: func(ev sensor.Event) { events = append(events, ev) }, seen: map[string]bool{}, netns: map[string]bool{}}).process(cmd.Process.Pid))
 			held := slices.ContainsFunc(events, func(ev sensor.Event) bool {
 				f, ok := ev.(sensor.FileEvent)
 				return ok && f.Path == "/etc/hostname"

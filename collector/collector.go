@@ -28,12 +28,32 @@ type Config struct {
 	// away; what overflows is dropped, counted and recorded as lost.
 	// Zero means 1,000,000.
 	MaxPending int
+	// MaxPendingBytes bounds the estimated memory of those members in
+	// all (a path may be 4 KiB: members alone do not bound memory), and
+	// MaxImagePendingBytes that of one image's, so that one image
+	// flooding long paths cannot crowd the others out. What overflows is
+	// dropped, counted and recorded as lost in its image's profile. Zero
+	// means DefaultMaxPendingBytes and DefaultMaxImagePendingBytes.
+	MaxPendingBytes, MaxImagePendingBytes int64
 	// Learning sets when a profile is done.
 	Learning store.LearningConfig
 	// Guard, when its budgets are set, pauses profiling while the agent
 	// uses too much CPU or memory.
 	Guard GuardConfig
 }
+
+// Defaults of the byte bounds of pending members.
+const (
+	DefaultMaxPendingBytes      = 128 << 20
+	DefaultMaxImagePendingBytes = 32 << 20
+)
+
+// memberOverhead is what a pending member costs beside its bytes: the
+// map entry, the string header and the first-seen time.
+const memberOverhead = 64
+
+// memberCost estimates the memory of a pending member.
+func memberCost(value string) int64 { return int64(len(value)) + memberOverhead }
 
 // Writer is the part of the store the collector writes through.
 type Writer interface {
@@ -63,6 +83,8 @@ type Collector struct {
 	mu      sync.Mutex
 	pending map[string]*store.Delta // by image digest
 	size    int
+	bytes   int64            // estimated memory of the pending members
+	byImage map[string]int64 // the same by image digest
 	stats   Stats
 	running map[string]int // image digest -> containers running
 	down    bool           // last flush failed
@@ -78,6 +100,12 @@ func New(log *slog.Logger, w Writer, cfg Config) *Collector {
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = 1_000_000
 	}
+	if cfg.MaxPendingBytes <= 0 {
+		cfg.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	if cfg.MaxImagePendingBytes <= 0 {
+		cfg.MaxImagePendingBytes = DefaultMaxImagePendingBytes
+	}
 	if cfg.Learning == (store.LearningConfig{}) {
 		cfg.Learning = store.DefaultLearning
 	}
@@ -87,6 +115,7 @@ func New(log *slog.Logger, w Writer, cfg Config) *Collector {
 		cfg:     cfg,
 		now:     time.Now,
 		pending: map[string]*store.Delta{},
+		byImage: map[string]int64{},
 		running: map[string]int{},
 	}
 	c.guard = newGuard(cfg.Guard, c.recordPause)
@@ -155,16 +184,18 @@ func (c *Collector) Observe(ctr lifecycle.Container, ev sensor.Event) {
 	for _, m := range members(ev) {
 		// Evidence says which loaded files were read from /proc; what
 		// bounded sections hold is no evidence, and Seeded is not bounded.
-		if c.add(d, m, ms) && seeded && !m.section.Bounded() {
-			c.add(d, member{store.Seeded, store.SeededMember(m.section, m.value)}, ms)
+		if c.add(ctr.Image.Digest, d, m, ms) && seeded && !m.section.Bounded() {
+			c.add(ctr.Image.Digest, d, member{store.Seeded, store.SeededMember(m.section, m.value)}, ms)
 		}
 	}
 }
 
-// add adds m to d unless MaxPending is reached; c.mu is held. It reports
-// whether m is in d.
-func (c *Collector) add(d *store.Delta, m member, ms int64) bool {
-	if c.size >= c.cfg.MaxPending {
+// add adds m to d (digest's delta) unless a bound on pending members is
+// reached: MaxPending, MaxPendingBytes or digest's MaxImagePendingBytes;
+// c.mu is held. It reports whether m is in d.
+func (c *Collector) add(digest string, d *store.Delta, m member, ms int64) bool {
+	cost := memberCost(m.value)
+	if c.size >= c.cfg.MaxPending || c.bytes+cost > c.cfg.MaxPendingBytes || c.byImage[digest]+cost > c.cfg.MaxImagePendingBytes {
 		if _, ok := d.Sections[m.section][m.value]; !ok {
 			c.stats.Overflow++
 			d.Losses++
@@ -173,8 +204,21 @@ func (c *Collector) add(d *store.Delta, m member, ms int64) bool {
 	}
 	if d.Add(m.section, m.value, ms) {
 		c.size++
+		c.bytes += cost
+		c.byImage[digest] += cost
 	}
 	return true
+}
+
+// deltaBytes estimates the memory of a delta's section members.
+func deltaBytes(d *store.Delta) int64 {
+	var n int64
+	for _, m := range d.Sections {
+		for v := range m {
+			n += memberCost(v)
+		}
+	}
+	return n
 }
 
 // Stats returns the collector's counters.
@@ -188,17 +232,18 @@ func (c *Collector) Stats() Stats {
 
 // Gauges are the collector's current levels, for monitoring.
 type Gauges struct {
-	PendingMembers    int // profile members waiting for the next flush (bounded by MaxPending)
-	PendingImages     int // images with a pending delta
-	RunningImages     int // images with running containers
-	RunningContainers int // containers started and not stopped
+	PendingMembers    int   // profile members waiting for the next flush (bounded by MaxPending)
+	PendingBytes      int64 // their estimated memory (bounded by MaxPendingBytes)
+	PendingImages     int   // images with a pending delta
+	RunningImages     int   // images with running containers
+	RunningContainers int   // containers started and not stopped
 }
 
 // Gauges returns the collector's current levels; it only reads.
 func (c *Collector) Gauges() Gauges {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	g := Gauges{PendingMembers: c.size, PendingImages: len(c.pending), RunningImages: len(c.running)}
+	g := Gauges{PendingMembers: c.size, PendingBytes: c.bytes, PendingImages: len(c.pending), RunningImages: len(c.running)}
 	for _, n := range c.running {
 		g.RunningContainers += n
 	}
@@ -234,7 +279,7 @@ func (c *Collector) Flush(ctx context.Context) error {
 	c.mu.Lock()
 	batch := c.pending
 	c.pending = map[string]*store.Delta{}
-	c.size = 0
+	c.size, c.bytes, c.byImage = 0, 0, map[string]int64{}
 	for digest := range c.running {
 		if batch[digest] == nil {
 			batch[digest] = store.NewDelta()
@@ -255,9 +300,12 @@ func (c *Collector) Flush(ctx context.Context) error {
 			d.Merge(c.pending[digest])
 			c.pending[digest] = d
 		}
-		c.size = 0
-		for _, d := range c.pending {
+		c.size, c.bytes, c.byImage = 0, 0, map[string]int64{}
+		for digest, d := range c.pending {
 			c.size += d.Size()
+			b := deltaBytes(d)
+			c.bytes += b
+			c.byImage[digest] = b
 		}
 		if !c.down {
 			c.log.Warn("redis unavailable: keeping profile updates in memory", logfields.Error, err, logfields.Count, c.size)

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -385,4 +386,37 @@ func TestSeededEventsAreRecorded(t *testing.T) {
 	require.Equal(t, []string{"/etc/hosts"}, values(p.Sections[store.FilesRead]))
 	require.ElementsMatch(t, []string{"exec|/usr/bin/python3.11", "mapped|/usr/lib/x86_64-linux-gnu/libssl.so.3"}, values(p.Sections[store.Seeded]))
 	require.EqualValues(t, 1, p.Meta.PartialContainers)
+}
+
+// Pending members are bounded in bytes, in all and per image: an image
+// flooding 4 KiB paths while Redis is away loses its own members (recorded
+// as lost in its profile), and a quiet image's library still gets in.
+func TestPendingBytesBound(t *testing.T) {
+	const quietDigest = "sha256:5555555555555555555555555555555555555555555555555555555555555555"
+	long := strings.Repeat("x", 4000)
+	for _, tc := range []struct {
+		name                string
+		total, image        int64
+		wantFlood, wantLoss int
+	}{
+		// 64 KiB per image: 16 members of 4,066 bytes, the rest lost.
+		{name: "per image", total: 1 << 20, image: 64 << 10, wantFlood: 16, wantLoss: 84},
+		// 40 KiB in all: 10 flooding members, and room left for the quiet one.
+		{name: "in all", total: 40 << 10, image: 1 << 20, wantFlood: 10, wantLoss: 90},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := New(quiet, nil, Config{Node: "n", MaxPendingBytes: tc.total, MaxImagePendingBytes: tc.image})
+			flood := container("flood")
+			q := lifecycle.Container{ID: "quiet", Runtime: lifecycle.RuntimeExec, Image: lifecycle.Image{Digest: quietDigest}, CgroupID: 8}
+			for i := range 100 {
+				c.Observe(flood, sensor.FileEvent{Path: "/" + long + strconv.Itoa(i), Access: sensor.AccessRead})
+			}
+			c.Observe(q, sensor.FileEvent{Path: "/usr/lib/libssl.so.3", Access: sensor.AccessMapped})
+			require.Equal(t, tc.wantFlood, len(c.pending[digest].Sections[store.FilesRead]))
+			require.EqualValues(t, tc.wantLoss, c.pending[digest].Losses)
+			require.Contains(t, c.pending[quietDigest].Sections[store.Mapped], "/usr/lib/libssl.so.3")
+			require.Zero(t, c.pending[quietDigest].Losses)
+			require.LessOrEqual(t, c.Gauges().PendingBytes, tc.total)
+		})
+	}
 }

@@ -153,7 +153,7 @@ func TestPrecisionUnderRuntimes(t *testing.T) {
 		var mine []tracedRun
 		for name, cmd := range precisionWorkloads {
 			ref := "docker.io/inuse-test/precision-" + name + ":1"
-			digest := c.ImportImage(t, root, ref, "sh")
+			digest := c.ImportImage(t, root, ref, name) // a config of its own: a digest and a profile of its own
 			traces := runtimes.TmpfsDir(top)
 			pod := c.RunPod(t, "precision-"+name, "default", "uid-precision-"+name)
 			c.RunToExitWith(t, runtimes.RunOptions{Mounts: map[string]string{"/trace": traces}}, pod, ref, "app", straceCmd(cmd)...)

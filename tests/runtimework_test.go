@@ -2,6 +2,7 @@ package tests
 
 import (
 	"cmp"
+	"path/filepath"
 	"os/exec"
 	"testing"
 
@@ -15,7 +16,7 @@ import (
 )
 
 // runtimeOnlySyscalls are what an OCI runtime's init calls inside the
-// container's cgroup to set it up, and /usr/bin/true never does.
+// container's cgroup to set it up, and /usr/bin/sleep never does.
 var runtimeOnlySyscalls = []string{"pivot_root", "mount", "unshare", "setns", "seccomp", "sethostname"}
 
 // What each OCI runtime does in the container's cgroup before it executes
@@ -23,14 +24,17 @@ var runtimeOnlySyscalls = []string{"pivot_root", "mount", "unshare", "setns", "s
 // host's libseccomp and libc, and re-executing itself from a memfd), crun
 // (Debian's, linked the same way) and the upstream static runc, through
 // dockerd, and Debian's runc through containerd's CRI. The profile of an
-// image whose entrypoint is /usr/bin/true holds exactly what true loads:
-// nothing of the runtime's libraries, files or set-up syscalls.
+// image whose entrypoint is /usr/bin/sleep holds exactly what sleep loads:
+// nothing of the runtime's libraries, files or set-up syscalls. (It sleeps
+// past the agent's poll of the cgroup's syscalls.)
 func TestRuntimeWorkIsNotTheImages(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	root, loader := dynamicRoot(t)
+	runtimes.CopyFile(t, "/usr/bin/sleep", filepath.Join(root, "usr/bin/sleep"))
 	libc := "/usr/lib/x86_64-linux-gnu/libc.so.6"
+	entrypoint := []string{"/usr/bin/sleep", "1.5"}
 	want := map[store.Section][]string{
-		store.Exec:      {"/usr/bin/true", loader},
+		store.Exec:      {"/usr/bin/sleep", loader},
 		store.Mapped:    {libc},
 		store.FilesRead: {libc},
 	}
@@ -44,7 +48,7 @@ func TestRuntimeWorkIsNotTheImages(t *testing.T) {
 	check := func(t *testing.T, st *store.Store, digest string) {
 		t.Helper()
 		p := waitProfile(t, st, digest, func(p *store.Profile) bool {
-			return has(p, store.Exec, "/usr/bin/true") && has(p, store.Mapped, libc) && len(p.Sections[store.Syscalls]) > 0
+			return has(p, store.Exec, "/usr/bin/sleep") && has(p, store.Mapped, libc) && len(p.Sections[store.Syscalls]) > 0
 		})
 		for sec, members := range p.Sections {
 			if sec == store.Syscalls || sec == store.Seeded {
@@ -80,8 +84,8 @@ func TestRuntimeWorkIsNotTheImages(t *testing.T) {
 					t.Skip("crun refuses hosts with cgroup v1 controllers beside cgroup2 (hybrid), as this one has")
 				}
 				ref := "inuse-test/true-" + name + ":1"
-				digest := d.ImportImage(t, root, ref, `CMD ["/usr/bin/true"]`)
-				_, wait := d.RunWith(t, runtimes.RunOptions{Runtime: rt}, ref)
+				digest := d.ImportImage(t, root, ref)
+				_, wait := d.RunWith(t, runtimes.RunOptions{Runtime: rt}, ref, entrypoint...)
 				wait()
 				check(t, st, digest)
 			})
@@ -96,10 +100,10 @@ func TestRuntimeWorkIsNotTheImages(t *testing.T) {
 		defer st.Close()
 		c := runtimes.StartContainerd(t, nil)
 		c.ImportPause(t)
-		digest := c.ImportImage(t, root, "docker.io/inuse-test/true:1", "/usr/bin/true")
+		digest := c.ImportImage(t, root, "docker.io/inuse-test/sleep:1", entrypoint...)
 		a := runtimes.StartAgent(t, agentBinary, nil, "--redis", srv.URL(), "--nri-socket", c.NRI, "--docker=false", "--flush-interval", "200ms")
 		a.WaitLog(t, "connected to the runtime over NRI")
-		c.RunToExit(t, c.RunPod(t, "true", "default", "uid-runtime-work"), "docker.io/inuse-test/true:1", "app", "/usr/bin/true")
+		c.RunToExit(t, c.RunPod(t, "sleep", "default", "uid-runtime-work"), "docker.io/inuse-test/sleep:1", "app", entrypoint...)
 		check(t, st, digest)
 		a.Stop(t)
 	})

@@ -35,6 +35,8 @@ var storeFlags = slices.Concat([]cli.Flag{
 	&cli.StringFlag{Name: "node-name", EnvVars: []string{"INUSE_NODE_NAME"}, Usage: "name of this node in the profiles (default: the host name)"},
 	&cli.DurationFlag{Name: "flush-interval", Value: time.Second, EnvVars: []string{"INUSE_FLUSH_INTERVAL"}, Usage: "how often profile updates are written"},
 	&cli.IntFlag{Name: "max-pending", Value: 1_000_000, EnvVars: []string{"INUSE_MAX_PENDING"}, Usage: "profile members kept in memory while Redis is away; more are counted as lost"},
+	&cli.Int64Flag{Name: "max-pending-bytes", Value: collector.DefaultMaxPendingBytes, EnvVars: []string{"INUSE_MAX_PENDING_BYTES"}, Usage: "estimated memory of the profile members kept in memory in all; more are counted as lost in their image's profile"},
+	&cli.Int64Flag{Name: "max-image-pending-bytes", Value: collector.DefaultMaxImagePendingBytes, EnvVars: []string{"INUSE_MAX_IMAGE_PENDING_BYTES"}, Usage: "estimated memory of one image's profile members kept in memory; more are counted as lost in its profile"},
 	&cli.Float64Flag{Name: "max-cpu", EnvVars: []string{"INUSE_MAX_CPU"}, Usage: "pause profiling while the agent uses more than this share of a core (0: no limit)"},
 	&cli.Uint64Flag{Name: "max-rss-bytes", EnvVars: []string{"INUSE_MAX_RSS_BYTES"}, Usage: "pause profiling while the agent's resident memory is above this (0: no limit)"},
 	&cli.DurationFlag{Name: "guard-cool-down", Value: 30 * time.Second, EnvVars: []string{"INUSE_GUARD_COOL_DOWN"}, Usage: "least time a resource-guard pause lasts"},
@@ -45,6 +47,14 @@ var storeFlags = slices.Concat([]cli.Flag{
 	&cli.Int64Flag{
 		Name: "profile-max-bytes", Value: store.DefaultLimits.MaxBytes, EnvVars: []string{"INUSE_PROFILE_MAX_BYTES"},
 		Usage: "ceiling of an image's profile in Redis memory (estimated); past it, new members are counted, not stored, and the profile is truncated",
+	},
+	&cli.IntFlag{
+		Name: "max-probes-per-binary", Value: agent.DefaultProbesPerBinary, EnvVars: []string{"INUSE_MAX_PROBES_PER_BINARY"},
+		Usage: "most function probe points (uprobes) in one planned Go binary; a binary over it is not probed at all",
+	},
+	&cli.IntFlag{
+		Name: "max-probes-per-image", Value: agent.DefaultProbesPerImage, EnvVars: []string{"INUSE_MAX_PROBES_PER_IMAGE"},
+		Usage: "most function probe points (uprobes) over the planned binaries of one image; a binary past it is not probed",
 	},
 }, cliapp.LearningFlags)
 
@@ -59,12 +69,15 @@ func agentConfig(c *cli.Context) agent.Config {
 		Redis:              c.String(cliapp.RedisFlag.Name),
 		Output:             c.String("output"),
 		Limits:             store.Limits{SectionCap: c.Int64("profile-section-cap"), MaxBytes: c.Int64("profile-max-bytes")},
+		Probes:             agent.ProbeLimits{PerBinary: c.Int("max-probes-per-binary"), PerImage: c.Int("max-probes-per-image")},
 		Collector: collector.Config{
-			Node:          c.String("node-name"),
-			FlushInterval: c.Duration("flush-interval"),
-			MaxPending:    c.Int("max-pending"),
-			Learning:      cliapp.Learning(c),
-			Guard:         collector.GuardConfig{MaxCPU: c.Float64("max-cpu"), MaxRSSBytes: c.Uint64("max-rss-bytes"), CoolDown: c.Duration("guard-cool-down")},
+			Node:                 c.String("node-name"),
+			FlushInterval:        c.Duration("flush-interval"),
+			MaxPending:           c.Int("max-pending"),
+			MaxPendingBytes:      c.Int64("max-pending-bytes"),
+			MaxImagePendingBytes: c.Int64("max-image-pending-bytes"),
+			Learning:             cliapp.Learning(c),
+			Guard:                collector.GuardConfig{MaxCPU: c.Float64("max-cpu"), MaxRSSBytes: c.Uint64("max-rss-bytes"), CoolDown: c.Duration("guard-cool-down")},
 		},
 	}
 	if cfg.Redis != "" && !c.IsSet("output") {

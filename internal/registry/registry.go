@@ -77,6 +77,18 @@ type Registry[E Event] struct {
 	waiting map[uint64]*held[E]
 	paths   map[string]uint64 // cgroup path -> id, of cgroups tracked at creation
 	stats   Stats
+	loss    func(cgroupID, n uint64) E
+}
+
+// RecordLosses sets how the registry makes the event that tells its sink
+// that n events of a cgroup were dropped (over MaxHeld) before its
+// container was known; the sink gets it once the container is, so that
+// its image's profile says events were lost. Unset, drops are only
+// counted. Call it before events flow.
+func (r *Registry[E]) RecordLosses(loss func(cgroupID, n uint64) E) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.loss = loss
 }
 
 type stoppedContainer struct {
@@ -85,9 +97,10 @@ type stoppedContainer struct {
 }
 
 type held[E Event] struct {
-	since  time.Time
-	path   string // when tracked at creation
-	events []E
+	since   time.Time
+	path    string // when tracked at creation
+	events  []E
+	dropped uint64 // over MaxHeld
 }
 
 // New returns a registry that feeds sink and untracks through s.
@@ -165,6 +178,9 @@ func (r *Registry[E]) started(c lifecycle.Container) {
 		for _, e := range h.events {
 			r.sink.Observe(c, e)
 		}
+		if h.dropped > 0 && r.loss != nil {
+			r.sink.Observe(c, r.loss(c.CgroupID, h.dropped))
+		}
 		delete(r.waiting, c.CgroupID)
 	}
 	r.log.Debug("container attributed", logfields.ContainerID, c.ID, logfields.Image, c.Image.Name, logfields.CgroupID, c.CgroupID)
@@ -208,6 +224,7 @@ func (r *Registry[E]) Observe(ev E) {
 	h := r.hold(id)
 	if len(h.events) >= r.cfg.MaxHeld {
 		r.stats.Dropped++
+		h.dropped++
 		return
 	}
 	h.events = append(h.events, ev)

@@ -113,3 +113,26 @@ func TestEventsAfterStopStillAttributed(t *testing.T) {
 	r.Observe(file(7, "/late"))
 	require.Len(t, rec.calls, 3, "after the hold time the container is forgotten: events wait as for any unknown cgroup")
 }
+
+// Events dropped over MaxHeld before the container was known reach the
+// sink as a loss once it is: its image's profile says events were lost.
+func TestHeldDropsRecordedAsLoss(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		events int
+		want   []string
+	}{
+		{name: "within the cap", events: 2, want: []string{"start c1", "c1 /0", "c1 /1"}},
+		{name: "over the cap", events: 5, want: []string{"start c1", "c1 /0", "c1 /1", "c1 lost 3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, rec := newRegistry(Config{MaxHeld: 2})
+			r.RecordLosses(func(id, n uint64) fileEvent { return file(id, "lost "+string(rune('0'+n))) })
+			for i := range tc.events {
+				r.Observe(file(7, "/"+string(rune('0'+i))))
+			}
+			r.Handle(lifecycle.Event{Kind: lifecycle.Started, Container: lifecycle.Container{ID: "c1", CgroupID: 7, Image: img}})
+			require.Equal(t, tc.want, rec.calls)
+		})
+	}
+}
