@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/inuse-dev/inuse/internal/version.Version=$(VERSIO
 PRIVILEGED := $(if $(filter 0,$(shell id -u)),INUSE_PRIVILEGED_TESTS=1,)
 TEST_FLAGS ?= -count=1 -timeout 45m
 
-.PHONY: help deps generate check-generated build test demo bench lint
+.PHONY: help deps generate check-generated build test test-kernels demo bench lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,9 @@ build: ## build bin/inuse-agent and bin/inuse (static, no clang needed)
 
 test: deps ## run every test; as root this includes the privileged ones
 	$(PRIVILEGED) $(GO) test $(TEST_FLAGS) ./...
+
+test-kernels: ## boot Debian's kernels (5.10 to 6.12, amd64 and arm64) in qemu and run the sensor's privileged tests in each (tests/kernels; KERNELS="6.1/arm64" picks some)
+	@tests/kernels/run.sh $(KERNELS)
 
 demo: deps build ## Redis, agent, inuse serve and a Debian container on this machine: the In Use report (DEMO_KEEP=1 leaves them running)
 	@scripts/demo.sh
