@@ -16,7 +16,9 @@ mount -t tmpfs tmpfs /run
 mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup
 mkdir -p /sys/fs/cgroup/unified /sys/fs/cgroup/memory
 mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
-mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory
+if ! err=$(mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory 2>&1); then
+	export INUSE_NO_CGROUP_V1="mount: $err"
+fi
 mount -t bpf bpf /sys/fs/bpf
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
@@ -36,7 +38,8 @@ while read -r pkg; do
 	echo "INUSE-KERNELS: testing $pkg"
 	start=$(date +%s)
 	(
-		cd /tmp || exit 1
+		# in a copy of the package's directory, as go test runs a test
+		cp -a "/inuse/src/$pkg" "/tmp/$pkg" && cd "/tmp/$pkg" || exit 1
 		INUSE_PRIVILEGED_TESTS=1 INUSE_GOFUNC_TARGET=/inuse/gofunc-target \
 			"/inuse/$pkg.test" -test.v -test.count=1 -test.timeout=30m ${run:+-test.run "$run"}
 	)

@@ -230,6 +230,12 @@ initramfs() {
 	echo "root:x:0:" >"$root/etc/group"
 	printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"
 	echo "$pkgs" | tr ' ' '\n' | xargs -n1 basename >"$root/inuse/packages"
+	# the files of each package directory (committed objects, testdata)
+	local p
+	for p in $pkgs; do
+		mkdir -p "$root/inuse/src/$(basename "$p")"
+		cp -a "$repo/$p/." "$root/inuse/src/$(basename "$p")/"
+	done
 	echo "${INUSE_KERNELS_RUN:-}" >"$root/inuse/run"
 	(cd "$root" && find . -print0 | cpio --quiet -o -0 -H newc -R 0:0 | gzip -1 >"$out")
 	rm -rf "$root"
@@ -261,7 +267,7 @@ boot() {
 	qemu+=(-m "$vm_mem" -smp "$vm_cpus" -nographic -no-reboot -kernel "$kdir/vmlinuz" -initrd "$initrd")
 	local -a locked=()
 	[[ -n $lock ]] && locked=(flock "$lock")
-	"${locked[@]}" timeout --foreground "$vm_timeout" "${qemu[@]}" </dev/null 2>&1 | tr -d '\r' | tee "$logf" >&2 || true
+	"${locked[@]}" timeout --foreground "$vm_timeout" "${qemu[@]}" </dev/null 2>&1 | sed -u 's/\r//g' | tee "$logf" >&2 || true
 }
 
 declare -A suite_of arch_of
