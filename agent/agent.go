@@ -138,6 +138,7 @@ func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err erro
 		return nil, err
 	}
 	a.closers = append(a.closers, a.sensor.Close)
+	a.metrics.features = a.sensor.Features()
 
 	if cfg.Redis != "" {
 		if a.store, err = store.Connect(ctx, cfg.Redis); err != nil {
@@ -159,6 +160,7 @@ func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err erro
 			log.Warn("not probing Go functions", logfields.Error, err)
 		} else {
 			a.closers = append(a.closers, a.funcs.Close)
+			a.metrics.funcProbes = a.funcs.probe.AttachMode()
 		}
 	}
 	a.tracker = newTracker(log, a.sensor)
