@@ -23,6 +23,9 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
 ip link set lo up
+# Before 5.11 BPF memory is charged to RLIMIT_MEMLOCK; the agent raises it
+# at start (rlimit.RemoveMemlock), the test binaries do not.
+ulimit -l unlimited
 
 while read -r m; do
 	[ -n "$m" ] && insmod "/inuse/modules/$m"
