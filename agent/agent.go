@@ -141,6 +141,7 @@ func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err erro
 		return nil, err
 	}
 	a.closers = append(a.closers, a.sensor.Close)
+	a.metrics.sensorFeatures = a.sensor.Features()
 
 	if cfg.Redis != "" {
 		if a.store, err = store.Connect(ctx, cfg.Redis); err != nil {
@@ -163,6 +164,7 @@ func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err erro
 		} else {
 			a.metrics.funcs = &a.funcs.stats
 			a.closers = append(a.closers, a.funcs.Close)
+			a.metrics.funcProbes = a.funcs.probe.AttachMode()
 		}
 	}
 	a.tracker = newTracker(log, a.sensor)

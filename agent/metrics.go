@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"sync/atomic"
 	"time"
@@ -96,13 +97,16 @@ func (f *flushTimer) Apply(ctx context.Context, deltas map[string]*store.Delta, 
 type agentMetrics struct {
 	sensor sensorCounts
 	// refusals counts, by feature (features), the work the kernel refused
-	// for lack of privilege: a process's /proc files read for seeding, a
-	// container's binary opened for function probes.
+	// for lack of privilege: a process's /proc files read for seeding.
 	refusals [1]atomic.Uint64
-	flush    *flushTimer   // nil without Redis
-	nri      *plugin.Stats // nil when not following containerd
-	docker   *dockerplugin.Stats
-	funcs    *probeStats // nil without function probes
+	// sensorFeatures is the sensor variant the kernel loaded; funcProbes
+	// how Go functions are probed (uprobe_multi, perf_event, off).
+	sensorFeatures sensor.Features
+	funcProbes     string
+	flush          *flushTimer   // nil without Redis
+	nri            *plugin.Stats // nil when not following containerd
+	docker         *dockerplugin.Stats
+	funcs          *probeStats // nil without function probes
 }
 
 // collector returns the agent's prometheus.Collector: it reads every
@@ -126,6 +130,9 @@ func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
 var (
 	sensorEvents = desc("sensor", "events_total", "Events the sensor emitted, by kind (file, exec, net, syscalls, loss, cgroup, other).", "kind")
 	sensorLost   = desc("sensor", "lost_events_total", "Events the kernel could not write to the full ring buffer, as reported by loss events.")
+	sensorFeats  = desc("sensor", "features",
+		"Always 1: the sensor variant this kernel loaded (cgroup_storage, hash_map, legacy) and what it runs with: where tracked cgroups keep their state, how paths are walked, how an exec's ELF loader is found, how files are read, how Go functions are probed.",
+		"variant", "cgroup_state", "path_walk", "loader", "file_reads", "func_probes")
 
 	colObserved   = desc("collector", "observations_total", "Observations folded into image profiles.")
 	colPaused     = desc("collector", "paused_observations_total", "Observations ignored while the resource guard paused profiling.")
@@ -160,7 +167,7 @@ var (
 // Describe implements prometheus.Collector.
 func (a *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		sensorEvents, sensorLost, colObserved, colPaused, colOverflow, colFlushes, colFailures, colPauses,
+		sensorEvents, sensorLost, sensorFeats, colObserved, colPaused, colOverflow, colFlushes, colFailures, colPauses,
 		colPending, colPendingB, colPendingImg, colImages, colContainers, regExpired, regDropped, regUnresolved, regNoDigest, refusals, handlerEvents,
 		funcRefused, funcDroppedHits,
 	} {
@@ -189,6 +196,10 @@ func (a *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(sensorLost, float64(a.m.sensor.lost.Load()))
 	for i, f := range features {
 		counter(refusals, float64(a.m.refusals[i].Load()), f)
+	}
+	if f := a.m.sensorFeatures; f.Variant != "" {
+		ch <- prometheus.MustNewConstMetric(sensorFeats, prometheus.GaugeValue, 1,
+			string(f.Variant), f.CgroupState, f.PathWalk, f.Loader, f.FileReads, cmp.Or(a.m.funcProbes, "off"))
 	}
 	if c := a.col; c != nil {
 		st, g := c.Stats(), c.Gauges()

@@ -81,7 +81,8 @@ func TestAgentMetricsFromCollector(t *testing.T) {
 	t.Cleanup(func() { _ = st.Close() })
 	log := slog.New(slog.DiscardHandler)
 
-	m := &agentMetrics{nri: &plugin.Stats{}, flush: newFlushTimer(st)}
+	m := &agentMetrics{nri: &plugin.Stats{}, flush: newFlushTimer(st), funcProbes: "perf_event",
+		sensorFeatures: sensor.Features{Variant: sensor.VariantHashMap, CgroupState: "hash_map", PathWalk: "bpf_loop", Loader: "bpf_find_vma", FileReads: "probe_read"}}
 	col := collector.New(log, m.flush, collector.Config{Node: "n1", FlushInterval: time.Hour})
 	h, err := metrics.Handler(m.collector(col, nil))
 	require.NoError(t, err)
@@ -123,6 +124,7 @@ func TestAgentMetricsFromCollector(t *testing.T) {
 		{"net seen", before, "inuse_agent_sensor_events_total", []string{"kind", "net"}, 0},
 		{"loss events", before, "inuse_agent_sensor_events_total", []string{"kind", "loss"}, 1},
 		{"events lost in the kernel", before, "inuse_agent_sensor_lost_events_total", nil, 5},
+		{"sensor variant", before, "inuse_agent_sensor_features", []string{"variant", "hash_map", "cgroup_state", "hash_map", "func_probes", "perf_event"}, 1},
 		{"observations folded", before, "inuse_agent_collector_observations_total", nil, 5},
 		// names, containers, nodes, workloads + 2 files, 1 exec, 1 syscall
 		{"pending before the flush", before, "inuse_agent_collector_pending_members", nil, 8},

@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
@@ -60,6 +61,11 @@ type Hit struct {
 	Monotonic uint64
 }
 
+// ErrNoAttachCookie is returned by Open on kernels without BPF cookies
+// (before Linux 5.15): Go functions are then not probed, and their
+// packages keep package-level verdicts.
+var ErrNoAttachCookie = errors.New("funcprobe: function probes need bpf_get_attach_cookie (Linux 5.15 or later)")
+
 // Open loads the program, filtering by the cgroups the sensor tracks.
 func Open(tracking sensor.Tracking) (_ *Probe, err error) {
 	p := &Probe{}
@@ -68,7 +74,16 @@ func Open(tracking sensor.Tracking) (_ *Probe, err error) {
 			err = errors.Join(err, p.Close())
 		}
 	}()
-	spec, err := loadFuncprobe()
+	// Each probe is told apart by its cookie: without cookies the hits
+	// could not be named, so there are no function probes.
+	if err := features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetAttachCookie); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoAttachCookie, err)
+	}
+	load := loadFuncprobe
+	if tracking.Variant.HashMapState() {
+		load = loadFuncprobecompat // the sensor's cgroup2 state is a hash map
+	}
+	spec, err := load()
 	if err != nil {
 		return nil, fmt.Errorf("loading function probe spec: %w", err)
 	}
@@ -105,6 +120,15 @@ func Open(tracking sensor.Tracking) (_ *Probe, err error) {
 		return nil, fmt.Errorf("opening function hit ring buffer: %w", err)
 	}
 	return p, nil
+}
+
+// AttachMode is how Attach puts probes: uprobe_multi links (Linux 6.6) or
+// one perf event uprobe per instruction.
+func (p *Probe) AttachMode() string {
+	if p.multi {
+		return "uprobe_multi"
+	}
+	return "perf_event"
 }
 
 // Close frees the program and its maps; links attached with Attach keep

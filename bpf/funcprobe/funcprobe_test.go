@@ -2,6 +2,7 @@ package funcprobe_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os/exec"
@@ -39,6 +40,9 @@ func TestFunctionProbe(t *testing.T) {
 			if tc.perfEvents {
 				funcprobe.WithoutUprobeMulti(t)
 			}
+			if tc.controller != "" {
+				testutil.RequireCgroupV1(t)
+			}
 			h, err := cgroups.Unified()
 			if tc.controller != "" {
 				h, err = cgroups.V1Controller(tc.controller)
@@ -50,6 +54,9 @@ func TestFunctionProbe(t *testing.T) {
 			tracking, err := s.Tracking()
 			require.NoError(t, err)
 			p, err := funcprobe.Open(tracking)
+			if errors.Is(err, funcprobe.ErrNoAttachCookie) {
+				t.Skipf("this kernel cannot probe functions: %v", err)
+			}
 			require.NoError(t, err)
 			defer p.Close()
 

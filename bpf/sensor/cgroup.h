@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Tracked cgroups: what the sensor keeps per cgroup, where it keeps it
- * (cgroup storage on cgroup2, a slot table on the v1 fallback), and the
+ * (cgroup storage on cgroup2, a hash map by cgroup id where the kernel has
+ * no cgroup storage, a slot table on the v1 fallback), and the
  * prefixes under which a new cgroup2 directory is tracked at creation.
  * User space owns the set (Track, Untrack) except for early tracking.
  */
@@ -53,6 +54,7 @@ const volatile __s32 cgroup_v1_subsys = -1;
 const volatile char early_prefix[EARLY_PREFIXES][EARLY_PREFIX_LEN] = {};
 const volatile __u32 early_prefix_len[EARLY_PREFIXES] = {};
 
+#ifndef INUSE_NO_KFUNCS
 /* Tracked cgroups on cgroup2: the state hangs off the cgroup itself, so an
  * untracked task costs three loads and a NULL check. */
 struct {
@@ -61,6 +63,18 @@ struct {
 	__type(key, int);
 	__type(value, struct cgroup_state);
 } inuse_cgstate SEC(".maps");
+#else
+/* Kernels before cgroup storage (6.2): the state of a tracked cgroup2
+ * cgroup, by cgroup id. Entries go with the cgroup (inuse_cgroup_rmdir) or
+ * when user space untracks it. User space sizes it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MAX_TRACKED_V1);
+	__type(key, __u64);
+	__type(value, struct cgroup_state);
+} inuse_cgstate SEC(".maps");
+#endif
 
 /* Tracked cgroups on the v1 fallback: id -> slot -> state. */
 struct {
@@ -81,12 +95,18 @@ struct {
 static __always_inline struct cgroup_state *tracked_state(void)
 {
 	if (cgroup_v1_subsys < 0) {
+#ifdef INUSE_NO_KFUNCS
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		__u64 cgid = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+		return bpf_map_lookup_elem(&inuse_cgstate, &cgid);
+#else
 		struct task_struct *task = bpf_get_current_task_btf();
 		struct cgroup *cgrp = task->cgroups->dfl_cgrp;
 		/* No cgroup storage at all: untracked, without a helper call. */
 		if (!cgrp->bpf_cgrp_storage)
 			return NULL;
 		return bpf_cgrp_storage_get(&inuse_cgstate, cgrp, 0, 0);
+#endif
 	}
 
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
@@ -99,6 +119,15 @@ static __always_inline struct cgroup_state *tracked_state(void)
 		return NULL;
 	return bpf_map_lookup_elem(&inuse_v1_state, slot);
 }
+
+/* Sets bits of a word of a cgroup's state. BPF atomics other than add came
+ * in Linux 5.12: before, a plain or, where two CPUs setting bits of one
+ * word at once may lose one; its syscall sets it again at its next call. */
+#ifdef INUSE_NO_ATOMIC_OR
+#define set_bits(word, bits) (*(word) |= (bits))
+#else
+#define set_bits(word, bits) __sync_fetch_and_or(word, bits)
+#endif
 
 static __always_inline void count_loss(struct cgroup_state *st)
 {

@@ -16,6 +16,25 @@
 
 #define OVERLAYFS_SUPER_MAGIC 0x794c7630
 
+/* The lower layer of an overlay inode, as older kernels keep it: its path
+ * (6.0 to 6.4), or its inode (up to 5.19). 6.5 and later keep an ovl_entry
+ * (oe, __numlower). Kernel types: -Wpadded does not apply. */
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpadded"
+struct ovl_path___v60 {
+	void *layer;
+	struct dentry *dentry;
+} __attribute__((preserve_access_index));
+
+struct ovl_inode___v60 {
+	struct ovl_path___v60 lowerpath;
+} __attribute__((preserve_access_index));
+
+struct ovl_inode___v510 {
+	struct inode *lower;
+} __attribute__((preserve_access_index));
+#pragma clang diagnostic pop
+
 /* A file on another filesystem than the task's root is on a volume, a tmpfs
  * or a pseudo filesystem. On the root's filesystem, a plain directory root
  * (inuse-agent exec) holds image files only; on an overlayfs root, a file
@@ -31,8 +50,23 @@ static __always_inline enum file_origin origin_of(struct task_struct *task, stru
 		return ORIGIN_IMAGE;
 	/* the overlay inode embeds the VFS inode (OVL_I) */
 	struct ovl_inode *oi = (void *)inode - bpf_core_field_offset(struct ovl_inode, vfs_inode);
-	struct ovl_entry *oe = BPF_CORE_READ(oi, oe);
-	if (oe && BPF_CORE_READ(oe, __numlower) > 0)
-		return ORIGIN_IMAGE;
-	return ORIGIN_CONTAINER;
+	if (bpf_core_field_exists(struct ovl_inode, oe)) {
+		struct ovl_entry *oe = BPF_CORE_READ(oi, oe);
+		if (oe && BPF_CORE_READ(oe, __numlower) > 0)
+			return ORIGIN_IMAGE;
+		return ORIGIN_CONTAINER;
+	}
+	if (bpf_core_field_exists(struct ovl_inode___v60, lowerpath)) {
+		if (BPF_CORE_READ((struct ovl_inode___v60 *)oi, lowerpath.dentry))
+			return ORIGIN_IMAGE;
+		return ORIGIN_CONTAINER;
+	}
+	if (bpf_core_field_exists(struct ovl_inode___v510, lower)) {
+		if (BPF_CORE_READ((struct ovl_inode___v510 *)oi, lower))
+			return ORIGIN_IMAGE;
+		return ORIGIN_CONTAINER;
+	}
+	/* A layout none of the above knows: the file stays the image's, so that
+	 * its package is never hidden. */
+	return ORIGIN_IMAGE;
 }

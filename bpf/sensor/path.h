@@ -15,12 +15,35 @@
 #define PATH_MAX_LEN 4096
 #define NAME_MAX_LEN 255
 #define ARGV0_MAX_LEN 256
+#ifdef INUSE_NO_CALLBACKS
+/* Without bpf_loop the verifier walks each step of each walk: fewer steps. */
+#define MAX_PATH_DEPTH 64
+#else
 #define MAX_PATH_DEPTH 256
+#endif
+
+/* State of a path walk from a dentry up to the task's root. */
+struct path_walk {
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	struct dentry *root_dentry;
+	struct vfsmount *root_mnt;
+	__u32 off;
+	__u8 truncated;
+	__u8 _pad[3];
+};
 
 /* Per-CPU scratch: the path is built backwards in buf, then copied behind
  * the fixed part of the record that goes to the ring buffer. */
 struct scratch {
 	char buf[PATH_MAX_LEN + NAME_MAX_LEN + 1];
+	/* The state of the path walk (a struct path_walk) lives here, not on
+	 * the stack, so that the verifier tracks no bounds in it: each step
+	 * converges at once, as a bpf_loop callback (6.8 and later verify one
+	 * until its states repeat) or in a plain loop (before bpf_loop, 5.17).
+	 * Bytes, for bpf2go, which has no Go type for a kernel pointer. */
+	__u64 walk[sizeof(struct path_walk) / 8];
 	union {
 		struct {
 			struct file_event ev;
@@ -51,22 +74,15 @@ static __always_inline struct scratch *get_scratch(void)
 	return bpf_map_lookup_elem(&inuse_scratch, &zero);
 }
 
-/* State of a path walk from a dentry up to the task's root. */
-struct path_walk {
-	struct dentry *dentry;
-	struct vfsmount *vfsmnt;
-	struct mount *mnt;
-	struct dentry *root_dentry;
-	struct vfsmount *root_mnt;
-	__u32 off;
-	__u8 truncated;
-	__u8 _pad[3];
-};
-
 /* One step of the walk, as a bpf_loop callback so that the verifier checks
- * it once instead of once per component and call site. */
-static long path_walk_step(__u64 index, struct path_walk *w)
+ * it once instead of once per component and call site (a plain bounded
+ * loop on kernels before bpf_loop, 5.17). */
+static long path_walk_step(__u64 index, void *ctx)
 {
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 1;
+	struct path_walk *w = (struct path_walk *)s->walk;
 	/* Locals, not w->x, inside BPF_CORE_READ: path_walk is not a kernel type. */
 	struct dentry *dentry = w->dentry;
 	struct vfsmount *vfsmnt = w->vfsmnt;
@@ -89,9 +105,6 @@ static long path_walk_step(__u64 index, struct path_walk *w)
 		w->vfsmnt = (void *)mnt_parent + bpf_core_field_offset(struct mount, mnt);
 		return 0;
 	}
-	struct scratch *s = get_scratch();
-	if (!s)
-		return 1;
 	struct qstr name;
 	BPF_CORE_READ_INTO(&name, dentry, d_name);
 	__u32 len = name.len & NAME_MAX_LEN;
@@ -99,6 +112,10 @@ static long path_walk_step(__u64 index, struct path_walk *w)
 	if (len + 1 >= off)
 		return 1;
 	off -= len;
+	/* Bounded again at the call: 6.12's verifier links len to len + 1
+	 * above and loses len's bounds when it syncs them (6.13 keeps them). */
+	barrier_var(len);
+	len &= NAME_MAX_LEN;
 	bpf_probe_read_kernel(&s->buf[off & (PATH_MAX_LEN - 1)], len, name.name);
 	off -= 1;
 	s->buf[off & (PATH_MAX_LEN - 1)] = '/';
@@ -115,18 +132,23 @@ static __always_inline __u32 resolve_path(struct scratch *s, struct task_struct 
 {
 	struct path root;
 	BPF_CORE_READ_INTO(&root, task, fs, root);
-	struct path_walk w = {
-		.dentry = dentry,
-		.vfsmnt = vfsmnt,
-		.mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt),
-		.root_dentry = root.dentry,
-		.root_mnt = root.mnt,
-		.off = PATH_MAX_LEN,
-		.truncated = 1,
-	};
-	bpf_loop(MAX_PATH_DEPTH, path_walk_step, &w, 0);
-	*truncated = w.truncated;
-	__u32 off = w.off;
+	struct path_walk *w = (struct path_walk *)s->walk;
+	w->dentry = dentry;
+	w->vfsmnt = vfsmnt;
+	w->mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt);
+	w->root_dentry = root.dentry;
+	w->root_mnt = root.mnt;
+	w->off = PATH_MAX_LEN;
+	w->truncated = 1;
+#ifdef INUSE_NO_CALLBACKS
+	for (__u32 i = 0; i < MAX_PATH_DEPTH; i++)
+		if (path_walk_step(i, NULL))
+			break;
+#else
+	bpf_loop(MAX_PATH_DEPTH, path_walk_step, NULL, 0);
+#endif
+	*truncated = w->truncated;
+	__u32 off = w->off;
 	if (off >= PATH_MAX_LEN) {
 		off = PATH_MAX_LEN - 1;
 		s->buf[off] = '/';

@@ -93,9 +93,31 @@ static __always_inline void fill_header(struct event_header *hdr, __u64 cgroup_i
 	hdr->kind = kind;
 }
 
+#ifdef INUSE_NO_KFUNCS
+/* Kernels before bpf_rdonly_cast (6.2): the fields of a file, and of what
+ * it points to, are read with bpf_probe_read_kernel. */
+#define FILE_READ(...) BPF_CORE_READ(__VA_ARGS__)
+
+/* The file behind fd in the current task. */
+static __always_inline struct file *fd_file(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+#else
 /* Turns a pointer read with bpf_probe_read_kernel back into a BTF pointer,
  * so that its fields are read with plain loads. The verifier inlines it. */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* A field of a file from fd_file, or of what it points to: a plain load. */
+#define FILE_READ(p, field) ((p)->field)
 
 /* The file behind fd in the current task. On the hot path: one helper call
  * for the variable index, plain loads for the rest. */
@@ -112,15 +134,17 @@ static __always_inline struct file *fd_file(long fd)
 		return NULL;
 	return bpf_rdonly_cast(file, bpf_core_type_id_kernel(struct file));
 }
+#endif
 
 /* Reports an opened or mapped file once per (cgroup, device, inode, access). */
 static __always_inline void report_file(struct cgroup_state *st, struct file *file, enum access access)
 {
-	struct inode *inode = file->f_inode;
+	struct inode *inode = FILE_READ(file, f_inode);
+	struct super_block *sb = FILE_READ(inode, i_sb);
 	struct file_key key = {
 		.cgroup_id = st->cgroup_id,
-		.ino = inode->i_ino,
-		.dev = inode->i_sb->s_dev,
+		.ino = FILE_READ(inode, i_ino),
+		.dev = FILE_READ(sb, s_dev),
 		.access = access,
 	};
 	struct recent_file *recent = &st->recent[(key.ino ^ key.dev ^ access) & (RECENT_FILES - 1)];
@@ -134,7 +158,7 @@ static __always_inline void report_file(struct cgroup_state *st, struct file *fi
 	}
 
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	if (!counts_for_image(task, file->f_path.mnt))
+	if (!counts_for_image(task, FILE_READ(file, f_path.mnt)))
 		return;
 	struct scratch *s = get_scratch();
 	if (!s)
@@ -143,7 +167,7 @@ static __always_inline void report_file(struct cgroup_state *st, struct file *fi
 	fill_header(&ev->hdr, st->cgroup_id, EVENT_FILE);
 	ev->ino = key.ino;
 	ev->dev = key.dev;
-	ev->mode = inode->i_mode;
+	ev->mode = FILE_READ(inode, i_mode);
 	ev->access = access;
 	ev->origin = origin_of(task, inode);
 
@@ -170,7 +194,7 @@ static __always_inline void handle_open(struct cgroup_state *st, long fd)
 	struct file *file = fd_file(fd);
 	if (!file)
 		return;
-	__u32 fmode = file->f_mode;
+	__u32 fmode = FILE_READ(file, f_mode);
 	enum access access = 0;
 	if (fmode & FMODE_READ)
 		access |= ACCESS_READ;
@@ -231,7 +255,8 @@ static __always_inline void handle_socket(struct cgroup_state *st, long fd, enum
 	struct file *file = fd_file(fd);
 	if (!file)
 		return;
-	umode_t mode = file->f_inode->i_mode;
+	struct inode *inode = FILE_READ(file, f_inode);
+	umode_t mode = FILE_READ(inode, i_mode);
 	if ((mode & S_IFMT) != S_IFSOCK)
 		return;
 	struct socket *sock = BPF_CORE_READ(file, private_data);
@@ -285,7 +310,7 @@ static __always_inline void report_syscall(struct cgroup_state *st, long nr)
 	__u64 bit;
 	__u64 *word = unmarked_syscall(st, nr, &bit);
 	if (word && runs_container_code((struct task_struct *)bpf_get_current_task()))
-		__sync_fetch_and_or(word, bit);
+		set_bits(word, bit);
 }
 
 /* One hook for every syscall of a tracked cgroup: the syscall bitmap, and
@@ -367,10 +392,42 @@ int BPF_PROG(inuse_proc_exit, struct task_struct *task)
 	__u64 bit;
 	__u64 *word = unmarked_syscall(st, (flags & SIGNAL_GROUP_EXIT) ? NR_EXIT_GROUP : NR_EXIT, &bit);
 	if (word)
-		__sync_fetch_and_or(word, bit);
+		set_bits(word, bit);
 	return 0;
 }
 
+#ifdef INUSE_NO_CALLBACKS
+/* Kernels before bpf_find_vma (5.17) keep a task's VMAs in a list sorted by
+ * address (mm->mmap, vm_next; a maple tree since 6.1). */
+struct mm_struct___list {
+	struct vm_area_struct___list *mmap;
+} __attribute__((preserve_access_index));
+
+struct vm_area_struct___list {
+	unsigned long vm_start;
+	unsigned long vm_end;
+	struct vm_area_struct___list *vm_next;
+	struct file *vm_file;
+} __attribute__((preserve_access_index));
+
+/* A fresh exec maps its binary, the loader, the stack and the vDSO: the
+ * loader is among the first VMAs. */
+#define MAX_EXEC_VMAS 32
+
+/* The file mapped at addr in the task's memory, or NULL. */
+static __always_inline struct file *vma_file_at(struct task_struct *task, struct mm_struct *mm, unsigned long addr)
+{
+	struct vm_area_struct___list *vma = BPF_CORE_READ((struct mm_struct___list *)mm, mmap);
+	for (int i = 0; i < MAX_EXEC_VMAS && vma; i++) {
+		if (addr < BPF_CORE_READ(vma, vm_start))
+			return NULL;
+		if (addr < BPF_CORE_READ(vma, vm_end))
+			return BPF_CORE_READ(vma, vm_file);
+		vma = BPF_CORE_READ(vma, vm_next);
+	}
+	return NULL;
+}
+#else
 struct vma_file {
 	struct file *file;
 };
@@ -380,6 +437,16 @@ static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, st
 	out->file = BPF_CORE_READ(vma, vm_file);
 	return 0;
 }
+
+/* The file mapped at addr in the task's memory, or NULL. */
+static __always_inline struct file *vma_file_at(struct task_struct *task, struct mm_struct *mm, unsigned long addr)
+{
+	struct vma_file out = {};
+	/* bpf_find_vma takes a BTF pointer to the task. */
+	bpf_find_vma(bpf_get_current_task_btf(), addr, vma_file_cb, &out, 0);
+	return out.file;
+}
+#endif
 
 /* Emits one exec record, once per (cgroup, file, role) when it names a file.
  * The path comes from the file, else from dir;
@@ -458,7 +525,7 @@ int BPF_PROG(inuse_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	if (!st)
 		return 0;
 
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	/* after the exec: the new program is the container's, or the
 	 * runtime's own init (re-executing itself) is not reported */
 	if (!runs_container_code(task))
@@ -491,10 +558,9 @@ int BPF_PROG(inuse_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		}
 	}
 	if (base) {
-		struct vma_file loader = {};
-		bpf_find_vma(task, base, vma_file_cb, &loader, 0);
-		if (loader.file)
-			report_exec(st, EXEC_LOADER, loader.file, NULL, NULL, false);
+		struct file *loader = vma_file_at(task, mm, base);
+		if (loader)
+			report_exec(st, EXEC_LOADER, loader, NULL, NULL, false);
 	}
 	return 0;
 }
@@ -515,10 +581,17 @@ int BPF_PROG(inuse_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	long n = bpf_probe_read_kernel_str(s->cgroup.path, PATH_MAX_LEN, path);
 	if (n <= 1 || !early_match(s->cgroup.path, n - 1))
 		return 0;
+	__u64 id = cgrp->kn->id;
+#ifdef INUSE_NO_KFUNCS
+	struct cgroup_state fresh = {.cgroup_id = id};
+	bpf_map_update_elem(&inuse_cgstate, &id, &fresh, BPF_NOEXIST);
+	struct cgroup_state *st = bpf_map_lookup_elem(&inuse_cgstate, &id);
+#else
 	struct cgroup_state *st = bpf_cgrp_storage_get(&inuse_cgstate, cgrp, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+#endif
 	if (!st)
 		return 0;
-	st->cgroup_id = cgrp->kn->id;
+	st->cgroup_id = id;
 
 	struct cgroup_event *ev = &s->cgroup.ev;
 	fill_header(&ev->hdr, st->cgroup_id, EVENT_MKDIR);
@@ -526,5 +599,19 @@ int BPF_PROG(inuse_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	ev->path_len = len;
 	if (bpf_ringbuf_output(&inuse_events, ev, sizeof(*ev) + len, 0))
 		count_loss(st);
+	return 0;
+}
+
+/* Where the state of a cgroup2 cgroup is in a hash map (kernels before
+ * cgroup storage), it goes with the cgroup, as cgroup storage would. */
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(inuse_cgroup_rmdir, struct cgroup *cgrp, const char *path)
+{
+#ifdef INUSE_NO_KFUNCS
+	if (cgroup_v1_subsys >= 0 || cgrp->root->hierarchy_id != 0)
+		return 0;
+	__u64 id = cgrp->kn->id;
+	bpf_map_delete_elem(&inuse_cgstate, &id);
+#endif
 	return 0;
 }

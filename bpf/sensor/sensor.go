@@ -16,9 +16,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
-	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 
@@ -87,6 +85,8 @@ type Sensor struct {
 	poll  time.Duration
 	// cgroup2 is the mount point of the cgroup2 hierarchy, or nil on the v1 fallback.
 	cgroup2 *os.File
+	// features is what the loaded variant runs with.
+	features Features
 
 	mu      sync.Mutex
 	tracked map[uint64]*trackedCgroup
@@ -96,7 +96,7 @@ type Sensor struct {
 // trackedCgroup is what user space holds for a tracked cgroup: the handle
 // of its kernel state, and what it last read of it, to report only news.
 type trackedCgroup struct {
-	fd       *os.File // cgroup2: the cgroup directory, key of inuse_cgstate
+	fd       *os.File // cgroup2 with cgroup storage: the cgroup directory, key of inuse_cgstate
 	slot     uint32   // v1 fallback: index into inuse_v1_state
 	syscalls sensorSyscallBits
 	losses   uint64
@@ -106,6 +106,10 @@ type trackedCgroup struct {
 // Nothing is tracked until Track is called.
 func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 	if err := checkKernel(); err != nil {
+		return nil, err
+	}
+	variant, err := chooseVariant()
+	if err != nil {
 		return nil, err
 	}
 	s := &Sensor{
@@ -122,7 +126,7 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 		}
 	}()
 
-	spec, err := loadSensor()
+	spec, err := loadVariant(variant)
 	if err != nil {
 		return nil, fmt.Errorf("loading sensor spec: %w", err)
 	}
@@ -151,7 +155,11 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 		if s.cgroup2, err = os.Open(h.Dir); err != nil {
 			return nil, fmt.Errorf("opening cgroup2 root: %w", err)
 		}
+		if variant.HashMapState() {
+			specs.InuseCgstate.MaxEntries = cmp.Or(cfg.MaxTracked, maxTrackedHash)
+		}
 	}
+	s.features = featuresOf(variant, cfg.CgroupV1Controller != "")
 	specs.InuseV1Tracked.MaxEntries = maxTracked
 	specs.InuseV1State.MaxEntries = maxTracked
 	if err := setEarlyPrefixes(&specs, cfg.EarlyPrefixes); err != nil {
@@ -170,7 +178,7 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 		s.free = append(s.free, slot-1)
 	}
 
-	for _, p := range []struct {
+	progs := []struct {
 		name string
 		prog *ebpf.Program
 	}{
@@ -178,7 +186,15 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 		{"sched_process_exec", s.objs.InuseExec},
 		{"sched_process_exit", s.objs.InuseProcExit},
 		{"cgroup_mkdir", s.objs.InuseCgroupMkdir},
-	} {
+	}
+	if s.hashState() {
+		// The state of a removed cgroup goes with it, as cgroup storage would.
+		progs = append(progs, struct {
+			name string
+			prog *ebpf.Program
+		}{"cgroup_rmdir", s.objs.InuseCgroupRmdir})
+	}
+	for _, p := range progs {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
 		if err != nil {
 			return nil, fmt.Errorf("attaching %s: %w", p.name, err)
@@ -188,22 +204,26 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 	if s.rd, err = ringbuf.NewReader(s.objs.InuseEvents); err != nil {
 		return nil, fmt.Errorf("opening event ring buffer: %w", err)
 	}
+	f := s.features
+	s.log.Info("sensor loaded", "variant", f.Variant, "cgroup_state", f.CgroupState, "path_walk", f.PathWalk,
+		"loader", f.Loader, "file_reads", f.FileReads)
 	return s, nil
 }
+
+// maxTrackedHash bounds the tracked cgroup2 cgroups where their state is in
+// a hash map (kernels before cgroup storage), unless Config.MaxTracked says.
+const maxTrackedHash = 16384
+
+// Features is what the loaded sensor runs with.
+func (s *Sensor) Features() Features { return s.features }
+
+// hashState says whether cgroup2 state is in the hash map by cgroup id.
+func (s *Sensor) hashState() bool { return s.cgroup2 != nil && s.features.Variant.HashMapState() }
 
 // checkKernel names what the kernel lacks for the sensor to load.
 func checkKernel() error {
 	if _, err := btf.LoadKernelSpec(); err != nil {
 		return fmt.Errorf("sensor needs kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF=y): %w", err)
-	}
-	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
-		return fmt.Errorf("sensor needs BPF ring buffers (Linux 5.8 or later): %w", err)
-	}
-	if err := features.HaveMapType(ebpf.CgroupStorage); err != nil {
-		return fmt.Errorf("sensor needs BPF cgroup storage (Linux 6.2 or later): %w", err)
-	}
-	if err := features.HaveProgramHelper(ebpf.Kprobe, asm.FnFindVma); err != nil {
-		return fmt.Errorf("sensor needs bpf_find_vma (Linux 5.17 or later): %w", err)
 	}
 	return nil
 }
@@ -301,6 +321,15 @@ func (s *Sensor) Track(cgroupID uint64) error {
 		return nil
 	}
 	state := sensorCgroupState{CgroupId: cgroupID}
+	if s.hashState() {
+		// The state may exist already, as below.
+		err := s.objs.InuseCgstate.Update(cgroupID, state, ebpf.UpdateNoExist)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+			return fmt.Errorf("tracking cgroup %d: %w", cgroupID, err)
+		}
+		s.tracked[cgroupID] = &trackedCgroup{}
+		return nil
+	}
 	if s.cgroup2 != nil {
 		fd, err := openCgroup(s.cgroup2, cgroupID)
 		if err != nil {
@@ -357,11 +386,14 @@ func (s *Sensor) Untrack(cgroupID uint64) error {
 		return nil
 	}
 	var err error
-	if t.fd != nil {
+	switch {
+	case s.hashState():
+		err = ignoreNotExist(s.objs.InuseCgstate.Delete(cgroupID))
+	case t.fd != nil:
 		// A cgroup that is gone took its state with it.
 		err = s.objs.InuseCgstate.Delete(int32(t.fd.Fd()))
 		err = errors.Join(ignoreNotExist(err), t.fd.Close())
-	} else {
+	default:
 		err = ignoreNotExist(s.objs.InuseV1Tracked.Delete(cgroupID))
 		s.mu.Lock()
 		s.free = append(s.free, t.slot)
@@ -392,6 +424,8 @@ func (s *Sensor) Tracked(cgroupID uint64) bool {
 type Tracking struct {
 	Maps           map[string]*ebpf.Map
 	CgroupV1Subsys int32
+	// Variant is the sensor's: its maps are of that variant's types.
+	Variant Variant
 }
 
 // Tracking returns the tracked cgroups for another BPF object to filter by.
@@ -400,7 +434,7 @@ func (s *Sensor) Tracking() (Tracking, error) {
 		sensorMapInuseCgstate:   s.objs.InuseCgstate,
 		sensorMapInuseV1Tracked: s.objs.InuseV1Tracked,
 		sensorMapInuseV1State:   s.objs.InuseV1State,
-	}}
+	}, Variant: s.features.Variant}
 	if err := s.objs.CgroupV1Subsys.Get(&t.CgroupV1Subsys); err != nil {
 		return Tracking{}, fmt.Errorf("reading cgroup_v1_subsys: %w", err)
 	}
@@ -491,9 +525,12 @@ func (s *Sensor) Poll(emit func(Event)) {
 		t := s.tracked[id]
 		var cur sensorCgroupState
 		var err error
-		if t.fd != nil {
+		switch {
+		case s.hashState():
+			err = s.objs.InuseCgstate.Lookup(id, &cur)
+		case t.fd != nil:
 			err = s.objs.InuseCgstate.Lookup(int32(t.fd.Fd()), &cur)
-		} else {
+		default:
 			err = s.objs.InuseV1State.Lookup(t.slot, &cur)
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {

@@ -160,6 +160,7 @@ const (
 type sensorScratch struct {
 	_    structs.HostLayout
 	Buf  [4352]int8
+	Walk [6]uint64
 	File struct {
 		_    structs.HostLayout
 		Ev   sensorFileEvent
@@ -185,6 +186,7 @@ const (
 	sensorMapInuseV1State      = "inuse_v1_state"
 	sensorMapInuseV1Tracked    = "inuse_v1_tracked"
 	sensorProgInuseCgroupMkdir = "inuse_cgroup_mkdir"
+	sensorProgInuseCgroupRmdir = "inuse_cgroup_rmdir"
 	sensorProgInuseExec        = "inuse_exec"
 	sensorProgInuseProcExit    = "inuse_proc_exit"
 	sensorProgInuseSysExit     = "inuse_sys_exit"
@@ -238,6 +240,7 @@ type sensorSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorProgramSpecs struct {
 	InuseCgroupMkdir *ebpf.ProgramSpec `ebpf:"inuse_cgroup_mkdir"`
+	InuseCgroupRmdir *ebpf.ProgramSpec `ebpf:"inuse_cgroup_rmdir"`
 	InuseExec        *ebpf.ProgramSpec `ebpf:"inuse_exec"`
 	InuseProcExit    *ebpf.ProgramSpec `ebpf:"inuse_proc_exit"`
 	InuseSysExit     *ebpf.ProgramSpec `ebpf:"inuse_sys_exit"`
@@ -324,6 +327,7 @@ type sensorVariables struct {
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorPrograms struct {
 	InuseCgroupMkdir *ebpf.Program `ebpf:"inuse_cgroup_mkdir"`
+	InuseCgroupRmdir *ebpf.Program `ebpf:"inuse_cgroup_rmdir"`
 	InuseExec        *ebpf.Program `ebpf:"inuse_exec"`
 	InuseProcExit    *ebpf.Program `ebpf:"inuse_proc_exit"`
 	InuseSysExit     *ebpf.Program `ebpf:"inuse_sys_exit"`
@@ -332,6 +336,7 @@ type sensorPrograms struct {
 func (p *sensorPrograms) Close() error {
 	return _SensorClose(
 		p.InuseCgroupMkdir,
+		p.InuseCgroupRmdir,
 		p.InuseExec,
 		p.InuseProcExit,
 		p.InuseSysExit,

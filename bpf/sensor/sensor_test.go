@@ -620,6 +620,7 @@ func TestSensorCountsLosses(t *testing.T) {
 
 func TestSensorCgroupV1Fallback(t *testing.T) {
 	testutil.RequirePrivileged(t)
+	testutil.RequireCgroupV1(t)
 	h, err := cgroups.V1Controller("memory")
 	require.NoError(t, err)
 	s := openSensor(t, Config{CgroupV1Controller: "memory"})
@@ -642,7 +643,7 @@ func TestSensorOverlayRootPaths(t *testing.T) {
 	s, h, cgDir, id := tracked(t, Config{})
 	lower := t.TempDir()
 	interp := elfInterpreter(t, "/usr/bin/true")
-	libc := "/usr/lib/x86_64-linux-gnu/libc.so.6"
+	libc := map[string]string{"amd64": "/usr/lib/x86_64-linux-gnu/libc.so.6", "arm64": "/usr/lib/aarch64-linux-gnu/libc.so.6"}[runtime.GOARCH]
 	for _, f := range []struct{ from, to string }{
 		{"/usr/bin/true", "/usr/bin/true"},
 		{realPath(t, interp), interp},

@@ -52,3 +52,17 @@ func RequirePrivileged(tb testing.TB) {
 		tb.Fatalf("%s is set but the kernel lacks BPF ring buffers (Linux 5.8): %v", PrivilegedEnv, err)
 	}
 }
+
+// NoCgroupV1Env is set by the test VMs of tests/kernels when the kernel
+// refused to mount the v1 memory controller (Linux 6.12 and later built
+// without CONFIG_MEMCG_V1): no host of that kernel can use the v1 fallback.
+const NoCgroupV1Env = "INUSE_NO_CGROUP_V1"
+
+// RequireCgroupV1 skips a test of the cgroup v1 fallback on a kernel that
+// has no v1 memory controller.
+func RequireCgroupV1(tb testing.TB) {
+	tb.Helper()
+	if reason := os.Getenv(NoCgroupV1Env); reason != "" {
+		tb.Skipf("the kernel has no cgroup v1 memory controller: %s", reason)
+	}
+}

@@ -28,10 +28,19 @@ const Other = Package + ".Other"
 // Vuln is the vulnerability id the plan gives its probes.
 const Vuln = "GO-2099-0001"
 
+// PrebuiltEnv names a target built beforehand (stripped, for the
+// architecture it runs on), for machines without a Go toolchain: the test
+// VMs of tests/kernels.
+const PrebuiltEnv = "INUSE_GOFUNC_TARGET"
+
 // Build builds the target into dir and returns its path and plan;
 // stripped builds it with -ldflags=-s -w (no symbol table, no DWARF: the
-// pclntab stays).
+// pclntab stays). With PrebuiltEnv set, a stripped target is that file.
 func Build(dir string, stripped bool) (string, store.GoPlan, error) {
+	if prebuilt := os.Getenv(PrebuiltEnv); prebuilt != "" && stripped {
+		plan, err := Plan(prebuilt)
+		return prebuilt, plan, err
+	}
 	bin := filepath.Join(dir, "target")
 	args := []string{"build", "-o", bin}
 	if stripped {
