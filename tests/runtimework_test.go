@@ -2,8 +2,8 @@ package tests
 
 import (
 	"cmp"
-	"path/filepath"
 	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
