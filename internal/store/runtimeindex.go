@@ -181,31 +181,13 @@ func (s *Store) RuntimePage(ctx context.Context, after string, limit int) ([]Run
 
 // runtimePackages reads the packages of digests, one HMGET per shard.
 func (s *Store) runtimePackages(ctx context.Context, digests []string) (map[string][]byte, error) {
-	byShard := map[int][]string{}
-	for _, d := range digests {
-		byShard[runtimeShard(d)] = append(byShard[runtimeShard(d)], d)
-	}
-	type read struct {
-		digests []string
-		cmd     *redis.SliceCmd
-	}
-	var reads []read
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for shard, ds := range byShard {
-			reads = append(reads, read{ds, p.HMGet(ctx, RuntimeIndexKeys{shard: shard}.Packages(), ds...)})
-		}
-		return nil
-	})
+	vals, err := s.runtimeFields(ctx, digests, RuntimeIndexKeys.Packages)
 	if err != nil {
 		return nil, fmt.Errorf("reading the runtime index's packages: %w", err)
 	}
-	out := make(map[string][]byte, len(digests))
-	for _, r := range reads {
-		for i, v := range r.cmd.Val() {
-			if s, ok := v.(string); ok {
-				out[r.digests[i]] = []byte(s)
-			}
-		}
+	out := make(map[string][]byte, len(vals))
+	for d, v := range vals {
+		out[d] = []byte(v)
 	}
 	return out, nil
 }
@@ -213,6 +195,16 @@ func (s *Store) runtimePackages(ctx context.Context, digests []string) (map[stri
 // RuntimeVersions reads the version of the runtime entries of digests
 // (one HMGET per shard, pipelined); an image without entries is missing.
 func (s *Store) RuntimeVersions(ctx context.Context, digests []string) (map[string]string, error) {
+	out, err := s.runtimeFields(ctx, digests, RuntimeIndexKeys.Versions)
+	if err != nil {
+		return nil, fmt.Errorf("reading the runtime index's versions: %w", err)
+	}
+	return out, nil
+}
+
+// runtimeFields reads the fields of digests in the per-shard hash that
+// hash names, one HMGET per shard, pipelined; a missing field is left out.
+func (s *Store) runtimeFields(ctx context.Context, digests []string, hash func(RuntimeIndexKeys) string) (map[string]string, error) {
 	byShard := map[int][]string{}
 	for _, d := range digests {
 		byShard[runtimeShard(d)] = append(byShard[runtimeShard(d)], d)
@@ -224,12 +216,12 @@ func (s *Store) RuntimeVersions(ctx context.Context, digests []string) (map[stri
 	var reads []read
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for shard, ds := range byShard {
-			reads = append(reads, read{ds, p.HMGet(ctx, RuntimeIndexKeys{shard: shard}.Versions(), ds...)})
+			reads = append(reads, read{ds, p.HMGet(ctx, hash(RuntimeIndexKeys{shard: shard}), ds...)})
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading the runtime index's versions: %w", err)
+		return nil, err
 	}
 	out := make(map[string]string, len(digests))
 	for _, r := range reads {
