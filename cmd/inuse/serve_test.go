@@ -235,10 +235,15 @@ func TestServeInUseLatency(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("real scanner: load -> In Use in the API after %s (poll interval 1 s)", time.Since(loaded).Round(time.Millisecond))
-	code, body := get("/api/scanning/eveintegration/v2/runtimeimages")
-	require.Equal(t, http.StatusOK, code, body)
-	require.Contains(t, body, `"name":"zlib1g"`)
-	require.Contains(t, body, `"osFamily":"debian"`)
+	// The runtime index is written by the poll that stored the report: a
+	// moment after the report answers.
+	var view string
+	require.Eventually(t, func() bool {
+		var code int
+		code, view = get("/api/scanning/eveintegration/v2/runtimeimages")
+		return code == http.StatusOK && strings.Contains(view, `"name":"zlib1g"`)
+	}, 5*time.Second, 50*time.Millisecond, "zlib1g in the runtime view: %s", view)
+	require.Contains(t, view, `"osFamily":"debian"`)
 }
 
 // TestServeSelfSigned starts the `inuse serve` binary with --tls
