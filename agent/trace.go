@@ -20,8 +20,9 @@ func (a *Agent) Trace(ctx context.Context, cgroup string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.tracker.track(id); err != nil {
-		return err
+	// Its processes may be running: none of them is the entrypoint.
+	if err := a.sensor.TrackRunning(id); err != nil {
+		return fmt.Errorf("tracking cgroup %d: %w", id, err)
 	}
 	out, err := openOutput(a.cfg.Output)
 	if err != nil {

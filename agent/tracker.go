@@ -16,6 +16,7 @@ const queueSize = 4096
 // cgroupSensor is the part of the sensor that tracks cgroups.
 type cgroupSensor interface {
 	Track(cgroupID uint64) error
+	TrackRunning(cgroupID uint64) error
 	Untrack(cgroupID uint64) error
 }
 
@@ -38,8 +39,12 @@ func newTracker(log *slog.Logger, s cgroupSensor) *tracker {
 // Started implements lifecycle.Tracker.
 func (t *tracker) Started(c lifecycle.Container) error {
 	if c.CgroupID != 0 {
-		if err := t.track(c.CgroupID); err != nil {
-			return err
+		track := t.sensor.Track
+		if c.Partial || c.Running {
+			track = t.sensor.TrackRunning
+		}
+		if err := track(c.CgroupID); err != nil {
+			return fmt.Errorf("tracking cgroup %d: %w", c.CgroupID, err)
 		}
 	}
 	return t.send(lifecycle.Event{Kind: lifecycle.Started, Container: c})
@@ -59,17 +64,10 @@ func (t *tracker) send(ev lifecycle.Event) error {
 	}
 }
 
-func (t *tracker) track(cgroupID uint64) error {
-	if err := t.sensor.Track(cgroupID); err != nil {
-		return fmt.Errorf("tracking cgroup %d: %w", cgroupID, err)
-	}
-	return nil
-}
-
 // adopt holds a cgroup that the kernel tracked at creation, so that it is
 // polled and untracked like any other.
 func (t *tracker) adopt(cgroupID uint64) {
-	if err := t.track(cgroupID); err != nil {
+	if err := t.sensor.Track(cgroupID); err != nil {
 		t.log.Warn("adopting an early-tracked cgroup", logfields.CgroupID, cgroupID, logfields.Error, err)
 	}
 }

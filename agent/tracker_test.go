@@ -27,6 +27,8 @@ func (f *fakeSensor) Track(id uint64) error {
 	return nil
 }
 
+func (f *fakeSensor) TrackRunning(id uint64) error { return f.Track(id) }
+
 func (f *fakeSensor) Untrack(id uint64) error {
 	f.tracked = slices.DeleteFunc(f.tracked, func(t uint64) bool { return t == id })
 	return nil

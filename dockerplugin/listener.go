@@ -116,6 +116,7 @@ func (l *Listener) started(ctx context.Context, id string, partial bool) {
 		return
 	}
 	c.Partial = partial
+	c.Running = true // a start event follows the start
 	err = l.tracker.Started(c)
 	if err != nil && !errors.Is(err, lifecycle.ErrQueueFull) {
 		l.Stats.Failures.Add(1)

@@ -14,10 +14,12 @@ import (
 )
 
 type funcprobecompatCgroupState struct {
-	_        structs.HostLayout
-	CgroupId uint64
-	Losses   uint64
-	Syscalls struct {
+	_          structs.HostLayout
+	CgroupId   uint64
+	Losses     uint64
+	Entrypoint uint32
+	Sessions   uint32
+	Syscalls   struct {
 		_     structs.HostLayout
 		Words [8]uint64
 	}

@@ -19,6 +19,11 @@ enum cgroup_limits {
 	MAX_TRACKED_V1 = 4096,	/* default size of the v1 slot table */
 };
 
+/* cgroup_state.entrypoint of a container that ran before it was tracked. */
+enum entrypoint_state : __u32 {
+	ENTRYPOINT_UNSEEN = 0xffffffff,
+};
+
 #define SYSCALL_WORDS 8 /* 512 syscall numbers */
 #define MAX_SYSCALL (SYSCALL_WORDS * 64)
 
@@ -41,6 +46,11 @@ struct recent_file {
 struct cgroup_state {
 	__u64 cgroup_id;
 	__u64 losses; /* ring buffer reserves that failed */
+	/* The thread group id of the container's entrypoint once it ran;
+	 * ENTRYPOINT_UNSEEN when it ran before the cgroup was tracked
+	 * (runtime.h). */
+	__u32 entrypoint;
+	__u32 sessions; /* live processes of exec sessions (runtime.h) */
 	struct syscall_bits syscalls;
 	struct recent_file recent[RECENT_FILES];
 };

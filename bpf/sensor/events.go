@@ -32,6 +32,10 @@ type Header struct {
 	// process that ran before its container was tracked, rather than
 	// events the kernel reported.
 	Seeded bool `json:"seeded,omitempty"`
+	// ExecSession is set on events of an exec session: a process that a
+	// runtime started in the running container from outside it (docker
+	// exec, kubectl exec), or one it started (bpf/sensor/runtime.h).
+	ExecSession bool `json:"exec_session,omitempty"`
 }
 
 // Cgroup implements Event.
@@ -43,6 +47,12 @@ func (h Header) header() Header { return h }
 func Seeded(ev Event) bool {
 	h, ok := ev.(interface{ header() Header })
 	return ok && h.header().Seeded
+}
+
+// ExecSession reports whether ev is an exec session's (Header.ExecSession).
+func ExecSession(ev Event) bool {
+	h, ok := ev.(interface{ header() Header })
+	return ok && h.header().ExecSession
 }
 
 // Access says how a file was used.
@@ -392,7 +402,7 @@ func take(b []byte, n int) ([]byte, error) {
 }
 
 func header(h sensorEventHeader) Header {
-	return Header{CgroupID: h.CgroupId, PID: h.Pid, Monotonic: h.TimestampNs}
+	return Header{CgroupID: h.CgroupId, PID: h.Pid, Monotonic: h.TimestampNs, ExecSession: h.Source == sensorEventSourceSOURCE_EXEC_SESSION}
 }
 
 // scriptPath joins a script's argv filename to the directory it is relative to.

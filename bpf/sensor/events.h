@@ -56,12 +56,22 @@ enum net_direction : __u8 {
 	DIR_OUT = 2,
 };
 
+/* Whose doing an event is (runtime.h): the workload's, or an exec
+ * session's (docker exec, kubectl exec: a process a runtime started in
+ * the running container from outside, and what it started). Part of the
+ * dedup keys, so that the workload reports what a session reported first. */
+enum event_source : __u8 {
+	SOURCE_WORKLOAD = 0,
+	SOURCE_EXEC_SESSION = 1,
+};
+
 struct event_header {
 	__u64 cgroup_id;
 	__u64 timestamp_ns; /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
 	__u32 pid;
 	enum event_kind kind;
-	__u8 _pad[3];
+	enum event_source source;
+	__u8 _pad[2];
 };
 
 /* Followed by path_len bytes of path (no NUL). */

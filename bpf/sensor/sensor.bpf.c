@@ -3,10 +3,10 @@
 //
 // The inuse sensor: what tracked containers open, map executable and
 // execute, which ports they serve and reach, and which syscalls they make.
-// Four tp_btf programs: sys_exit (syscall bitmap, opens, mmaps, socket
+// tp_btf programs: sys_exit (syscall bitmap, opens, mmaps, socket
 // calls), sched_process_exec (binary, script, ELF loader),
-// sched_process_exit (exit and exit_group) and cgroup_mkdir (early
-// tracking). Each first asks tracked_state (cgroup.h) for the state of the
+// sched_process_fork and sched_process_exit (exec sessions, exit and
+// exit_group) and cgroup_mkdir and cgroup_rmdir (early tracking). Each first asks tracked_state (cgroup.h) for the state of the
 // task's cgroup; an untracked task on cgroup2 costs a few loads, as the state
 // lives in the cgroup's own storage. What a cgroup reports is deduplicated
 // (a per-cgroup cache, then LRU maps), resolved to a path (path.h) and
@@ -46,7 +46,7 @@ const volatile __u32 fmode_backing = 0;
 
 /* Never called, never loaded: its parameters put into BTF the enums that
  * no record carries, for bpf2go (gen.go) and agreement_test.go. */
-void btf_anchor(enum syscall_nr nr, enum cgroup_limits limits)
+void btf_anchor(enum syscall_nr nr, enum cgroup_limits limits, enum entrypoint_state entrypoint)
 {
 }
 
@@ -57,12 +57,16 @@ struct file_key {
 	__u32 access;
 };
 
+/* access: enum access | enum event_source << SOURCE_SHIFT */
+#define SOURCE_SHIFT 8
+
 struct net_key {
 	__u64 cgroup_id;
 	__u16 port;
 	__u8 protocol;
 	__u8 direction;
-	__u32 _pad;
+	enum event_source source;
+	__u8 _pad[3];
 };
 
 /* What each cgroup already reported, so that it is reported once. */
@@ -85,12 +89,14 @@ struct {
 	__uint(max_entries, 8 << 20); /* the default; user space may resize it */
 } inuse_events SEC(".maps");
 
-static __always_inline void fill_header(struct event_header *hdr, __u64 cgroup_id, enum event_kind kind)
+static __always_inline void fill_header(struct event_header *hdr, __u64 cgroup_id, enum event_kind kind,
+					enum event_source source)
 {
 	hdr->cgroup_id = cgroup_id;
 	hdr->timestamp_ns = bpf_ktime_get_ns();
 	hdr->pid = bpf_get_current_pid_tgid() >> 32;
 	hdr->kind = kind;
+	hdr->source = source;
 }
 
 #ifdef INUSE_NO_KFUNCS
@@ -136,24 +142,26 @@ static __always_inline struct file *fd_file(long fd)
 }
 #endif
 
-/* Reports an opened or mapped file once per (cgroup, device, inode, access). */
+/* Reports an opened or mapped file once per (cgroup, device, inode,
+ * access, source). */
 static __always_inline void report_file(struct cgroup_state *st, struct file *file, enum access access)
 {
 	struct inode *inode = FILE_READ(file, f_inode);
 	struct super_block *sb = FILE_READ(inode, i_sb);
+	enum event_source source = event_source(st);
 	struct file_key key = {
 		.cgroup_id = st->cgroup_id,
 		.ino = FILE_READ(inode, i_ino),
 		.dev = FILE_READ(sb, s_dev),
-		.access = access,
+		.access = access | source << SOURCE_SHIFT,
 	};
-	struct recent_file *recent = &st->recent[(key.ino ^ key.dev ^ access) & (RECENT_FILES - 1)];
-	if (recent->ino == key.ino && recent->dev == key.dev && recent->access == access)
+	struct recent_file *recent = &st->recent[(key.ino ^ key.dev ^ key.access) & (RECENT_FILES - 1)];
+	if (recent->ino == key.ino && recent->dev == key.dev && recent->access == key.access)
 		return;
 	if (bpf_map_lookup_elem(&inuse_file_seen, &key)) {
 		recent->ino = key.ino;
 		recent->dev = key.dev;
-		recent->access = access;
+		recent->access = key.access;
 		return;
 	}
 
@@ -164,7 +172,7 @@ static __always_inline void report_file(struct cgroup_state *st, struct file *fi
 	if (!s)
 		return;
 	struct file_event *ev = &s->file.ev;
-	fill_header(&ev->hdr, st->cgroup_id, EVENT_FILE);
+	fill_header(&ev->hdr, st->cgroup_id, EVENT_FILE, source);
 	ev->ino = key.ino;
 	ev->dev = key.dev;
 	ev->mode = FILE_READ(inode, i_mode);
@@ -186,7 +194,7 @@ static __always_inline void report_file(struct cgroup_state *st, struct file *fi
 	bpf_map_update_elem(&inuse_file_seen, &key, &seen, BPF_ANY);
 	recent->ino = key.ino;
 	recent->dev = key.dev;
-	recent->access = access;
+	recent->access = key.access;
 }
 
 static __always_inline void handle_open(struct cgroup_state *st, long fd)
@@ -215,6 +223,7 @@ static __always_inline void report_port(struct cgroup_state *st, __u16 family, _
 		.port = port,
 		.protocol = protocol,
 		.direction = direction,
+		.source = event_source(st),
 	};
 	if (bpf_map_lookup_elem(&inuse_net_seen, &key))
 		return;
@@ -225,7 +234,7 @@ static __always_inline void report_port(struct cgroup_state *st, __u16 family, _
 	if (!s)
 		return;
 	struct net_event *ev = &s->net;
-	fill_header(&ev->hdr, st->cgroup_id, EVENT_NET);
+	fill_header(&ev->hdr, st->cgroup_id, EVENT_NET, key.source);
 	ev->port = port;
 	ev->family = family;
 	ev->protocol = protocol;
@@ -388,6 +397,7 @@ int BPF_PROG(inuse_proc_exit, struct task_struct *task)
 		return 0;
 	/* The task's mm is gone by now, so its executable cannot be asked:
 	 * a runtime's init leaves by exec, not by exit. */
+	session_exit(st, task);
 	unsigned int flags = BPF_CORE_READ(task, signal, flags);
 	__u64 bit;
 	__u64 *word = unmarked_syscall(st, (flags & SIGNAL_GROUP_EXIT) ? NR_EXIT_GROUP : NR_EXIT, &bit);
@@ -451,15 +461,15 @@ static __always_inline struct file *vma_file_at(struct task_struct *task, struct
 /* Emits one exec record, once per (cgroup, file, role) when it names a file.
  * The path comes from the file, else from dir;
  * aux is a user string (argv[0]) or a kernel string (the argv filename). */
-static __always_inline void report_exec(struct cgroup_state *st, enum exec_role role, struct file *file, struct path *dir,
-					const char *aux, bool aux_user)
+static __always_inline void report_exec(struct cgroup_state *st, enum event_source source, enum exec_role role,
+					struct file *file, struct path *dir, const char *aux, bool aux_user)
 {
 	struct scratch *s = get_scratch();
 	if (!s)
 		return;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct exec_event *ev = &s->exec.ev;
-	fill_header(&ev->hdr, st->cgroup_id, EVENT_EXEC);
+	fill_header(&ev->hdr, st->cgroup_id, EVENT_EXEC, source);
 	ev->role = role;
 	ev->ino = 0;
 	ev->dev = 0;
@@ -468,7 +478,10 @@ static __always_inline void report_exec(struct cgroup_state *st, enum exec_role 
 	ev->origin = 0;
 
 	struct path p;
-	struct file_key key = {.cgroup_id = st->cgroup_id, .access = role == EXEC_LOADER ? ACCESS_LOADER : ACCESS_EXEC};
+	struct file_key key = {
+		.cgroup_id = st->cgroup_id,
+		.access = (role == EXEC_LOADER ? ACCESS_LOADER : ACCESS_EXEC) | source << SOURCE_SHIFT,
+	};
 	if (file) {
 		/* A mapping of an overlayfs file holds the lower layer's file
 		 * (a backing file): the path the task knows is its user_path. */
@@ -530,9 +543,10 @@ int BPF_PROG(inuse_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	 * runtime's own init (re-executing itself) is not reported */
 	if (!runs_container_code(task))
 		return 0;
+	enum event_source source = exec_source(st, task);
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	const char *argv0 = (const char *)BPF_CORE_READ(mm, arg_start);
-	report_exec(st, EXEC_BINARY, BPF_CORE_READ(bprm, file), NULL, argv0, true);
+	report_exec(st, source, EXEC_BINARY, BPF_CORE_READ(bprm, file), NULL, argv0, true);
 
 	const char *filename = BPF_CORE_READ(bprm, filename);
 	if (filename != BPF_CORE_READ(bprm, interp)) {
@@ -542,7 +556,7 @@ int BPF_PROG(inuse_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		bpf_probe_read_kernel(&first, 1, filename);
 		struct path pwd;
 		BPF_CORE_READ_INTO(&pwd, task, fs, pwd);
-		report_exec(st, EXEC_SCRIPT, NULL, first == '/' ? NULL : &pwd, filename, false);
+		report_exec(st, source, EXEC_SCRIPT, NULL, first == '/' ? NULL : &pwd, filename, false);
 	}
 
 	unsigned long base = 0;
@@ -560,8 +574,18 @@ int BPF_PROG(inuse_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	if (base) {
 		struct file *loader = vma_file_at(task, mm, base);
 		if (loader)
-			report_exec(st, EXEC_LOADER, loader, NULL, NULL, false);
+			report_exec(st, source, EXEC_LOADER, loader, NULL, NULL, false);
 	}
+	return 0;
+}
+
+/* Forks of an exec session's processes are in the session. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(inuse_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct cgroup_state *st = tracked_state();
+	if (st)
+		session_fork(st, parent, child);
 	return 0;
 }
 
@@ -594,7 +618,7 @@ int BPF_PROG(inuse_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	st->cgroup_id = id;
 
 	struct cgroup_event *ev = &s->cgroup.ev;
-	fill_header(&ev->hdr, st->cgroup_id, EVENT_MKDIR);
+	fill_header(&ev->hdr, st->cgroup_id, EVENT_MKDIR, SOURCE_WORKLOAD);
 	__u32 len = (n - 1) & (PATH_MAX_LEN - 1);
 	ev->path_len = len;
 	if (bpf_ringbuf_output(&inuse_events, ev, sizeof(*ev) + len, 0))

@@ -184,6 +184,7 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 	}{
 		{"sys_exit", s.objs.InuseSysExit},
 		{"sched_process_exec", s.objs.InuseExec},
+		{"sched_process_fork", s.objs.InuseFork},
 		{"sched_process_exit", s.objs.InuseProcExit},
 		{"cgroup_mkdir", s.objs.InuseCgroupMkdir},
 	}
@@ -312,15 +313,24 @@ func (s *Sensor) Close() error {
 	return errors.Join(errs...)
 }
 
-// Track starts observing the cgroup with this id. Tracking an already
-// tracked cgroup is a no-op.
-func (s *Sensor) Track(cgroupID uint64) error {
+// Track starts observing the cgroup with this id, before its container's
+// entrypoint runs. Tracking an already tracked cgroup is a no-op.
+func (s *Sensor) Track(cgroupID uint64) error { return s.track(cgroupID, 0) }
+
+// TrackRunning is Track for a container whose entrypoint may have run
+// already: the first process to join it from outside afterwards is not
+// taken for its entrypoint, but for an exec session (runtime.h).
+func (s *Sensor) TrackRunning(cgroupID uint64) error {
+	return s.track(cgroupID, uint32(sensorEntrypointStateENTRYPOINT_UNSEEN))
+}
+
+func (s *Sensor) track(cgroupID uint64, entrypoint uint32) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.tracked[cgroupID]; ok {
 		return nil
 	}
-	state := sensorCgroupState{CgroupId: cgroupID}
+	state := sensorCgroupState{CgroupId: cgroupID, Entrypoint: entrypoint}
 	if s.hashState() {
 		// The state may exist already, as below.
 		err := s.objs.InuseCgstate.Update(cgroupID, state, ebpf.UpdateNoExist)
@@ -444,8 +454,10 @@ func (s *Sensor) Tracking() (Tracking, error) {
 // forgetSeen deletes the dedup entries of one cgroup.
 func (s *Sensor) forgetSeen(cgroupID uint64) error {
 	err := errors.Join(
-		deleteWhere(s.objs.InuseFileSeen, func(k sensorFileKey) bool { return k.CgroupId == cgroupID }),
-		deleteWhere(s.objs.InuseNetSeen, func(k sensorNetKey) bool { return k.CgroupId == cgroupID }),
+		deleteWhere(s.objs.InuseFileSeen, func(k sensorFileKey, _ uint8) bool { return k.CgroupId == cgroupID }),
+		deleteWhere(s.objs.InuseNetSeen, func(k sensorNetKey, _ uint8) bool { return k.CgroupId == cgroupID }),
+		// Sessions whose processes outlived the tracking.
+		deleteWhere(s.objs.InuseExecSessions, func(_ uint32, id uint64) bool { return id == cgroupID }),
 	)
 	if err != nil {
 		return fmt.Errorf("forgetting dedup entries of cgroup %d: %w", cgroupID, err)
@@ -453,17 +465,17 @@ func (s *Sensor) forgetSeen(cgroupID uint64) error {
 	return nil
 }
 
-// deleteWhere deletes the entries of m whose key matches. Keys are
-// collected first: deleting while iterating restarts the iteration.
-func deleteWhere[K any](m *ebpf.Map, match func(K) bool) error {
+// deleteWhere deletes the entries of m that match. Keys are collected
+// first: deleting while iterating restarts the iteration.
+func deleteWhere[K, V any](m *ebpf.Map, match func(K, V) bool) error {
 	var (
 		key   K
-		value []byte
+		value V
 		keys  []K
 	)
 	it := m.Iterate()
 	for it.Next(&key, &value) {
-		if match(key) {
+		if match(key, value) {
 			keys = append(keys, key)
 		}
 	}

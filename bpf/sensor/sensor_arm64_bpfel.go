@@ -40,11 +40,13 @@ const (
 )
 
 type sensorCgroupState struct {
-	_        structs.HostLayout
-	CgroupId uint64
-	Losses   uint64
-	Syscalls sensorSyscallBits
-	Recent   [16]struct {
+	_          structs.HostLayout
+	CgroupId   uint64
+	Losses     uint64
+	Entrypoint uint32
+	Sessions   uint32
+	Syscalls   sensorSyscallBits
+	Recent     [16]struct {
 		_      structs.HostLayout
 		Ino    uint64
 		Dev    uint32
@@ -52,13 +54,20 @@ type sensorCgroupState struct {
 	}
 }
 
+type sensorEntrypointState uint32
+
+const (
+	sensorEntrypointStateENTRYPOINT_UNSEEN sensorEntrypointState = 4294967295
+)
+
 type sensorEventHeader struct {
 	_           structs.HostLayout
 	CgroupId    uint64
 	TimestampNs uint64
 	Pid         uint32
 	Kind        sensorEventKind
-	Pad         [3]uint8
+	Source      sensorEventSource
+	Pad         [2]uint8
 }
 
 type sensorEventKind uint8
@@ -68,6 +77,13 @@ const (
 	sensorEventKindEVENT_EXEC  sensorEventKind = 2
 	sensorEventKindEVENT_NET   sensorEventKind = 3
 	sensorEventKindEVENT_MKDIR sensorEventKind = 4
+)
+
+type sensorEventSource uint8
+
+const (
+	sensorEventSourceSOURCE_WORKLOAD     sensorEventSource = 0
+	sensorEventSourceSOURCE_EXEC_SESSION sensorEventSource = 1
 )
 
 type sensorExecEvent struct {
@@ -144,7 +160,8 @@ type sensorNetKey struct {
 	Port      uint16
 	Protocol  uint8
 	Direction uint8
-	Pad       uint32
+	Source    sensorEventSource
+	Pad       [3]uint8
 }
 
 type sensorNetOp uint8
@@ -180,6 +197,7 @@ type sensorSyscallBits struct {
 const (
 	sensorMapInuseCgstate      = "inuse_cgstate"
 	sensorMapInuseEvents       = "inuse_events"
+	sensorMapInuseExecSessions = "inuse_exec_sessions"
 	sensorMapInuseFileSeen     = "inuse_file_seen"
 	sensorMapInuseNetSeen      = "inuse_net_seen"
 	sensorMapInuseScratch      = "inuse_scratch"
@@ -188,6 +206,7 @@ const (
 	sensorProgInuseCgroupMkdir = "inuse_cgroup_mkdir"
 	sensorProgInuseCgroupRmdir = "inuse_cgroup_rmdir"
 	sensorProgInuseExec        = "inuse_exec"
+	sensorProgInuseFork        = "inuse_fork"
 	sensorProgInuseProcExit    = "inuse_proc_exit"
 	sensorProgInuseSysExit     = "inuse_sys_exit"
 	sensorVarCgroupV1Subsys    = "cgroup_v1_subsys"
@@ -242,6 +261,7 @@ type sensorProgramSpecs struct {
 	InuseCgroupMkdir *ebpf.ProgramSpec `ebpf:"inuse_cgroup_mkdir"`
 	InuseCgroupRmdir *ebpf.ProgramSpec `ebpf:"inuse_cgroup_rmdir"`
 	InuseExec        *ebpf.ProgramSpec `ebpf:"inuse_exec"`
+	InuseFork        *ebpf.ProgramSpec `ebpf:"inuse_fork"`
 	InuseProcExit    *ebpf.ProgramSpec `ebpf:"inuse_proc_exit"`
 	InuseSysExit     *ebpf.ProgramSpec `ebpf:"inuse_sys_exit"`
 }
@@ -250,13 +270,14 @@ type sensorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorMapSpecs struct {
-	InuseCgstate   *ebpf.MapSpec `ebpf:"inuse_cgstate"`
-	InuseEvents    *ebpf.MapSpec `ebpf:"inuse_events"`
-	InuseFileSeen  *ebpf.MapSpec `ebpf:"inuse_file_seen"`
-	InuseNetSeen   *ebpf.MapSpec `ebpf:"inuse_net_seen"`
-	InuseScratch   *ebpf.MapSpec `ebpf:"inuse_scratch"`
-	InuseV1State   *ebpf.MapSpec `ebpf:"inuse_v1_state"`
-	InuseV1Tracked *ebpf.MapSpec `ebpf:"inuse_v1_tracked"`
+	InuseCgstate      *ebpf.MapSpec `ebpf:"inuse_cgstate"`
+	InuseEvents       *ebpf.MapSpec `ebpf:"inuse_events"`
+	InuseExecSessions *ebpf.MapSpec `ebpf:"inuse_exec_sessions"`
+	InuseFileSeen     *ebpf.MapSpec `ebpf:"inuse_file_seen"`
+	InuseNetSeen      *ebpf.MapSpec `ebpf:"inuse_net_seen"`
+	InuseScratch      *ebpf.MapSpec `ebpf:"inuse_scratch"`
+	InuseV1State      *ebpf.MapSpec `ebpf:"inuse_v1_state"`
+	InuseV1Tracked    *ebpf.MapSpec `ebpf:"inuse_v1_tracked"`
 }
 
 // sensorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -290,19 +311,21 @@ func (o *sensorObjects) Close() error {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorMaps struct {
-	InuseCgstate   *ebpf.Map `ebpf:"inuse_cgstate"`
-	InuseEvents    *ebpf.Map `ebpf:"inuse_events"`
-	InuseFileSeen  *ebpf.Map `ebpf:"inuse_file_seen"`
-	InuseNetSeen   *ebpf.Map `ebpf:"inuse_net_seen"`
-	InuseScratch   *ebpf.Map `ebpf:"inuse_scratch"`
-	InuseV1State   *ebpf.Map `ebpf:"inuse_v1_state"`
-	InuseV1Tracked *ebpf.Map `ebpf:"inuse_v1_tracked"`
+	InuseCgstate      *ebpf.Map `ebpf:"inuse_cgstate"`
+	InuseEvents       *ebpf.Map `ebpf:"inuse_events"`
+	InuseExecSessions *ebpf.Map `ebpf:"inuse_exec_sessions"`
+	InuseFileSeen     *ebpf.Map `ebpf:"inuse_file_seen"`
+	InuseNetSeen      *ebpf.Map `ebpf:"inuse_net_seen"`
+	InuseScratch      *ebpf.Map `ebpf:"inuse_scratch"`
+	InuseV1State      *ebpf.Map `ebpf:"inuse_v1_state"`
+	InuseV1Tracked    *ebpf.Map `ebpf:"inuse_v1_tracked"`
 }
 
 func (m *sensorMaps) Close() error {
 	return _SensorClose(
 		m.InuseCgstate,
 		m.InuseEvents,
+		m.InuseExecSessions,
 		m.InuseFileSeen,
 		m.InuseNetSeen,
 		m.InuseScratch,
@@ -329,6 +352,7 @@ type sensorPrograms struct {
 	InuseCgroupMkdir *ebpf.Program `ebpf:"inuse_cgroup_mkdir"`
 	InuseCgroupRmdir *ebpf.Program `ebpf:"inuse_cgroup_rmdir"`
 	InuseExec        *ebpf.Program `ebpf:"inuse_exec"`
+	InuseFork        *ebpf.Program `ebpf:"inuse_fork"`
 	InuseProcExit    *ebpf.Program `ebpf:"inuse_proc_exit"`
 	InuseSysExit     *ebpf.Program `ebpf:"inuse_sys_exit"`
 }
@@ -338,6 +362,7 @@ func (p *sensorPrograms) Close() error {
 		p.InuseCgroupMkdir,
 		p.InuseCgroupRmdir,
 		p.InuseExec,
+		p.InuseFork,
 		p.InuseProcExit,
 		p.InuseSysExit,
 	)

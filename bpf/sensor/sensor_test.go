@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -749,4 +750,87 @@ func TestSensorEarlyTracking(t *testing.T) {
 	require.NoError(t, s.Track(id))
 	require.True(t, s.Tracked(id))
 	require.NoError(t, s.Untrack(id))
+}
+
+// An exec session (what docker exec, kubectl exec and nsenter start: a
+// process that joins the running container from outside) is told from the
+// workload, with what it starts: its events say ExecSession, the
+// workload's do not, and a file the session read first is still reported
+// for the workload when it reads it. The entrypoint is the workload
+// whether the sensor saw it start or was told the container was running
+// (TrackRunning), and the sessions' table is empty once they exit.
+func TestSensorExecSessions(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	busybox, err := exec.LookPath("busybox")
+	require.NoError(t, err)
+	busybox = realPath(t, busybox)
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	s := openSensor(t, Config{})
+
+	for _, running := range []bool{false, true} {
+		t.Run(fmt.Sprintf("running=%v", running), func(t *testing.T) {
+			dir := fixture(t)
+			file := func(name string) string { return realPath(t, filepath.Join(dir, name)) }
+			for _, f := range []string{"session.txt", "forked.txt", "both.txt", "later.txt"} {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, f), []byte("x\n"), 0o644))
+			}
+			cgDir, id := testCgroup(t, h)
+			if !running {
+				require.NoError(t, s.Track(id))
+			}
+			stop := collect(t, s)
+
+			// The entrypoint: the first process of a pid and mount
+			// namespace of its own, as a runtime's init is.
+			entry := exec.Command(busybox, "sh", "-c", `cat "$1/read.txt"; read x; cat "$1/both.txt"; exec cat "$1/later.txt"`, "sh", dir)
+			entry.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID}
+			stdin, err := entry.StdinPipe()
+			require.NoError(t, err)
+			require.NoError(t, h.Start(entry, cgDir))
+			if running {
+				// Tracked after its start: a Docker start event, a resync.
+				time.Sleep(200 * time.Millisecond)
+				require.NoError(t, s.TrackRunning(id))
+			}
+			// A session: nsenter joins the entrypoint's namespaces and
+			// cgroup from outside and runs a shell, which forks.
+			pid := strconv.Itoa(entry.Process.Pid)
+			runIn(t, h, cgDir, exec.Command(busybox, "nsenter", "-t", pid, "-m", "-p", "--", busybox, "sh", "-c",
+				`cat "$1/session.txt" "$1/both.txt"; cat "$1/forked.txt" >/dev/null`, "sh", dir))
+			_, err = stdin.Write([]byte("go\n"))
+			require.NoError(t, err)
+			require.NoError(t, entry.Wait())
+			events := stop()
+
+			sources := map[string][]bool{}
+			for p, fs := range filesByPath(events, id) {
+				for _, f := range fs {
+					sources[p] = append(sources[p], f.ExecSession)
+				}
+			}
+			if !running {
+				require.Equal(t, []bool{false}, sources[file("read.txt")], "the entrypoint's read")
+			}
+			require.Equal(t, []bool{true}, sources[file("session.txt")], "the session's read")
+			require.Equal(t, []bool{true}, sources[file("forked.txt")], "a read of the session's fork")
+			require.ElementsMatch(t, []bool{true, false}, sources[file("both.txt")], "read by both: reported for each")
+			require.Equal(t, []bool{false}, sources[file("later.txt")], "the entrypoint's exec, after the session")
+			var sessionExecs int
+			for _, e := range ofKind[ExecEvent](events, id) {
+				if e.ExecSession {
+					sessionExecs++
+				}
+			}
+			require.Positive(t, sessionExecs, "the session's execs say so")
+
+			var tgid uint32
+			var cgroupID uint64
+			it := s.objs.InuseExecSessions.Iterate()
+			for it.Next(&tgid, &cgroupID) {
+				require.NotEqual(t, id, cgroupID, "process %d left in the sessions' table", tgid)
+			}
+			require.NoError(t, it.Err())
+		})
+	}
 }

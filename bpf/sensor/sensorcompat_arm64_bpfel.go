@@ -14,10 +14,12 @@ import (
 )
 
 type sensorcompatCgroupState struct {
-	_        structs.HostLayout
-	CgroupId uint64
-	Losses   uint64
-	Syscalls struct {
+	_          structs.HostLayout
+	CgroupId   uint64
+	Losses     uint64
+	Entrypoint uint32
+	Sessions   uint32
+	Syscalls   struct {
 		_     structs.HostLayout
 		Words [8]uint64
 	}
@@ -43,7 +45,8 @@ type sensorcompatNetKey struct {
 	Port      uint16
 	Protocol  uint8
 	Direction uint8
-	Pad       uint32
+	Source    uint8
+	Pad       [3]uint8
 }
 
 type sensorcompatScratch struct {
@@ -60,7 +63,8 @@ type sensorcompatScratch struct {
 				TimestampNs uint64
 				Pid         uint32
 				Kind        uint8
-				Pad         [3]uint8
+				Source      uint8
+				Pad         [2]uint8
 			}
 			Ino       uint64
 			Dev       uint32
@@ -82,6 +86,7 @@ type sensorcompatScratch struct {
 const (
 	sensorcompatMapInuseCgstate      = "inuse_cgstate"
 	sensorcompatMapInuseEvents       = "inuse_events"
+	sensorcompatMapInuseExecSessions = "inuse_exec_sessions"
 	sensorcompatMapInuseFileSeen     = "inuse_file_seen"
 	sensorcompatMapInuseNetSeen      = "inuse_net_seen"
 	sensorcompatMapInuseScratch      = "inuse_scratch"
@@ -90,6 +95,7 @@ const (
 	sensorcompatProgInuseCgroupMkdir = "inuse_cgroup_mkdir"
 	sensorcompatProgInuseCgroupRmdir = "inuse_cgroup_rmdir"
 	sensorcompatProgInuseExec        = "inuse_exec"
+	sensorcompatProgInuseFork        = "inuse_fork"
 	sensorcompatProgInuseProcExit    = "inuse_proc_exit"
 	sensorcompatProgInuseSysExit     = "inuse_sys_exit"
 	sensorcompatVarCgroupV1Subsys    = "cgroup_v1_subsys"
@@ -144,6 +150,7 @@ type sensorcompatProgramSpecs struct {
 	InuseCgroupMkdir *ebpf.ProgramSpec `ebpf:"inuse_cgroup_mkdir"`
 	InuseCgroupRmdir *ebpf.ProgramSpec `ebpf:"inuse_cgroup_rmdir"`
 	InuseExec        *ebpf.ProgramSpec `ebpf:"inuse_exec"`
+	InuseFork        *ebpf.ProgramSpec `ebpf:"inuse_fork"`
 	InuseProcExit    *ebpf.ProgramSpec `ebpf:"inuse_proc_exit"`
 	InuseSysExit     *ebpf.ProgramSpec `ebpf:"inuse_sys_exit"`
 }
@@ -152,13 +159,14 @@ type sensorcompatProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorcompatMapSpecs struct {
-	InuseCgstate   *ebpf.MapSpec `ebpf:"inuse_cgstate"`
-	InuseEvents    *ebpf.MapSpec `ebpf:"inuse_events"`
-	InuseFileSeen  *ebpf.MapSpec `ebpf:"inuse_file_seen"`
-	InuseNetSeen   *ebpf.MapSpec `ebpf:"inuse_net_seen"`
-	InuseScratch   *ebpf.MapSpec `ebpf:"inuse_scratch"`
-	InuseV1State   *ebpf.MapSpec `ebpf:"inuse_v1_state"`
-	InuseV1Tracked *ebpf.MapSpec `ebpf:"inuse_v1_tracked"`
+	InuseCgstate      *ebpf.MapSpec `ebpf:"inuse_cgstate"`
+	InuseEvents       *ebpf.MapSpec `ebpf:"inuse_events"`
+	InuseExecSessions *ebpf.MapSpec `ebpf:"inuse_exec_sessions"`
+	InuseFileSeen     *ebpf.MapSpec `ebpf:"inuse_file_seen"`
+	InuseNetSeen      *ebpf.MapSpec `ebpf:"inuse_net_seen"`
+	InuseScratch      *ebpf.MapSpec `ebpf:"inuse_scratch"`
+	InuseV1State      *ebpf.MapSpec `ebpf:"inuse_v1_state"`
+	InuseV1Tracked    *ebpf.MapSpec `ebpf:"inuse_v1_tracked"`
 }
 
 // sensorcompatVariableSpecs contains global variables before they are loaded into the kernel.
@@ -192,19 +200,21 @@ func (o *sensorcompatObjects) Close() error {
 //
 // It can be passed to loadSensorcompatObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorcompatMaps struct {
-	InuseCgstate   *ebpf.Map `ebpf:"inuse_cgstate"`
-	InuseEvents    *ebpf.Map `ebpf:"inuse_events"`
-	InuseFileSeen  *ebpf.Map `ebpf:"inuse_file_seen"`
-	InuseNetSeen   *ebpf.Map `ebpf:"inuse_net_seen"`
-	InuseScratch   *ebpf.Map `ebpf:"inuse_scratch"`
-	InuseV1State   *ebpf.Map `ebpf:"inuse_v1_state"`
-	InuseV1Tracked *ebpf.Map `ebpf:"inuse_v1_tracked"`
+	InuseCgstate      *ebpf.Map `ebpf:"inuse_cgstate"`
+	InuseEvents       *ebpf.Map `ebpf:"inuse_events"`
+	InuseExecSessions *ebpf.Map `ebpf:"inuse_exec_sessions"`
+	InuseFileSeen     *ebpf.Map `ebpf:"inuse_file_seen"`
+	InuseNetSeen      *ebpf.Map `ebpf:"inuse_net_seen"`
+	InuseScratch      *ebpf.Map `ebpf:"inuse_scratch"`
+	InuseV1State      *ebpf.Map `ebpf:"inuse_v1_state"`
+	InuseV1Tracked    *ebpf.Map `ebpf:"inuse_v1_tracked"`
 }
 
 func (m *sensorcompatMaps) Close() error {
 	return _SensorcompatClose(
 		m.InuseCgstate,
 		m.InuseEvents,
+		m.InuseExecSessions,
 		m.InuseFileSeen,
 		m.InuseNetSeen,
 		m.InuseScratch,
@@ -231,6 +241,7 @@ type sensorcompatPrograms struct {
 	InuseCgroupMkdir *ebpf.Program `ebpf:"inuse_cgroup_mkdir"`
 	InuseCgroupRmdir *ebpf.Program `ebpf:"inuse_cgroup_rmdir"`
 	InuseExec        *ebpf.Program `ebpf:"inuse_exec"`
+	InuseFork        *ebpf.Program `ebpf:"inuse_fork"`
 	InuseProcExit    *ebpf.Program `ebpf:"inuse_proc_exit"`
 	InuseSysExit     *ebpf.Program `ebpf:"inuse_sys_exit"`
 }
@@ -240,6 +251,7 @@ func (p *sensorcompatPrograms) Close() error {
 		p.InuseCgroupMkdir,
 		p.InuseCgroupRmdir,
 		p.InuseExec,
+		p.InuseFork,
 		p.InuseProcExit,
 		p.InuseSysExit,
 	)

@@ -14,10 +14,12 @@ import (
 )
 
 type sensorlegacyCgroupState struct {
-	_        structs.HostLayout
-	CgroupId uint64
-	Losses   uint64
-	Syscalls struct {
+	_          structs.HostLayout
+	CgroupId   uint64
+	Losses     uint64
+	Entrypoint uint32
+	Sessions   uint32
+	Syscalls   struct {
 		_     structs.HostLayout
 		Words [8]uint64
 	}
@@ -43,7 +45,8 @@ type sensorlegacyNetKey struct {
 	Port      uint16
 	Protocol  uint8
 	Direction uint8
-	Pad       uint32
+	Source    uint8
+	Pad       [3]uint8
 }
 
 type sensorlegacyScratch struct {
@@ -60,7 +63,8 @@ type sensorlegacyScratch struct {
 				TimestampNs uint64
 				Pid         uint32
 				Kind        uint8
-				Pad         [3]uint8
+				Source      uint8
+				Pad         [2]uint8
 			}
 			Ino       uint64
 			Dev       uint32
@@ -82,6 +86,7 @@ type sensorlegacyScratch struct {
 const (
 	sensorlegacyMapInuseCgstate      = "inuse_cgstate"
 	sensorlegacyMapInuseEvents       = "inuse_events"
+	sensorlegacyMapInuseExecSessions = "inuse_exec_sessions"
 	sensorlegacyMapInuseFileSeen     = "inuse_file_seen"
 	sensorlegacyMapInuseNetSeen      = "inuse_net_seen"
 	sensorlegacyMapInuseScratch      = "inuse_scratch"
@@ -90,6 +95,7 @@ const (
 	sensorlegacyProgInuseCgroupMkdir = "inuse_cgroup_mkdir"
 	sensorlegacyProgInuseCgroupRmdir = "inuse_cgroup_rmdir"
 	sensorlegacyProgInuseExec        = "inuse_exec"
+	sensorlegacyProgInuseFork        = "inuse_fork"
 	sensorlegacyProgInuseProcExit    = "inuse_proc_exit"
 	sensorlegacyProgInuseSysExit     = "inuse_sys_exit"
 	sensorlegacyVarCgroupV1Subsys    = "cgroup_v1_subsys"
@@ -144,6 +150,7 @@ type sensorlegacyProgramSpecs struct {
 	InuseCgroupMkdir *ebpf.ProgramSpec `ebpf:"inuse_cgroup_mkdir"`
 	InuseCgroupRmdir *ebpf.ProgramSpec `ebpf:"inuse_cgroup_rmdir"`
 	InuseExec        *ebpf.ProgramSpec `ebpf:"inuse_exec"`
+	InuseFork        *ebpf.ProgramSpec `ebpf:"inuse_fork"`
 	InuseProcExit    *ebpf.ProgramSpec `ebpf:"inuse_proc_exit"`
 	InuseSysExit     *ebpf.ProgramSpec `ebpf:"inuse_sys_exit"`
 }
@@ -152,13 +159,14 @@ type sensorlegacyProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorlegacyMapSpecs struct {
-	InuseCgstate   *ebpf.MapSpec `ebpf:"inuse_cgstate"`
-	InuseEvents    *ebpf.MapSpec `ebpf:"inuse_events"`
-	InuseFileSeen  *ebpf.MapSpec `ebpf:"inuse_file_seen"`
-	InuseNetSeen   *ebpf.MapSpec `ebpf:"inuse_net_seen"`
-	InuseScratch   *ebpf.MapSpec `ebpf:"inuse_scratch"`
-	InuseV1State   *ebpf.MapSpec `ebpf:"inuse_v1_state"`
-	InuseV1Tracked *ebpf.MapSpec `ebpf:"inuse_v1_tracked"`
+	InuseCgstate      *ebpf.MapSpec `ebpf:"inuse_cgstate"`
+	InuseEvents       *ebpf.MapSpec `ebpf:"inuse_events"`
+	InuseExecSessions *ebpf.MapSpec `ebpf:"inuse_exec_sessions"`
+	InuseFileSeen     *ebpf.MapSpec `ebpf:"inuse_file_seen"`
+	InuseNetSeen      *ebpf.MapSpec `ebpf:"inuse_net_seen"`
+	InuseScratch      *ebpf.MapSpec `ebpf:"inuse_scratch"`
+	InuseV1State      *ebpf.MapSpec `ebpf:"inuse_v1_state"`
+	InuseV1Tracked    *ebpf.MapSpec `ebpf:"inuse_v1_tracked"`
 }
 
 // sensorlegacyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -192,19 +200,21 @@ func (o *sensorlegacyObjects) Close() error {
 //
 // It can be passed to loadSensorlegacyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorlegacyMaps struct {
-	InuseCgstate   *ebpf.Map `ebpf:"inuse_cgstate"`
-	InuseEvents    *ebpf.Map `ebpf:"inuse_events"`
-	InuseFileSeen  *ebpf.Map `ebpf:"inuse_file_seen"`
-	InuseNetSeen   *ebpf.Map `ebpf:"inuse_net_seen"`
-	InuseScratch   *ebpf.Map `ebpf:"inuse_scratch"`
-	InuseV1State   *ebpf.Map `ebpf:"inuse_v1_state"`
-	InuseV1Tracked *ebpf.Map `ebpf:"inuse_v1_tracked"`
+	InuseCgstate      *ebpf.Map `ebpf:"inuse_cgstate"`
+	InuseEvents       *ebpf.Map `ebpf:"inuse_events"`
+	InuseExecSessions *ebpf.Map `ebpf:"inuse_exec_sessions"`
+	InuseFileSeen     *ebpf.Map `ebpf:"inuse_file_seen"`
+	InuseNetSeen      *ebpf.Map `ebpf:"inuse_net_seen"`
+	InuseScratch      *ebpf.Map `ebpf:"inuse_scratch"`
+	InuseV1State      *ebpf.Map `ebpf:"inuse_v1_state"`
+	InuseV1Tracked    *ebpf.Map `ebpf:"inuse_v1_tracked"`
 }
 
 func (m *sensorlegacyMaps) Close() error {
 	return _SensorlegacyClose(
 		m.InuseCgstate,
 		m.InuseEvents,
+		m.InuseExecSessions,
 		m.InuseFileSeen,
 		m.InuseNetSeen,
 		m.InuseScratch,
@@ -231,6 +241,7 @@ type sensorlegacyPrograms struct {
 	InuseCgroupMkdir *ebpf.Program `ebpf:"inuse_cgroup_mkdir"`
 	InuseCgroupRmdir *ebpf.Program `ebpf:"inuse_cgroup_rmdir"`
 	InuseExec        *ebpf.Program `ebpf:"inuse_exec"`
+	InuseFork        *ebpf.Program `ebpf:"inuse_fork"`
 	InuseProcExit    *ebpf.Program `ebpf:"inuse_proc_exit"`
 	InuseSysExit     *ebpf.Program `ebpf:"inuse_sys_exit"`
 }
@@ -240,6 +251,7 @@ func (p *sensorlegacyPrograms) Close() error {
 		p.InuseCgroupMkdir,
 		p.InuseCgroupRmdir,
 		p.InuseExec,
+		p.InuseFork,
 		p.InuseProcExit,
 		p.InuseSysExit,
 	)

@@ -58,6 +58,11 @@ type Container struct {
 	// Partial is set when the container ran before it was tracked, so its
 	// profile may miss what it loaded early.
 	Partial bool `json:"partial,omitempty"`
+	// Running is set when the runtime names the container after its
+	// entrypoint may have run (a Docker start event): the sensor must not
+	// take the next process to join it from outside for its entrypoint
+	// (bpf/sensor/runtime.h). Partial implies it.
+	Running bool `json:"-"`
 }
 
 // Kind of a lifecycle event.
