@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
@@ -68,6 +69,55 @@ func TestOpenAPIRoutes(t *testing.T) {
 	code, body := e.get("/api/openapi.yaml", "")
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, openapiSpec, body)
+}
+
+// What only exec sessions loaded counts by default, with evidence that
+// says so; ?exec_sessions=exclude, or the server's --exclude-exec-sessions,
+// leaves it out, and a request can still ask for it.
+func TestExecSessionsParameter(t *testing.T) {
+	for _, excludeByDefault := range []bool{false, true} {
+		t.Run(fmt.Sprintf("exclude-exec-sessions=%v", excludeByDefault), func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.ExcludeExecSessions = excludeByDefault })
+			e.seedFixtures()
+			// kubectl exec ... -- openssl: libssl is loaded in a session only.
+			session := store.NewDelta()
+			session.Add(store.ExecSessions, store.SectionMember(store.FilesRead, "/usr/lib/x86_64-linux-gnu/libssl.so.3"), time.Now().UnixMilli())
+			_, err := e.st.Apply(t.Context(), map[string]*store.Delta{digestApp: session}, time.Now(), store.DefaultLearning)
+			require.NoError(t, err)
+			require.Eventually(t, func() bool {
+				rep, status, _ := e.srv.cache.reportOf(t.Context(), digestApp)
+				return status == statusReady && slices.ContainsFunc(rep.Packages, func(p scanner.Package) bool { return p.Name == "libssl3" && p.Verdict == scanner.InUse })
+			}, 10*time.Second, 50*time.Millisecond)
+
+			inUse := func(query string) []string {
+				var pkgs page[scanner.Package]
+				e.getJSON("/api/v1/images/"+digestApp+"/packages?in_use=true"+query, &pkgs)
+				return pkgNames(pkgs.Items)
+			}
+			with, without := []string{"libc6", "libssl3", "requests"}, []string{"libc6", "requests"}
+			require.ElementsMatch(t, with, inUse("&exec_sessions=include"))
+			require.ElementsMatch(t, without, inUse("&exec_sessions=exclude"))
+			if excludeByDefault {
+				require.ElementsMatch(t, without, inUse(""))
+			} else {
+				require.ElementsMatch(t, with, inUse(""))
+				var pkgs page[scanner.Package]
+				e.getJSON("/api/v1/images/"+digestApp+"/packages?verdict=in_use&type=deb", &pkgs)
+				i := slices.IndexFunc(pkgs.Items, func(p scanner.Package) bool { return p.Name == "libssl3" })
+				require.GreaterOrEqual(t, i, 0)
+				require.Equal(t, scanner.SourceExecSession, pkgs.Items[i].Evidence[0].Source)
+				require.Equal(t, scanner.Unknown, pkgs.Items[i].VerdictWithoutExecSessions)
+			}
+			var vulns page[scanner.Vulnerability]
+			e.getJSON("/api/v1/images/"+digestApp+"/vulnerabilities?in_use=true&exec_sessions=exclude", &vulns)
+			for _, v := range vulns.Items {
+				require.NotEqual(t, "libssl3", v.PackageName)
+			}
+			code, body := e.get("/api/v1/images/"+digestApp+"/openvex?exec_sessions=sometimes", adminKey)
+			require.Equal(t, http.StatusBadRequest, code, "%s", body)
+			require.Contains(t, string(body), "exec_sessions must be include or exclude")
+		})
+	}
 }
 
 func TestImagesAPI(t *testing.T) {

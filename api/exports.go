@@ -12,7 +12,7 @@ import (
 // render answers a document in a format, buffered so that a failure is
 // still a clean JSON error.
 func (s *Server) render(w http.ResponseWriter, r *http.Request, name, ctype string, f func(io.Writer, *scanner.Report) error) error {
-	if _, err := only(r); err != nil {
+	if _, err := only(r, execSessionsParam); err != nil {
 		return err
 	}
 	if f == nil {
@@ -40,7 +40,7 @@ func (s *Server) getCycloneDX(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) postEnrich(w http.ResponseWriter, r *http.Request) error {
-	if _, err := only(r); err != nil {
+	if _, err := only(r, execSessionsParam); err != nil {
 		return err
 	}
 	if s.cfg.Formats.Enrich == nil {

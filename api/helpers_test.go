@@ -154,6 +154,12 @@ func (f *fixtureReports) Report(ctx context.Context, digest string, p *store.Pro
 			loaded[e.Value] = true
 		}
 	}
+	sessionOnly := map[string]bool{} // of FilesRead, as the fixtures load
+	for _, e := range p.Sections[store.ExecSessions] {
+		if sec, v, _ := store.ParseSectionMember(e.Value); sec == store.FilesRead {
+			sessionOnly[v] = true
+		}
+	}
 	rep := &scanner.Report{
 		Name: fx.name, Digest: digest, Distro: fx.distro, GeneratedAt: time.Now().UTC(),
 		Profile: scanner.ProfileState{Found: true, State: string(p.State), Confidence: string(p.Confidence), Revision: p.Meta.Revision},
@@ -161,15 +167,25 @@ func (f *fixtureReports) Report(ctx context.Context, digest string, p *store.Pro
 	}
 	for _, fp := range fx.packages {
 		pk := fp.Package
-		pk.Verdict = scanner.Unknown
+		absent := scanner.Unknown
 		if p.State == store.Done {
-			pk.Verdict = scanner.NotObserved
+			absent = scanner.NotObserved
 		}
+		pk.Verdict, pk.VerdictWithoutExecSessions = absent, absent
 		for _, f := range fp.files {
 			if loaded[f] {
 				pk.Verdict = scanner.InUse
-				pk.Evidence = append(pk.Evidence, scanner.Evidence{Path: f, How: scanner.HowRead})
+				ev := scanner.Evidence{Path: f, How: scanner.HowRead}
+				if sessionOnly[f] {
+					ev.Source = scanner.SourceExecSession
+				} else {
+					pk.VerdictWithoutExecSessions = ""
+				}
+				pk.Evidence = append(pk.Evidence, ev)
 			}
+		}
+		if pk.Verdict != scanner.InUse {
+			pk.VerdictWithoutExecSessions = ""
 		}
 		rep.Packages = append(rep.Packages, pk)
 		for _, v := range fp.vulns {

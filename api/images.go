@@ -49,6 +49,9 @@ func summarize(rep *scanner.Report) *ReportSummary {
 
 func (s *Server) imageSummary(ctx context.Context, stats store.ProfileStats) ImageSummary {
 	rep, status, err := s.cache.reportOf(ctx, stats.Digest)
+	if rep != nil && s.cfg.ExcludeExecSessions {
+		rep = rep.WithoutExecSessions()
+	}
 	out := ImageSummary{ProfileStats: stats, ReportStatus: string(status), Report: summarize(rep)}
 	if err != nil {
 		out.ReportError = scanFailure(err)
@@ -163,6 +166,9 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	rep, status, rerr := s.cache.reportOf(r.Context(), p.Digest)
+	if rep != nil && s.cfg.ExcludeExecSessions {
+		rep = rep.WithoutExecSessions()
+	}
 	d := ImageDetail{
 		Digest: p.Digest, Names: nonNil(p.Names), State: p.State, Confidence: p.Confidence, Meta: p.Meta,
 		Workloads: nonNil(p.Workloads), Nodes: nonNil(p.NodeNames), Sections: map[store.Section]int{}, Folded: nonNil(p.Folded),

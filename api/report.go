@@ -19,9 +19,16 @@ func (s *Server) reportFor(r *http.Request) (*scanner.Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	exclude, err := s.excludesExecSessions(r)
+	if err != nil {
+		return nil, err
+	}
 	rep, status, err := s.cache.reportOf(r.Context(), digest)
 	switch status {
 	case statusReady:
+		if exclude {
+			return rep.WithoutExecSessions(), nil
+		}
 		return rep, nil
 	case statusUnavailable:
 		return nil, errorf(http.StatusNotImplemented, "this server has no scanner")
@@ -29,6 +36,21 @@ func (s *Server) reportFor(r *http.Request) (*scanner.Report, error) {
 		return nil, errorf(http.StatusServiceUnavailable, "scanning the image failed: %s", scanFailure(err))
 	}
 	return nil, errorf(http.StatusServiceUnavailable, "the image's report is not ready yet")
+}
+
+// execSessionsParam chooses whether what exec sessions loaded counts
+// (include, exclude); the server's configuration decides without it.
+const execSessionsParam = "exec_sessions"
+
+// excludesExecSessions reads ?exec_sessions=.
+func (s *Server) excludesExecSessions(r *http.Request) (bool, error) {
+	switch v := r.URL.Query().Get(execSessionsParam); v {
+	case "":
+		return s.cfg.ExcludeExecSessions, nil
+	case "include", "exclude":
+		return v == "exclude", nil
+	}
+	return false, errorf(http.StatusBadRequest, "%s must be include or exclude", execSessionsParam)
 }
 
 // reportQuery is the query of a list drawn from a report: paging, a
@@ -40,7 +62,7 @@ type reportQuery struct {
 
 // parseReportList checks and reads the query of a report list.
 func parseReportList(r *http.Request, known ...string) (reportQuery, error) {
-	lq, err := parseList(r, append([]string{"verdict", "in_use"}, known...)...)
+	lq, err := parseList(r, append([]string{"verdict", "in_use", execSessionsParam}, known...)...)
 	if err != nil {
 		return reportQuery{}, err
 	}

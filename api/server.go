@@ -55,6 +55,10 @@ type Formats struct {
 type Config struct {
 	Store    *store.Store
 	Learning store.LearningConfig
+	// ExcludeExecSessions leaves what only exec sessions (docker exec,
+	// kubectl exec) loaded out of the reports, unless a request asks for
+	// it (?exec_sessions=include).
+	ExcludeExecSessions bool
 	// Reports may be nil: images are then listed without verdicts.
 	Reports Reports
 	Formats Formats

@@ -180,12 +180,18 @@ func (c *Collector) Observe(ctr lifecycle.Container, ev sensor.Event) {
 		d.Losses += int64(loss.Lost)
 		return
 	}
-	seeded := sensor.Seeded(ev)
+	seeded, session := sensor.Seeded(ev), sensor.ExecSession(ev)
 	for _, m := range members(ev) {
-		// Evidence says which loaded files were read from /proc; what
-		// bounded sections hold is no evidence, and Seeded is not bounded.
+		// What bounded sections hold is no evidence, and Seeded and
+		// ExecSessions are not bounded.
+		if session && !m.section.Bounded() {
+			// The section keeps what the workload did.
+			c.add(ctr.Image.Digest, d, member{store.ExecSessions, store.SectionMember(m.section, m.value)}, ms)
+			continue
+		}
+		// Evidence says which loaded files were read from /proc.
 		if c.add(ctr.Image.Digest, d, m, ms) && seeded && !m.section.Bounded() {
-			c.add(ctr.Image.Digest, d, member{store.Seeded, store.SeededMember(m.section, m.value)}, ms)
+			c.add(ctr.Image.Digest, d, member{store.Seeded, store.SectionMember(m.section, m.value)}, ms)
 		}
 	}
 }

@@ -388,6 +388,40 @@ func TestSeededEventsAreRecorded(t *testing.T) {
 	require.EqualValues(t, 1, p.Meta.PartialContainers)
 }
 
+// What exec sessions loaded is kept apart from what the workload loaded:
+// a reader gets both in the sections, and ExecSessions names the members
+// only sessions put there; a file both loaded is the workload's. Drift
+// (a bounded section) takes a session's downloads like the workload's.
+func TestExecSessionEventsAreKeptApart(t *testing.T) {
+	srv := redistest.Start(t)
+	st := openStore(t, srv.URL())
+	c := New(quiet, st, Config{Node: "node-a"})
+	ctr := container("c1")
+	c.ContainerStarted(ctr)
+	session := sensor.Header{ExecSession: true}
+	c.Observe(ctr, sensor.ExecEvent{Header: session, Role: sensor.RoleBinary, Path: "/usr/bin/bash"})
+	c.Observe(ctr, sensor.FileEvent{Header: session, Path: "/usr/lib/x86_64-linux-gnu/libreadline.so.8", Access: sensor.AccessMapped})
+	c.Observe(ctr, sensor.FileEvent{Header: session, Path: "/etc/hosts", Access: sensor.AccessRead})
+	c.Observe(ctr, sensor.FileEvent{Header: session, Path: "/tmp/tool", Access: sensor.AccessMapped, Origin: sensor.OriginContainer})
+	c.Observe(ctr, sensor.FileEvent{Path: "/etc/hosts", Access: sensor.AccessRead})
+	c.Observe(ctr, sensor.FileEvent{Path: "/etc/passwd", Access: sensor.AccessRead})
+	require.NoError(t, c.Flush(t.Context()))
+
+	p, err := st.Profile(t.Context(), digest, time.Now(), store.DefaultLearning)
+	require.NoError(t, err)
+	require.Equal(t, []string{"/usr/bin/bash"}, values(p.Sections[store.Exec]))
+	require.Equal(t, []string{"/usr/lib/x86_64-linux-gnu/libreadline.so.8"}, values(p.Sections[store.Mapped]))
+	require.Equal(t, []string{"/etc/hosts", "/etc/passwd"}, values(p.Sections[store.FilesRead]))
+	require.ElementsMatch(t, []string{"exec|/usr/bin/bash", "mapped|/usr/lib/x86_64-linux-gnu/libreadline.so.8"},
+		values(p.Sections[store.ExecSessions]), "only what no workload process loaded")
+	require.Len(t, p.Sections[store.Drift], 1)
+
+	workloadOnly, err := st.ProfileSections(t.Context(), digest, time.Now(), store.DefaultLearning, store.Exec, store.FilesRead)
+	require.NoError(t, err)
+	require.Empty(t, workloadOnly.Sections[store.Exec], "without ExecSessions, a reader gets the workload's alone")
+	require.Equal(t, []string{"/etc/hosts", "/etc/passwd"}, values(workloadOnly.Sections[store.FilesRead]))
+}
+
 // Pending members are bounded in bytes, in all and per image: an image
 // flooding 4 KiB paths while Redis is away loses its own members (recorded
 // as lost in its profile), and a quiet image's library still gets in.

@@ -320,7 +320,7 @@ func seeded(p *store.Profile, sec store.Section, value string) bool {
 		in = in || e.Value == value
 	}
 	for _, e := range p.Sections[store.Seeded] {
-		marked = marked || e.Value == store.SeededMember(sec, value)
+		marked = marked || e.Value == store.SectionMember(sec, value)
 	}
 	return in && marked
 }

@@ -211,7 +211,7 @@ func reachability(vulns []Vulnerability, pkgs map[string]PackageVerdict, bins ma
 			plan, ok := stored[ev.Path]
 			pr, probedOK := probed[store.ProbedMember(ev.Path, plan.BuildID)]
 			ex, execOK := execs[ev.Path]
-			_, wasSeeded := seeded[store.SeededMember(store.Exec, ev.Path)]
+			_, wasSeeded := seeded[store.SectionMember(store.Exec, ev.Path)]
 			if !ok || !probedOK || wasSeeded || pr.FirstSeen.UnixMilli() < plan.Since || execOK && pr.FirstSeen.After(ex.FirstSeen) {
 				vouched = -1
 				break

@@ -42,7 +42,7 @@ func TestReachabilityVouching(t *testing.T) {
 				p.Sections[store.Probed] = []store.Entry{entry(store.ProbedMember(bin, id), tc.probed)}
 			}
 			if tc.seeded {
-				p.Sections[store.Seeded] = []store.Entry{entry(store.SeededMember(store.Exec, bin), t0)}
+				p.Sections[store.Seeded] = []store.Entry{entry(store.SectionMember(store.Exec, bin), t0)}
 			}
 			vulns := []Vulnerability{{ID: "GO-1", PackageID: "m", Symbols: []string{"m/p.F"}, Verdict: InUse, Reachability: ReachPackage}}
 			pkgs := map[string]PackageVerdict{"m": {Verdict: InUse, Evidence: []Evidence{{Path: bin, How: HowExec, FirstSeen: t0}}}}

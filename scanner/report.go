@@ -25,6 +25,9 @@ type Package struct {
 	OS       bool       `json:"os_package"`
 	Verdict  Verdict    `json:"verdict"`
 	Evidence []Evidence `json:"evidence,omitempty"`
+	// VerdictWithoutExecSessions is the verdict when exec sessions do not
+	// count, set when it differs: only they loaded the package.
+	VerdictWithoutExecSessions Verdict `json:"verdict_without_exec_sessions,omitempty"`
 }
 
 // Vulnerability is one match of a vulnerability on a package.
@@ -149,7 +152,7 @@ func (s *Scanner) report(ctx context.Context, digest string, profile *store.Prof
 	}
 	for i, p := range im.pkgs {
 		v := verdictOf(p.ID)
-		p.Verdict, p.Evidence = v.Verdict, v.Evidence
+		p.Verdict, p.Evidence, p.VerdictWithoutExecSessions = v.Verdict, v.Evidence, v.WithoutExecSessions
 		rep.Packages[i] = p
 	}
 	for i, v := range vulns {
@@ -165,6 +168,35 @@ func (s *Scanner) report(ctx context.Context, digest string, profile *store.Prof
 	sortVulnerabilities(rep.Vulnerabilities)
 	rep.Summary = countVulnerabilities(rep.Vulnerabilities)
 	return rep, nil
+}
+
+// WithoutExecSessions is the report as it is when what exec sessions
+// loaded does not count: their evidence is left out, and a package only
+// they loaded takes the verdict it would have without them, as do its
+// vulnerabilities, unless a vulnerable function of theirs ran. r itself
+// is not changed.
+func (r *Report) WithoutExecSessions() *Report {
+	out := *r
+	out.Packages = make([]Package, len(r.Packages))
+	changed := map[string]Verdict{}
+	for i, p := range r.Packages {
+		p.Evidence = slices.DeleteFunc(slices.Clone(p.Evidence), func(e Evidence) bool { return e.Source == SourceExecSession })
+		if p.VerdictWithoutExecSessions != "" {
+			p.Verdict, p.VerdictWithoutExecSessions = p.VerdictWithoutExecSessions, ""
+			changed[p.ID] = p.Verdict
+		}
+		out.Packages[i] = p
+	}
+	out.Vulnerabilities = slices.Clone(r.Vulnerabilities)
+	for i := range out.Vulnerabilities {
+		v := &out.Vulnerabilities[i]
+		if verdict, ok := changed[v.PackageID]; ok && v.Reachability != ReachFunctionExecuted {
+			v.Verdict, v.Reachability = verdict, ReachPackage
+		}
+	}
+	sortVulnerabilities(out.Vulnerabilities)
+	out.Summary = countVulnerabilities(out.Vulnerabilities)
+	return &out
 }
 
 // sortVulnerabilities orders by severity, then in use first, then id and

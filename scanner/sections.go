@@ -7,4 +7,4 @@ import "github.com/inuse-dev/inuse/internal/store"
 // functions that ran and were probed. A reader of a profile for a report
 // reads only these (store.ProfileSections), not the bounded runtime
 // sections, whatever they hold.
-var ProfileSections = []store.Section{store.Exec, store.Mapped, store.FilesRead, store.Seeded, store.Functions, store.Probed}
+var ProfileSections = []store.Section{store.Exec, store.Mapped, store.FilesRead, store.Seeded, store.ExecSessions, store.Functions, store.Probed}

@@ -2,6 +2,7 @@ package scanner
 
 import (
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -53,13 +54,19 @@ const (
 // happened.
 const SourceProc = "proc"
 
+// SourceExecSession is the Source of evidence that only exec sessions
+// (docker exec, kubectl exec) gave: real use, but maybe a person's
+// debugging rather than the workload's code path.
+const SourceExecSession = "exec_session"
+
 // Evidence is one loaded file that puts a package in use.
 type Evidence struct {
 	Path      string    `json:"path"`
 	How       How       `json:"how"`
 	FirstSeen time.Time `json:"first_seen"`
-	// Source is SourceProc for a file read from /proc; empty for one the
-	// sensor saw loaded.
+	// Source is SourceProc for a file read from /proc, SourceExecSession
+	// for one only exec sessions loaded; empty for one the sensor saw the
+	// workload load.
 	Source string `json:"source,omitempty"`
 }
 
@@ -68,6 +75,9 @@ type Evidence struct {
 type PackageVerdict struct {
 	Verdict  Verdict
 	Evidence []Evidence
+	// WithoutExecSessions is the verdict without exec sessions' evidence,
+	// when it differs.
+	WithoutExecSessions Verdict
 }
 
 // loadSections are the sections that load a file, and how. Writes and
@@ -88,16 +98,18 @@ func (o *Owners) Verdicts(p *store.Profile) map[string]PackageVerdict {
 	evidence := make([][]Evidence, len(o.Packages))
 	if p != nil {
 		dirs := o.dirIndex()
-		seeded := make(map[string]bool, len(p.Sections[store.Seeded]))
-		for _, e := range p.Sections[store.Seeded] {
-			seeded[e.Value] = true
+		sources := map[string]string{}
+		for _, s := range []struct {
+			section store.Section
+			source  string
+		}{{store.Seeded, SourceProc}, {store.ExecSessions, SourceExecSession}} {
+			for _, e := range p.Sections[s.section] {
+				sources[e.Value] = s.source
+			}
 		}
 		for _, ls := range loadSections {
 			for _, e := range p.Sections[ls.section] {
-				var source string
-				if seeded[store.SeededMember(ls.section, e.Value)] {
-					source = SourceProc
-				}
+				source := sources[store.SectionMember(ls.section, e.Value)]
 				o.match(e, ls.how, dirs, func(i int, canonical string) {
 					evidence[i] = append(evidence[i], Evidence{Path: canonical, How: ls.how, FirstSeen: e.FirstSeen, Source: source})
 				})
@@ -106,16 +118,21 @@ func (o *Owners) Verdicts(p *store.Profile) map[string]PackageVerdict {
 	}
 	out := make(map[string]PackageVerdict, len(o.Packages))
 	for i, op := range o.Packages {
-		switch {
-		case len(evidence[i]) > 0:
-			out[op.ID] = PackageVerdict{Verdict: InUse, Evidence: tidy(evidence[i])}
-		case p != nil && p.State == store.Done && op.HasFiles:
-			out[op.ID] = PackageVerdict{Verdict: NotObserved}
-		default:
-			// Still learning, events lost, no profile, or no file mapping
-			// for this package: absence of evidence says nothing yet.
-			out[op.ID] = PackageVerdict{Verdict: Unknown}
+		// Still learning, events lost, no profile, or no file mapping
+		// for this package: absence of evidence says nothing yet.
+		absent := Unknown
+		if p != nil && p.State == store.Done && op.HasFiles {
+			absent = NotObserved
 		}
+		if len(evidence[i]) == 0 {
+			out[op.ID] = PackageVerdict{Verdict: absent}
+			continue
+		}
+		v := PackageVerdict{Verdict: InUse, Evidence: tidy(evidence[i])}
+		if !slices.ContainsFunc(v.Evidence, func(e Evidence) bool { return e.Source != SourceExecSession }) {
+			v.WithoutExecSessions = absent
+		}
+		out[op.ID] = v
 	}
 	return out
 }

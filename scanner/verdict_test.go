@@ -3,6 +3,7 @@ package scanner
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/anchore/syft/syft/pkg"
@@ -280,6 +281,52 @@ func BenchmarkVerdicts(b *testing.B) {
 	b.ReportMetric(float64(len(loads)), "profile_files")
 }
 
+// A package only exec sessions loaded is in use, with evidence that says
+// so, and has the verdict it would have without them; a report without
+// exec sessions takes that verdict for it and its vulnerabilities.
+func TestExecSessionEvidence(t *testing.T) {
+	o := &Owners{
+		Packages: []OwnedPackage{{ID: "bash", Type: "deb", HasFiles: true}, {ID: "libc", Type: "deb", HasFiles: true}},
+		Files:    map[string][]int{"/usr/bin/bash": {0}, "/usr/lib/libc.so.6": {1}},
+	}
+	p := profile(store.Done,
+		load{store.Exec, "/usr/bin/bash"},
+		load{store.Mapped, "/usr/lib/libc.so.6"},
+		load{store.FilesRead, "/usr/lib/libc.so.6"},
+		load{store.ExecSessions, store.SectionMember(store.Exec, "/usr/bin/bash")},
+		load{store.ExecSessions, store.SectionMember(store.FilesRead, "/usr/lib/libc.so.6")},
+	)
+	got := o.Verdicts(p)
+	require.Equal(t, PackageVerdict{Verdict: InUse, WithoutExecSessions: NotObserved, Evidence: []Evidence{
+		{Path: "/usr/bin/bash", How: HowExec, FirstSeen: t0, Source: SourceExecSession},
+	}}, got["bash"])
+	require.Equal(t, PackageVerdict{Verdict: InUse, Evidence: []Evidence{
+		{Path: "/usr/lib/libc.so.6", How: HowMapped, FirstSeen: t0.Add(1e9)},
+		{Path: "/usr/lib/libc.so.6", How: HowRead, FirstSeen: t0.Add(2e9), Source: SourceExecSession},
+	}}, got["libc"], "the workload mapped it: in use either way")
+
+	rep := &Report{
+		Packages: []Package{
+			{ID: "bash", Verdict: InUse, VerdictWithoutExecSessions: NotObserved, Evidence: got["bash"].Evidence},
+			{ID: "libc", Verdict: InUse, Evidence: got["libc"].Evidence},
+		},
+		Vulnerabilities: []Vulnerability{
+			{ID: "CVE-1", PackageID: "bash", Verdict: InUse, Reachability: ReachPackage, Severity: "High"},
+			{ID: "CVE-2", PackageID: "libc", Verdict: InUse, Reachability: ReachPackage, Severity: "High"},
+		},
+	}
+	rep.Summary = countVulnerabilities(rep.Vulnerabilities)
+	without := rep.WithoutExecSessions()
+	require.Equal(t, NotObserved, without.Packages[0].Verdict)
+	require.Empty(t, without.Packages[0].Evidence)
+	require.Equal(t, InUse, without.Packages[1].Verdict)
+	require.Len(t, without.Packages[1].Evidence, 1)
+	require.Equal(t, 1, without.Summary.InUse)
+	require.Equal(t, 1, without.Summary.NotObserved)
+	require.Equal(t, 2, rep.Summary.InUse, "the report itself is unchanged")
+	require.Equal(t, NotObserved, without.Vulnerabilities[slices.IndexFunc(without.Vulnerabilities, func(v Vulnerability) bool { return v.ID == "CVE-1" })].Verdict)
+}
+
 // A file the agent read from /proc (a process that ran before its
 // container was tracked) is evidence like any other, and says so; the same
 // path seen live in another section does not.
@@ -292,7 +339,7 @@ func TestSeededEvidence(t *testing.T) {
 		load{store.Mapped, "/usr/lib/libssl.so.3"},
 		load{store.FilesRead, "/usr/lib/libssl.so.3"},
 		load{store.Exec, "/usr/bin/python3.11"},
-		load{store.Seeded, store.SeededMember(store.Mapped, "/usr/lib/libssl.so.3")},
+		load{store.Seeded, store.SectionMember(store.Mapped, "/usr/lib/libssl.so.3")},
 	)
 	got := o.Verdicts(p)
 	require.Equal(t, PackageVerdict{Verdict: InUse, Evidence: []Evidence{

@@ -63,11 +63,11 @@ func pythonLoaded(t *testing.T, root string) (exec string, mapped []string) {
 // mapped as mapped, each also marked as seeded.
 func seededWith(exe string, mapped []string) func(*store.Profile) bool {
 	return func(p *store.Profile) bool {
-		if !has(p, store.Exec, exe) || !has(p, store.Seeded, store.SeededMember(store.Exec, exe)) {
+		if !has(p, store.Exec, exe) || !has(p, store.Seeded, store.SectionMember(store.Exec, exe)) {
 			return false
 		}
 		for _, m := range mapped {
-			if !has(p, store.Mapped, m) || !has(p, store.Seeded, store.SeededMember(store.Mapped, m)) {
+			if !has(p, store.Mapped, m) || !has(p, store.Seeded, store.SectionMember(store.Mapped, m)) {
 				return false
 			}
 		}
@@ -434,7 +434,7 @@ func TestDayOneJVM(t *testing.T) {
 	defer st.Close()
 	p := waitProfile(t, st, imageID, func(p *store.Profile) bool {
 		for _, jar := range []string{"/app/a.jar", "/app/b.jar"} {
-			if !has(p, store.FilesRead, jar) || !has(p, store.Seeded, store.SeededMember(store.FilesRead, jar)) {
+			if !has(p, store.FilesRead, jar) || !has(p, store.Seeded, store.SectionMember(store.FilesRead, jar)) {
 				return false
 			}
 		}

@@ -26,6 +26,7 @@ var enrichCommand = &cli.Command{
 		&cli.StringFlag{Name: "source", Aliases: []string{"image"}, Required: true, Usage: "the scanned image: as for scan (docker:NAME, containerd:NAME), or rootfs:DIR, oci-archive:FILE, oci-dir:DIR, docker-archive:FILE (--image is deprecated)"},
 		&cli.StringFlag{Name: "image-digest", EnvVars: []string{"INUSE_IMAGE_DIGEST"}, Usage: "the image's manifest digest (default: read from the image)"},
 		cliapp.RedisFlag,
+		excludeExecSessionsFlag,
 	}, containerdFlags, scannerFlags, cliapp.LearningFlags),
 	Action: func(c *cli.Context) error {
 		if c.NArg() != 1 {

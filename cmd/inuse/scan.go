@@ -24,6 +24,13 @@ var scannerFlags = []cli.Flag{
 	&cli.DurationFlag{Name: "db-max-age", EnvVars: []string{"INUSE_DB_MAX_AGE"}, Usage: "refuse a vulnerability database built longer ago (0: any age)"},
 }
 
+// excludeExecSessionsFlag leaves what only exec sessions loaded out of
+// the verdicts.
+var excludeExecSessionsFlag = &cli.BoolFlag{
+	Name: "exclude-exec-sessions", EnvVars: []string{"INUSE_EXCLUDE_EXEC_SESSIONS"},
+	Usage: "what only exec sessions (docker exec, kubectl exec: a person's shell, not the workload's code path) loaded does not put a package in use",
+}
+
 // containerdFlags select the images of containerd: sources.
 var containerdFlags = []cli.Flag{
 	&cli.StringFlag{Name: "containerd-namespace", Value: scanner.DefaultContainerdNamespace, EnvVars: []string{"INUSE_CONTAINERD_NAMESPACE"}, Usage: "namespace of containerd: images"},
@@ -78,6 +85,7 @@ var scanCommand = &cli.Command{
 		&cli.StringFlag{Name: "image-name", Aliases: []string{"name"}, Usage: "the image's name (repo:tag), recorded in the SBOM of archives and layouts (--name is deprecated)"},
 		&cli.StringFlag{Name: "format", Value: "table", EnvVars: []string{"INUSE_FORMAT"}, Usage: "table, json, openvex or cyclonedx"},
 		cliapp.RedisFlag,
+		excludeExecSessionsFlag,
 	}, containerdFlags, scannerFlags, cliapp.LearningFlags),
 	Action: runScan,
 }
@@ -158,7 +166,11 @@ func report(c *cli.Context, spec scanner.SourceSpec) (*scanner.Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sc.Report(c.Context, digest, profile)
+	rep, err := sc.Report(c.Context, digest, profile)
+	if err == nil && c.Bool(excludeExecSessionsFlag.Name) {
+		rep = rep.WithoutExecSessions()
+	}
+	return rep, err
 }
 
 // readProfile reads the image's profile when --redis is given; without a

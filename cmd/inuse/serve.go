@@ -39,6 +39,7 @@ var serveCommand = &cli.Command{
 		&cli.Float64Flag{Name: "rate-limit", Value: 20, EnvVars: []string{"INUSE_RATE_LIMIT"}, Usage: "requests per second per token"},
 		&cli.IntFlag{Name: "rate-burst", Value: 100, EnvVars: []string{"INUSE_RATE_BURST"}, Usage: "burst per token"},
 		&cli.Int64Flag{Name: "memory-limit", Value: defaultMemoryLimit, EnvVars: []string{"INUSE_MEMORY_LIMIT"}, Usage: "soft limit of the Go runtime's memory in bytes (the collector works harder near it; GOMEMLIMIT wins; 0: none)"},
+		excludeExecSessionsFlag,
 	}, containerdFlags, scannerFlags, cliapp.LearningFlags),
 	Action: runServe,
 }
@@ -115,7 +116,7 @@ func runServe(c *cli.Context) error {
 		return fmt.Errorf("listening: %w", err)
 	}
 	srv := api.New(api.Config{
-		Store: st, Learning: cliapp.Learning(c), AdminSecret: secret, ClusterName: c.String("cluster-name"), Log: log,
+		Store: st, Learning: cliapp.Learning(c), ExcludeExecSessions: c.Bool(excludeExecSessionsFlag.Name), AdminSecret: secret, ClusterName: c.String("cluster-name"), Log: log,
 		Reports: api.ScannerReports(sc, catalog),
 		Formats: api.Formats{
 			OpenVEX:   func(w io.Writer, rep *scanner.Report) error { return scanner.Write(w, rep, "openvex") },

@@ -40,10 +40,16 @@ const (
 	UDPIn        Section = "udp:in"
 	UDPOut       Section = "udp:out"
 	Syscalls     Section = "syscalls" // syscall names
-	// Seeded holds "<section>|<member>" for every member that the agent
-	// read from /proc (a container already running when it was tracked)
-	// rather than saw happen: evidence says so.
+	// Seeded holds "<section>|<member>" (SectionMember) for every member
+	// that the agent read from /proc (a container already running when it
+	// was tracked) rather than saw happen: evidence says so.
 	Seeded Section = "seeded"
+	// ExecSessions holds "<section>|<member>" (SectionMember) for every
+	// member of a section kept exactly that an exec session (docker exec,
+	// kubectl exec) put there; the section itself holds only what the
+	// workload did. A reader gets both by default (ProfileSections), the
+	// sessions' as evidence of their own.
+	ExecSessions Section = "exec_sessions"
 	// Functions holds "<binary path>|<symbol>" (FunctionMember) for every
 	// vulnerable Go function of the probe plan (GoPlan) that ran.
 	Functions Section = "functions"
@@ -66,7 +72,7 @@ const (
 
 // Sections lists every section.
 var Sections = []Section{
-	FilesRead, FilesWritten, DirsRead, DirsWritten, Exec, Mapped, TCPIn, TCPOut, UDPIn, UDPOut, Syscalls, Seeded, Functions, Probed,
+	FilesRead, FilesWritten, DirsRead, DirsWritten, Exec, Mapped, TCPIn, TCPOut, UDPIn, UDPOut, Syscalls, Seeded, ExecSessions, Functions, Probed,
 	RuntimeFilesRead, RuntimeFilesWritten, RuntimeDirsRead, RuntimeDirsWritten, Drift,
 }
 
@@ -78,9 +84,15 @@ var applyOrder = slices.Concat([]Section{Exec, Mapped}, slices.DeleteFunc(slices
 	return s == Exec || s == Mapped
 }))
 
-// SeededMember is the member of Seeded that says value of section was
-// read from /proc.
-func SeededMember(section Section, value string) string { return string(section) + "|" + value }
+// SectionMember is the member of Seeded or ExecSessions that names value
+// of section.
+func SectionMember(section Section, value string) string { return string(section) + "|" + value }
+
+// ParseSectionMember splits a member of Seeded or ExecSessions.
+func ParseSectionMember(member string) (Section, string, bool) {
+	sec, value, ok := strings.Cut(member, "|")
+	return Section(sec), value, ok
+}
 
 // Set is a plain set of a profile.
 type Set string

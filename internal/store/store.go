@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/url"
 	"slices"
@@ -374,8 +375,38 @@ func (s *Store) ProfileSections(ctx context.Context, digest string, now time.Tim
 	for sec, z := range sections {
 		p.Sections[sec] = entries(z.Val())
 	}
+	p.foldExecSessions()
 	p.Folded = parseFolded(folded.Val())
 	return p, nil
+}
+
+// foldExecSessions adds to each section read what only exec sessions put
+// there, and leaves in ExecSessions just those members.
+func (p *Profile) foldExecSessions() {
+	sessions, ok := p.Sections[ExecSessions]
+	if !ok {
+		return
+	}
+	workloads := maps.Clone(p.Sections) // sorted by value, as read
+	only := sessions[:0]
+	added := map[Section]bool{}
+	for _, e := range sessions {
+		sec, value, ok := ParseSectionMember(e.Value)
+		workload, read := workloads[sec]
+		if !ok || !read {
+			continue
+		}
+		if _, found := slices.BinarySearchFunc(workload, value, func(e Entry, v string) int { return strings.Compare(e.Value, v) }); found {
+			continue // the workload's too
+		}
+		p.Sections[sec] = append(p.Sections[sec], Entry{Value: value, FirstSeen: e.FirstSeen})
+		added[sec] = true
+		only = append(only, e)
+	}
+	for sec := range added {
+		slices.SortFunc(p.Sections[sec], func(a, b Entry) int { return strings.Compare(a.Value, b.Value) })
+	}
+	p.Sections[ExecSessions] = only
 }
 
 // entries are the members of a section, by value.

@@ -216,7 +216,7 @@ func TestChartOnKubernetes(t *testing.T) {
 	// Day one, under the chart's privileges.
 	profile(early, func(p *store.Profile) bool {
 		return slices.ContainsFunc(p.Sections[store.Seeded], func(e store.Entry) bool {
-			return e.Value == store.SeededMember(store.Exec, "/bin/busybox")
+			return e.Value == store.SectionMember(store.Exec, "/bin/busybox")
 		})
 	})
 
