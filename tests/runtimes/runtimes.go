@@ -528,6 +528,25 @@ func (d *Dockerd) ImportImage(t *testing.T, root, ref string, changes ...string)
 	return info.ID
 }
 
+// Exec runs cmd in the running container id, as docker exec does, and
+// waits for it to exit 0.
+func (d *Dockerd) Exec(t *testing.T, id string, cmd ...string) {
+	t.Helper()
+	ctx := context.Background()
+	created, err := d.Client.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: cmd})
+	require.NoError(t, err)
+	require.NoError(t, d.Client.ContainerExecStart(ctx, created.ID, container.ExecStartOptions{Detach: true}))
+	require.Eventually(t, func() bool {
+		info, err := d.Client.ContainerExecInspect(ctx, created.ID)
+		require.NoError(t, err)
+		if info.Running || info.Pid == 0 {
+			return false
+		}
+		require.Zero(t, info.ExitCode, "docker exec %v", cmd)
+		return true
+	}, 20*time.Second, 20*time.Millisecond, "docker exec %v did not end", cmd)
+}
+
 // Run starts a container and returns its id; wait blocks until it exits.
 func (d *Dockerd) Run(t *testing.T, ref string, cmd ...string) (id string, wait func()) {
 	t.Helper()
