@@ -40,8 +40,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AT_BASE 7
 #define AUXV_PAIRS 28
 
-/* FMODE_BACKING of this kernel (a macro, so no CO-RE): set by user space
- * from the kernel version; 0 where overlayfs has no backing files. */
+/* The bits FMODE_BACKING has had (a macro, so no CO-RE; user_path_of in
+ * origin.h checks which one a file means); 0: never read backing files. */
 const volatile __u32 fmode_backing = 0;
 
 /* Never called, never loaded: its parameters put into BTF the enums that
@@ -485,10 +485,7 @@ static __always_inline void report_exec(struct cgroup_state *st, enum event_sour
 	if (file) {
 		/* A mapping of an overlayfs file holds the lower layer's file
 		 * (a backing file): the path the task knows is its user_path. */
-		if (fmode_backing && (BPF_CORE_READ(file, f_mode) & fmode_backing) && bpf_core_type_exists(struct backing_file))
-			BPF_CORE_READ_INTO(&p, (struct backing_file *)file, user_path);
-		else
-			BPF_CORE_READ_INTO(&p, file, f_path);
+		user_path_of(file, fmode_backing, &p);
 		struct inode *inode = BPF_CORE_READ(p.dentry, d_inode);
 		key.ino = BPF_CORE_READ(inode, i_ino);
 		key.dev = BPF_CORE_READ(inode, i_sb, s_dev);

@@ -165,7 +165,7 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 	if err := setEarlyPrefixes(&specs, cfg.EarlyPrefixes); err != nil {
 		return nil, err
 	}
-	if err := specs.FmodeBacking.Set(fmodeBacking()); err != nil {
+	if err := specs.FmodeBacking.Set(uint32(fmodeBackingBits)); err != nil {
 		return nil, fmt.Errorf("setting FMODE_BACKING: %w", err)
 	}
 	if err := specs.HostMntNs.Set(cfg.HostMountNS); err != nil {
@@ -254,25 +254,11 @@ func setEarlyPrefixes(specs *sensorSpecs, prefixes []string) error {
 	return nil
 }
 
-// fmodeBacking returns the kernel's FMODE_BACKING bit: overlayfs maps
-// lower-layer "backing files" since Linux 6.6; the bit moved in 6.14.
-func fmodeBacking() uint32 {
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		return 0
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &major, &minor); err != nil {
-		return 0
-	}
-	switch v := major*1000 + minor; {
-	case v >= 6014:
-		return 1 << 24
-	case v >= 6006:
-		return 1 << 25
-	}
-	return 0
-}
+// fmodeBackingBits are the bits FMODE_BACKING has had: 1<<25 from Linux 6.5,
+// 1<<24 from 6.14 and in 6.12's stable updates, so the release does not say
+// which one a kernel uses. The programs test both and keep a file's embedded
+// user path only where it is a real one (user_path_of in origin.h).
+const fmodeBackingBits = 1<<25 | 1<<24
 
 // v1SubsysIndex finds the kernel's cgroup_subsys_id of a v1 controller.
 func v1SubsysIndex(controller string) (int32, error) {
