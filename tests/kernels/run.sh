@@ -253,7 +253,12 @@ boot() {
 	fi
 	case $arch in
 	amd64)
-		[[ ${accel[1]} == tcg ]] && accel+=(-cpu max)
+		# One TCG thread for all vCPUs: x86 kernels patch their own text
+		# (a static key: int3, then an IPI to every CPU), and under
+		# QEMU 7.2's multi-threaded TCG another vCPU can still run the
+		# int3 after that IPI: the guest oopses when a tracepoint such as
+		# sys_exit is switched under load, with or without BPF (README).
+		[[ ${accel[1]} == tcg ]] && accel=(-accel tcg,thread=single -cpu max)
 		qemu=(qemu-system-x86_64 "${accel[@]}" -append "console=ttyS0 panic=-1 quiet")
 		;;
 	arm64)
