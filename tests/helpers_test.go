@@ -21,8 +21,10 @@ import (
 	"github.com/inuse-dev/inuse/tests/runtimes"
 )
 
-// agentBinary is built once by TestMain.
-var agentBinary string
+// agentBinary is built once by TestMain, or is INUSE_TEST_AGENT: another
+// build to measure against the same tests (an earlier commit's, for the
+// "before" figures of docs/benchmarks.md).
+var agentBinary = os.Getenv("INUSE_TEST_AGENT")
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "inuse-e2e-bin-")
@@ -30,7 +32,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	if agentBinary, err = testutil.Build(dir, "github.com/inuse-dev/inuse/cmd/inuse-agent"); err != nil {
+	if agentBinary != "" {
+		fmt.Fprintln(os.Stderr, "tests: the agent under test is INUSE_TEST_AGENT:", agentBinary)
+	} else if agentBinary, err = testutil.Build(dir, "github.com/inuse-dev/inuse/cmd/inuse-agent"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
