@@ -19,6 +19,8 @@ type funcprobeCgroupState struct {
 	Losses     uint64
 	Entrypoint uint32
 	Sessions   uint32
+	ShareBytes uint64
+	ShareTime  uint64
 	Syscalls   struct {
 		_     structs.HostLayout
 		Words [8]uint64
@@ -60,6 +62,8 @@ const (
 	funcprobeVarCgroupV1Subsys  = "cgroup_v1_subsys"
 	funcprobeVarEarlyPrefix     = "early_prefix"
 	funcprobeVarEarlyPrefixLen  = "early_prefix_len"
+	funcprobeVarShareBurst      = "share_burst"
+	funcprobeVarShareRate       = "share_rate"
 	funcprobeVarTraps           = "traps"
 	funcprobeVarUnusedFuncHit   = "unused_func_hit"
 )
@@ -128,6 +132,8 @@ type funcprobeVariableSpecs struct {
 	CgroupV1Subsys *ebpf.VariableSpec `ebpf:"cgroup_v1_subsys"`
 	EarlyPrefix    *ebpf.VariableSpec `ebpf:"early_prefix"`
 	EarlyPrefixLen *ebpf.VariableSpec `ebpf:"early_prefix_len"`
+	ShareBurst     *ebpf.VariableSpec `ebpf:"share_burst"`
+	ShareRate      *ebpf.VariableSpec `ebpf:"share_rate"`
 	Traps          *ebpf.VariableSpec `ebpf:"traps"`
 	UnusedFuncHit  *ebpf.VariableSpec `ebpf:"unused_func_hit"`
 }
@@ -176,6 +182,8 @@ type funcprobeVariables struct {
 	CgroupV1Subsys *ebpf.Variable `ebpf:"cgroup_v1_subsys"`
 	EarlyPrefix    *ebpf.Variable `ebpf:"early_prefix"`
 	EarlyPrefixLen *ebpf.Variable `ebpf:"early_prefix_len"`
+	ShareBurst     *ebpf.Variable `ebpf:"share_burst"`
+	ShareRate      *ebpf.Variable `ebpf:"share_rate"`
 	Traps          *ebpf.Variable `ebpf:"traps"`
 	UnusedFuncHit  *ebpf.Variable `ebpf:"unused_func_hit"`
 }

@@ -19,6 +19,8 @@ type funcprobecompatCgroupState struct {
 	Losses     uint64
 	Entrypoint uint32
 	Sessions   uint32
+	ShareBytes uint64
+	ShareTime  uint64
 	Syscalls   struct {
 		_     structs.HostLayout
 		Words [8]uint64
@@ -51,6 +53,8 @@ const (
 	funcprobecompatVarCgroupV1Subsys  = "cgroup_v1_subsys"
 	funcprobecompatVarEarlyPrefix     = "early_prefix"
 	funcprobecompatVarEarlyPrefixLen  = "early_prefix_len"
+	funcprobecompatVarShareBurst      = "share_burst"
+	funcprobecompatVarShareRate       = "share_rate"
 	funcprobecompatVarTraps           = "traps"
 	funcprobecompatVarUnusedFuncHit   = "unused_func_hit"
 )
@@ -119,6 +123,8 @@ type funcprobecompatVariableSpecs struct {
 	CgroupV1Subsys *ebpf.VariableSpec `ebpf:"cgroup_v1_subsys"`
 	EarlyPrefix    *ebpf.VariableSpec `ebpf:"early_prefix"`
 	EarlyPrefixLen *ebpf.VariableSpec `ebpf:"early_prefix_len"`
+	ShareBurst     *ebpf.VariableSpec `ebpf:"share_burst"`
+	ShareRate      *ebpf.VariableSpec `ebpf:"share_rate"`
 	Traps          *ebpf.VariableSpec `ebpf:"traps"`
 	UnusedFuncHit  *ebpf.VariableSpec `ebpf:"unused_func_hit"`
 }
@@ -167,6 +173,8 @@ type funcprobecompatVariables struct {
 	CgroupV1Subsys *ebpf.Variable `ebpf:"cgroup_v1_subsys"`
 	EarlyPrefix    *ebpf.Variable `ebpf:"early_prefix"`
 	EarlyPrefixLen *ebpf.Variable `ebpf:"early_prefix_len"`
+	ShareBurst     *ebpf.Variable `ebpf:"share_burst"`
+	ShareRate      *ebpf.Variable `ebpf:"share_rate"`
 	Traps          *ebpf.Variable `ebpf:"traps"`
 	UnusedFuncHit  *ebpf.Variable `ebpf:"unused_func_hit"`
 }

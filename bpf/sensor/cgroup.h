@@ -51,6 +51,10 @@ struct cgroup_state {
 	 * (runtime.h). */
 	__u32 entrypoint;
 	__u32 sessions; /* live processes of exec sessions (runtime.h) */
+	/* Its fair share of the ring buffer (within_share): bytes it may
+	 * still write, as of share_time. */
+	__u64 share_bytes;
+	__u64 share_time;
 	struct syscall_bits syscalls;
 	struct recent_file recent[RECENT_FILES];
 };
@@ -142,6 +146,38 @@ static __always_inline struct cgroup_state *tracked_state(void)
 static __always_inline void count_loss(struct cgroup_state *st)
 {
 	__sync_fetch_and_add(&st->losses, 1);
+}
+
+/* Fair shares: a cgroup writes at most share_rate bytes a second to the
+ * ring buffer on average, in bursts of share_burst, or loses its own
+ * events (a token bucket, as Tetragon's per-cgroup rate). A container that
+ * floods the buffer with new files fills its share, not the buffer, and
+ * its neighbours' events still fit. Set by user space; 0: no bound. */
+const volatile __u64 share_rate = 0;
+const volatile __u64 share_burst = 0;
+
+#define NSEC_PER_SEC 1000000000ULL
+
+/* Whether the cgroup may write size more bytes now; it takes them. Two
+ * CPUs of one cgroup may race on the bucket: the share is approximate. */
+static __always_inline bool within_share(struct cgroup_state *st, __u64 size)
+{
+	if (!share_rate)
+		return true;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 elapsed = now - st->share_time;
+	__u64 bytes = share_burst;
+	if (elapsed < NSEC_PER_SEC) /* else a full bucket; the product stays in 64 bits */
+		bytes = st->share_bytes + elapsed * share_rate / NSEC_PER_SEC;
+	if (bytes > share_burst)
+		bytes = share_burst;
+	st->share_time = now;
+	if (bytes < size) {
+		st->share_bytes = bytes;
+		return false;
+	}
+	st->share_bytes = bytes - size;
+	return true;
 }
 
 /* Whether the first n bytes of a cgroup2 path start with an early prefix. */

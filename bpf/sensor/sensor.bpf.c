@@ -99,6 +99,17 @@ static __always_inline void fill_header(struct event_header *hdr, __u64 cgroup_i
 	hdr->source = source;
 }
 
+/* Writes a record of st's cgroup within its fair share (cgroup.h); one
+ * that does not fit, in the share or in the buffer, is the cgroup's loss. */
+static __always_inline bool emit(struct cgroup_state *st, void *rec, __u64 size)
+{
+	if (!within_share(st, size) || bpf_ringbuf_output(&inuse_events, rec, size, 0)) {
+		count_loss(st);
+		return false;
+	}
+	return true;
+}
+
 #ifdef INUSE_NO_KFUNCS
 /* Kernels before bpf_rdonly_cast (6.2): the fields of a file, and of what
  * it points to, are read with bpf_probe_read_kernel. */
@@ -186,10 +197,8 @@ static __always_inline void report_file(struct cgroup_state *st, struct file *fi
 	ev->path_len = len;
 	bpf_probe_read_kernel(s->file.path, len, &s->buf[off & (PATH_MAX_LEN - 1)]);
 
-	if (bpf_ringbuf_output(&inuse_events, ev, sizeof(*ev) + len, 0)) {
-		count_loss(st);
+	if (!emit(st, ev, sizeof(*ev) + len))
 		return;
-	}
 	__u8 seen = 1;
 	bpf_map_update_elem(&inuse_file_seen, &key, &seen, BPF_ANY);
 	recent->ino = key.ino;
@@ -240,10 +249,8 @@ static __always_inline void report_port(struct cgroup_state *st, __u16 family, _
 	ev->protocol = protocol;
 	ev->direction = direction;
 	ev->op = op;
-	if (bpf_ringbuf_output(&inuse_events, ev, sizeof(*ev), 0)) {
-		count_loss(st);
+	if (!emit(st, ev, sizeof(*ev)))
 		return;
-	}
 	__u8 seen = 1;
 	bpf_map_update_elem(&inuse_net_seen, &key, &seen, BPF_ANY);
 }
@@ -516,10 +523,8 @@ static __always_inline void report_exec(struct cgroup_state *st, enum event_sour
 	ev->aux_len = aux_len;
 
 	__u64 size = sizeof(*ev) + len + (aux_len & (ARGV0_MAX_LEN - 1));
-	if (bpf_ringbuf_output(&inuse_events, ev, size, 0)) {
-		count_loss(st);
+	if (!emit(st, ev, size))
 		return;
-	}
 	if (file) {
 		__u8 seen = 1;
 		bpf_map_update_elem(&inuse_file_seen, &key, &seen, BPF_ANY);

@@ -55,7 +55,19 @@ type Config struct {
 	// a container (runtime.h). Zero tells no namespace apart, for
 	// programs profiled in the host's namespace.
 	HostMountNS uint32
+	// ShareRate and ShareBurst bound what one cgroup writes to the ring
+	// buffer: bytes a second on average, and at once (cgroup.h). A
+	// container flooding it with new files loses its own events, not its
+	// neighbours'. Zero: DefaultShareRate, and a quarter of the ring
+	// buffer.
+	ShareRate, ShareBurst uint64
 }
+
+// DefaultShareRate is one cgroup's fair share of the ring buffer: far
+// above what a starting container writes (tens of thousands of files in
+// seconds, ~200 bytes each), far below what user space reads (hundreds of
+// MiB/s).
+const DefaultShareRate = 32 << 20
 
 // HostMountNamespace reads the inode number of the host's mount namespace:
 // that of pid 1 (the agent runs in the host's pid namespace), or, where
@@ -170,6 +182,12 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 	}
 	if err := specs.HostMntNs.Set(cfg.HostMountNS); err != nil {
 		return nil, fmt.Errorf("setting the host's mount namespace: %w", err)
+	}
+	if err := specs.ShareRate.Set(cmp.Or(cfg.ShareRate, DefaultShareRate)); err != nil {
+		return nil, fmt.Errorf("setting the fair share: %w", err)
+	}
+	if err := specs.ShareBurst.Set(cmp.Or(cfg.ShareBurst, uint64(specs.InuseEvents.MaxEntries/4))); err != nil {
+		return nil, fmt.Errorf("setting the fair share: %w", err)
 	}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		return nil, fmt.Errorf("loading sensor programs: %+w", err)

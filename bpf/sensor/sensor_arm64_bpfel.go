@@ -45,6 +45,8 @@ type sensorCgroupState struct {
 	Losses     uint64
 	Entrypoint uint32
 	Sessions   uint32
+	ShareBytes uint64
+	ShareTime  uint64
 	Syscalls   sensorSyscallBits
 	Recent     [16]struct {
 		_      structs.HostLayout
@@ -214,6 +216,8 @@ const (
 	sensorVarEarlyPrefixLen    = "early_prefix_len"
 	sensorVarFmodeBacking      = "fmode_backing"
 	sensorVarHostMntNs         = "host_mnt_ns"
+	sensorVarShareBurst        = "share_burst"
+	sensorVarShareRate         = "share_rate"
 )
 
 // loadSensor returns the embedded CollectionSpec for sensor.
@@ -289,6 +293,8 @@ type sensorVariableSpecs struct {
 	EarlyPrefixLen *ebpf.VariableSpec `ebpf:"early_prefix_len"`
 	FmodeBacking   *ebpf.VariableSpec `ebpf:"fmode_backing"`
 	HostMntNs      *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
+	ShareBurst     *ebpf.VariableSpec `ebpf:"share_burst"`
+	ShareRate      *ebpf.VariableSpec `ebpf:"share_rate"`
 }
 
 // sensorObjects contains all objects after they have been loaded into the kernel.
@@ -343,6 +349,8 @@ type sensorVariables struct {
 	EarlyPrefixLen *ebpf.Variable `ebpf:"early_prefix_len"`
 	FmodeBacking   *ebpf.Variable `ebpf:"fmode_backing"`
 	HostMntNs      *ebpf.Variable `ebpf:"host_mnt_ns"`
+	ShareBurst     *ebpf.Variable `ebpf:"share_burst"`
+	ShareRate      *ebpf.Variable `ebpf:"share_rate"`
 }
 
 // sensorPrograms contains all programs after they have been loaded into the kernel.

@@ -619,6 +619,40 @@ func TestSensorCountsLosses(t *testing.T) {
 	require.GreaterOrEqual(t, uint64(received)+lost, uint64(200), "received %d, lost %d", received, lost)
 }
 
+// Fair shares: a cgroup that writes more than its share of the ring
+// buffer loses its own events, while the buffer is read as usual; a quiet
+// cgroup beside it loses none and its file arrives.
+func TestSensorFairShares(t *testing.T) {
+	const burst = 16 << 10
+	s, h, floodDir, flood := tracked(t, Config{ShareRate: 64 << 10, ShareBurst: burst})
+	quietDir, quiet := testCgroup(t, h)
+	require.NoError(t, s.Track(quiet))
+	dir := fixture(t)
+	stop := collect(t, s)
+	runIn(t, h, floodDir, actor(t, "burst", t.TempDir())) // 200 files at once: far more than 16 KiB of events
+	runIn(t, h, quietDir, exec.Command("cat", filepath.Join(dir, "read.txt")))
+	time.Sleep(1500 * time.Millisecond) // past a poll of the loss counters
+	events := stop()
+
+	lost := map[uint64]uint64{}
+	for _, id := range []uint64{flood, quiet} {
+		for _, l := range ofKind[LossEvent](events, id) {
+			lost[id] += l.Lost
+		}
+	}
+	received := 0
+	for p := range filesByPath(events, flood) {
+		if strings.HasPrefix(filepath.Base(p), "burst-") {
+			received++
+		}
+	}
+	require.Positive(t, lost[flood], "the flooding cgroup loses its own events")
+	require.Less(t, received, 200, "past its share")
+	require.Positive(t, received, "within its burst")
+	require.Zero(t, lost[quiet], "the quiet cgroup loses nothing")
+	require.Contains(t, filesByPath(events, quiet), realPath(t, filepath.Join(dir, "read.txt")))
+}
+
 func TestSensorCgroupV1Fallback(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	testutil.RequireCgroupV1(t)

@@ -19,6 +19,8 @@ type sensorcompatCgroupState struct {
 	Losses     uint64
 	Entrypoint uint32
 	Sessions   uint32
+	ShareBytes uint64
+	ShareTime  uint64
 	Syscalls   struct {
 		_     structs.HostLayout
 		Words [8]uint64
@@ -103,6 +105,8 @@ const (
 	sensorcompatVarEarlyPrefixLen    = "early_prefix_len"
 	sensorcompatVarFmodeBacking      = "fmode_backing"
 	sensorcompatVarHostMntNs         = "host_mnt_ns"
+	sensorcompatVarShareBurst        = "share_burst"
+	sensorcompatVarShareRate         = "share_rate"
 )
 
 // loadSensorcompat returns the embedded CollectionSpec for sensorcompat.
@@ -178,6 +182,8 @@ type sensorcompatVariableSpecs struct {
 	EarlyPrefixLen *ebpf.VariableSpec `ebpf:"early_prefix_len"`
 	FmodeBacking   *ebpf.VariableSpec `ebpf:"fmode_backing"`
 	HostMntNs      *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
+	ShareBurst     *ebpf.VariableSpec `ebpf:"share_burst"`
+	ShareRate      *ebpf.VariableSpec `ebpf:"share_rate"`
 }
 
 // sensorcompatObjects contains all objects after they have been loaded into the kernel.
@@ -232,6 +238,8 @@ type sensorcompatVariables struct {
 	EarlyPrefixLen *ebpf.Variable `ebpf:"early_prefix_len"`
 	FmodeBacking   *ebpf.Variable `ebpf:"fmode_backing"`
 	HostMntNs      *ebpf.Variable `ebpf:"host_mnt_ns"`
+	ShareBurst     *ebpf.Variable `ebpf:"share_burst"`
+	ShareRate      *ebpf.Variable `ebpf:"share_rate"`
 }
 
 // sensorcompatPrograms contains all programs after they have been loaded into the kernel.

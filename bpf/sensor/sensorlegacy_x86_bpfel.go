@@ -19,6 +19,8 @@ type sensorlegacyCgroupState struct {
 	Losses     uint64
 	Entrypoint uint32
 	Sessions   uint32
+	ShareBytes uint64
+	ShareTime  uint64
 	Syscalls   struct {
 		_     structs.HostLayout
 		Words [8]uint64
@@ -103,6 +105,8 @@ const (
 	sensorlegacyVarEarlyPrefixLen    = "early_prefix_len"
 	sensorlegacyVarFmodeBacking      = "fmode_backing"
 	sensorlegacyVarHostMntNs         = "host_mnt_ns"
+	sensorlegacyVarShareBurst        = "share_burst"
+	sensorlegacyVarShareRate         = "share_rate"
 )
 
 // loadSensorlegacy returns the embedded CollectionSpec for sensorlegacy.
@@ -178,6 +182,8 @@ type sensorlegacyVariableSpecs struct {
 	EarlyPrefixLen *ebpf.VariableSpec `ebpf:"early_prefix_len"`
 	FmodeBacking   *ebpf.VariableSpec `ebpf:"fmode_backing"`
 	HostMntNs      *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
+	ShareBurst     *ebpf.VariableSpec `ebpf:"share_burst"`
+	ShareRate      *ebpf.VariableSpec `ebpf:"share_rate"`
 }
 
 // sensorlegacyObjects contains all objects after they have been loaded into the kernel.
@@ -232,6 +238,8 @@ type sensorlegacyVariables struct {
 	EarlyPrefixLen *ebpf.Variable `ebpf:"early_prefix_len"`
 	FmodeBacking   *ebpf.Variable `ebpf:"fmode_backing"`
 	HostMntNs      *ebpf.Variable `ebpf:"host_mnt_ns"`
+	ShareBurst     *ebpf.Variable `ebpf:"share_burst"`
+	ShareRate      *ebpf.Variable `ebpf:"share_rate"`
 }
 
 // sensorlegacyPrograms contains all programs after they have been loaded into the kernel.
