@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -19,8 +20,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/inuse-dev/inuse/internal/redistest"
+	"github.com/inuse-dev/inuse/internal/store"
 )
 
 // helmModule is the helm that CI runs, built from the module proxy by
@@ -133,6 +138,15 @@ func (c container) env(name string) (string, bool) {
 type rendered struct {
 	objects map[string]object
 	raw     []map[string]any
+}
+
+// names lists the objects' names.
+func names(objects []object) []string {
+	var out []string
+	for _, o := range objects {
+		out = append(out, o.Metadata.Name)
+	}
+	return out
 }
 
 func (r rendered) kinds(kind string) []object {
@@ -277,7 +291,7 @@ func TestHelmLintAndTemplate(t *testing.T) {
 		{name: "profiling off", set: []string{"profiling.enabled=false"}, serve: true, redis: true},
 		{name: "integrations off", set: []string{"integrations.enabled=false"}, agent: true, redis: true,
 			check: func(t *testing.T, r rendered) {
-				require.Empty(t, r.kinds("Secret"), "no admin credential without integrations")
+				require.Equal(t, []string{"inuse-test-redis"}, names(r.kinds("Secret")), "no admin credential without integrations: Redis's users alone")
 			}},
 		{name: "both off", set: []string{"profiling.enabled=false", "integrations.enabled=false"}, redis: true},
 		{name: "external redis", set: []string{"redis.enabled=false", "redis.external.url=redis://r1:7000?addr=r2:7000"}, agent: true, serve: true,
@@ -289,7 +303,7 @@ func TestHelmLintAndTemplate(t *testing.T) {
 			}},
 		{name: "existing admin secret and tls", set: []string{"serve.admin.existingSecret=ops-inuse", "serve.tls.secretName=inuse-tls"}, agent: true, serve: true, redis: true,
 			check: func(t *testing.T, r rendered) {
-				require.Empty(t, r.kinds("Secret"), "the chart makes no admin or TLS secret when one is given")
+				require.Equal(t, []string{"inuse-test-redis"}, names(r.kinds("Secret")), "the chart makes no admin or TLS secret when one is given")
 				checkServeTLS(t, r, "inuse-tls")
 				serve := r.objects["Deployment/inuse-test-serve"].Spec.Template.Spec
 				require.Subset(t, serve.Containers[0].Args, []string{"--tls-cert=/etc/inuse/tls/tls.crt", "--tls-key=/etc/inuse/tls/tls.key"})
@@ -520,4 +534,71 @@ func TestHelmTemplateNeedsARedis(t *testing.T) {
 	out, err := helm(t, "template", "inuse-test", chart, "--set", "redis.enabled=false")
 	require.Error(t, err, out)
 	require.Contains(t, err.Error(), "set redis.external.url or redis.external.existingSecret")
+}
+
+// Redis as the chart configures it: an unauthenticated client is refused;
+// the agent's user writes a profile and reads a probe plan, but cannot
+// publish a plan nor touch integration tokens; serve's user can.
+func TestChartRedisACL(t *testing.T) {
+	out, err := helm(t, "template", "inuse-test", chart)
+	require.NoError(t, err)
+	secret := parse(t, out).objects["Secret/inuse-test-redis"]
+	data := map[string]string{}
+	for k, v := range secret.Data {
+		b, err := base64.StdEncoding.DecodeString(v)
+		require.NoError(t, err)
+		data[k] = string(b)
+	}
+	acl := filepath.Join(t.TempDir(), "users.acl")
+	require.NoError(t, os.WriteFile(acl, []byte(data["users.acl"]), 0o600))
+	srv := redistest.StartWith(t, "--aclfile", acl)
+	ctx := t.Context()
+	url := func(role string) string {
+		return fmt.Sprintf("redis://%s:%s@%s", role, data[role+"-password"], srv.Addr())
+	}
+	const digest = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	// Refused: NOPERM, or EXECABORT for a MULTI whose command was.
+	noperm := func(t *testing.T, err error) {
+		t.Helper()
+		require.Error(t, err)
+		require.Regexp(t, "NOPERM|EXECABORT", err.Error())
+	}
+
+	anonymous := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer anonymous.Close()
+	err = anonymous.Get(ctx, store.TokensKey).Err()
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "NOAUTH", "no default user")
+
+	serve, err := store.Open(url("serve"))
+	require.NoError(t, err)
+	defer serve.Close()
+	require.NoError(t, serve.WriteGoPlans(ctx, digest, map[string]store.GoPlan{"/app/server": {BuildID: "b"}}))
+	_, _, err = store.NewTokens(serve).Create(ctx, "ci", "1mo")
+	require.NoError(t, err, "serve keeps the tokens")
+
+	agent, err := store.Open(url("agent"))
+	require.NoError(t, err)
+	defer agent.Close()
+	d := store.NewDelta()
+	d.AddTo(store.Names, "app:1")
+	d.Add(store.Mapped, "/usr/lib/x86_64-linux-gnu/libssl.so.3", time.Now().UnixMilli())
+	d.Add(store.ExecSessions, store.SectionMember(store.Exec, "/usr/bin/bash"), time.Now().UnixMilli())
+	_, err = agent.Apply(ctx, map[string]*store.Delta{digest: d}, time.Now(), store.DefaultLearning)
+	require.NoError(t, err, "the agent writes profiles")
+	plans, err := agent.GoPlans(ctx, digest)
+	require.NoError(t, err, "and reads plans")
+	require.Contains(t, plans, "/app/server")
+	noperm(t, agent.WriteGoPlans(ctx, digest, map[string]store.GoPlan{"/../../proc/self/exe": {BuildID: "b"}}))
+	_, _, err = store.NewTokens(agent).Create(ctx, "forged", "1mo")
+	noperm(t, err)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "agent", Password: data["agent-password"]})
+	defer rdb.Close()
+	noperm(t, rdb.HSet(ctx, store.TokensKey, "id", "{}").Err())
+	noperm(t, rdb.Set(ctx, store.Keys(digest).Report(), "forged", 0).Err())
+	noperm(t, rdb.ConfigSet(ctx, "appendonly", "no").Err())
+
+	p, err := serve.Profile(ctx, digest, time.Now(), store.DefaultLearning)
+	require.NoError(t, err)
+	require.Len(t, p.Sections[store.Mapped], 1)
 }

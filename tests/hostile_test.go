@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -222,4 +223,68 @@ func uprobePaths() ([]string, error) {
 		}
 	}
 	return paths, it.Err()
+}
+
+// floodScript makes a directory ~3.8 KiB deep under /tmp and creates new
+// files in it from four shells for %d s, as fast as they can: every file
+// is a new event with a path near PATH_MAX.
+const floodScript = `B=/bin/busybox
+d=/tmp
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do d=$d/$($B printf '%%0250d' $i); done
+$B mkdir -p $d
+for p in 1 2 3 4; do
+  $B timeout %d $B sh -c 'i=0; while :; do : > $0/f$1-$i; i=$((i+1)); done' $d $p &
+done
+wait
+exit 0
+`
+
+// A flood: one container creates files with paths near 4 KiB as fast as
+// it can (15 s here; INUSE_FLOOD_SECONDS=60 for the benchmark's figure)
+// while a quiet container of another image loads libc once, as the flood
+// runs: the agent's peak RSS stays under the chart's 512 MiB limit, the
+// quiet image's profile is complete (no loss) and holds the library, and
+// the flooding image is marked incomplete (it lost its own events).
+func TestFloodLosesOnlyItsOwn(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	seconds := 15
+	if v := os.Getenv("INUSE_FLOOD_SECONDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		require.NoError(t, err)
+		seconds = n
+	}
+	ctx := context.Background()
+	floodRoot := testutil.BusyboxRoot(t)
+	quietRoot, _ := dynamicRoot(t)
+	d := runtimes.StartDockerd(t)
+	floodID := d.ImportImage(t, floodRoot, "inuse-test/flood:1")
+	quietID := d.ImportImage(t, quietRoot, "inuse-test/quiet-lib:1")
+	srv := redistest.Start(t)
+	st, err := store.Open(srv.URL())
+	require.NoError(t, err)
+	defer st.Close()
+	a := runtimes.StartAgent(t, agentBinary, []string{"DOCKER_HOST=" + d.Host}, "--redis", srv.URL(), "--nri-socket", "",
+		"--flush-interval", "500ms", "--node-name", "flood")
+
+	_, floodWait := d.RunWith(t, runtimes.RunOptions{Timeout: time.Duration(seconds+60) * time.Second}, "inuse-test/flood:1",
+		"/bin/busybox", "sh", "-c", fmt.Sprintf(floodScript, seconds))
+	time.Sleep(time.Duration(seconds) * time.Second / 2)
+	_, quietWait := d.Run(t, "inuse-test/quiet-lib:1", "/usr/bin/true")
+	quietWait()
+	floodWait()
+
+	libc := "/usr/lib/x86_64-linux-gnu/libc.so.6"
+	quiet := waitProfile(t, st, quietID, func(p *store.Profile) bool { return has(p, store.Mapped, libc) })
+	flood := waitProfile(t, st, floodID, func(p *store.Profile) bool { return p.Meta.Losses > 0 })
+	time.Sleep(time.Second) // a last flush
+	quiet, err = st.Profile(ctx, quietID, time.Now(), store.DefaultLearning)
+	require.NoError(t, err)
+	peak := a.PeakRSS(t)
+	t.Logf("flood of %d s: agent peak RSS %d MiB; flooding image: %d events recorded, %d lost, runtime files %d; quiet image: %d lost",
+		seconds, peak>>20, flood.Meta.Events, flood.Meta.Losses, len(flood.Sections[store.RuntimeFilesWritten]), quiet.Meta.Losses)
+	require.Zero(t, quiet.Meta.Losses, "the quiet image is complete")
+	require.True(t, has(quiet, store.Mapped, libc))
+	require.Positive(t, flood.Meta.Losses, "the flooding image is marked incomplete")
+	require.Less(t, peak, int64(512<<20), "the chart's memory limit")
+	a.Stop(t)
 }

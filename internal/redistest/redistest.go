@@ -5,6 +5,7 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -64,6 +65,13 @@ func Start(tb testing.TB) *Server {
 	return start(tb, freeAddr(tb))
 }
 
+// StartWith runs a standalone redis-server with more arguments (an ACL
+// file).
+func StartWith(tb testing.TB, extra ...string) *Server {
+	tb.Helper()
+	return start(tb, freeAddr(tb), extra...)
+}
+
 // StartDurable runs a standalone redis-server that writes every command to
 // its append-only file before answering, so that it restarts with all it
 // acknowledged, as a production Redis with persistence would.
@@ -121,7 +129,9 @@ func (s *Server) Restart() {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
+	// A refusal (NOAUTH, with an ACL file) is an answer too.
+	var refused redis.Error
+	for err := c.Ping(context.Background()).Err(); err != nil && !errors.As(err, &refused); err = c.Ping(context.Background()).Err() {
 		if time.Now().After(deadline) {
 			s.tb.Fatalf("redis-server on %s did not answer", s.Addr())
 		}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -77,6 +78,22 @@ func StartAgent(t *testing.T, bin string, env []string, args ...string) *Agent {
 	})
 	a.waitLog(t, "agent running", false)
 	return a
+}
+
+// PeakRSS is the agent's peak resident memory so far (VmHWM).
+func (a *Agent) PeakRSS(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kib, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			require.NoError(t, err)
+			return kib << 10
+		}
+	}
+	t.Fatal("no VmHWM in the agent's status")
+	return 0
 }
 
 // WaitLog waits for a log line, after those WaitLog already matched,

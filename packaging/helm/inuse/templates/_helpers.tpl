@@ -33,12 +33,22 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/*
 INUSE_REDIS_URL for the agent and serve: the bundled Redis, an external
-URL, or a key of an existing Secret.
+URL, or a key of an existing Secret. The bundled Redis has a user per role
+(redis-secret.yaml); call with (dict "root" . "role" "agent"|"serve").
 */}}
 {{- define "inuse.redisEnv" -}}
+{{- $root := .root -}}
+{{- if $root.Values.redis.enabled }}
+- name: INUSE_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "inuse.redisName" $root }}
+      key: {{ .role }}-password
+{{- end }}
 - name: INUSE_REDIS_URL
+{{- with $root }}
 {{- if .Values.redis.enabled }}
-  value: {{ printf "redis://%s:6379" (include "inuse.redisName" .) | quote }}
+  value: {{ printf "redis://%s:$(INUSE_REDIS_PASSWORD)@%s:6379" $.role (include "inuse.redisName" .) | quote }}
 {{- else if .Values.redis.external.existingSecret }}
   valueFrom:
     secretKeyRef:
@@ -49,7 +59,20 @@ URL, or a key of an existing Secret.
 {{- else }}
 {{- fail "redis.enabled is false: set redis.external.url or redis.external.existingSecret" }}
 {{- end }}
+{{- end }}
 {{- end -}}
+
+{{/*
+The bundled Redis's ACL file. The agent's write patterns are its profile
+keys one by one (internal/store/schema.go): a pattern cannot exclude the
+plan, report and lease keys of the same image.
+*/}}
+{{- define "inuse.redisACL" -}}
+user default off
+user agent on #{{ sha256sum .agent }} resetchannels -@all +@read +@write +@keyspace +@transaction +@scripting +@connection -@dangerous -@admin ~inuse:images ~inuse:names
+{{- range list "meta" "folded" "names" "containers" "nodes" "workloads" "files:*" "dirs:*" "exec" "exec_sessions" "mapped" "tcp:*" "udp:*" "syscalls" "seeded" "functions" "probed" "runtime:*" "drift" }} ~inuse:{*}:{{ . }}{{ end }} %R~inuse:{*}:goplan
+user serve on #{{ sha256sum .serve }} resetchannels -@all +@read +@write +@keyspace +@transaction +@scripting +@connection -@dangerous -@admin ~*
+{{ end -}}
 
 {{- define "inuse.adminSecretName" -}}
 {{- .Values.serve.admin.existingSecret | default (printf "%s-admin" (include "inuse.fullname" .)) -}}
