@@ -37,18 +37,13 @@ URL, or a key of an existing Secret. The bundled Redis has a user per role
 (redis-secret.yaml); call with (dict "root" . "role" "agent"|"serve").
 */}}
 {{- define "inuse.redisEnv" -}}
-{{- $root := .root -}}
-{{- if $root.Values.redis.enabled }}
-- name: INUSE_REDIS_PASSWORD
+- name: INUSE_REDIS_URL
+{{- with .root }}
+{{- if .Values.redis.enabled }}
   valueFrom:
     secretKeyRef:
-      name: {{ include "inuse.redisName" $root }}
-      key: {{ .role }}-password
-{{- end }}
-- name: INUSE_REDIS_URL
-{{- with $root }}
-{{- if .Values.redis.enabled }}
-  value: {{ printf "redis://%s:$(INUSE_REDIS_PASSWORD)@%s:6379" $.role (include "inuse.redisName" .) | quote }}
+      name: {{ include "inuse.redisName" . }}
+      key: {{ $.role }}-url
 {{- else if .Values.redis.external.existingSecret }}
   valueFrom:
     secretKeyRef:
