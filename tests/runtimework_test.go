@@ -97,15 +97,7 @@ func TestRuntimeWorkIsNotTheImages(t *testing.T) {
 	})
 
 	t.Run("containerd", func(t *testing.T) {
-		srv := redistest.Start(t)
-		st, err := store.Open(srv.URL())
-		require.NoError(t, err)
-		defer st.Close()
-		c := runtimes.StartContainerd(t, nil)
-		c.ImportPause(t)
-		digest := c.ImportImage(t, root, "docker.io/inuse-test/sleep:1", entrypoint...)
-		a := runtimes.StartAgent(t, agentBinary, nil, "--redis", srv.URL(), "--nri-socket", c.NRI, "--docker=false", "--flush-interval", "200ms")
-		a.WaitLog(t, "connected to the runtime over NRI")
+		st, c, a, digest := containerdWithAgent(t, root, "docker.io/inuse-test/sleep:1", entrypoint)
 		c.RunToExit(t, c.RunPod(t, "sleep", "default", "uid-runtime-work"), "docker.io/inuse-test/sleep:1", "app", entrypoint...)
 		check(t, st, digest)
 		a.Stop(t)
@@ -177,15 +169,7 @@ func TestExecSessionsUnderRuntimes(t *testing.T) {
 	})
 
 	t.Run("containerd", func(t *testing.T) {
-		srv := redistest.Start(t)
-		st, err := store.Open(srv.URL())
-		require.NoError(t, err)
-		defer st.Close()
-		c := runtimes.StartContainerd(t, nil)
-		c.ImportPause(t)
-		digest := c.ImportImage(t, root, "docker.io/inuse-test/exec-session:1", entrypoint...)
-		a := runtimes.StartAgent(t, agentBinary, nil, "--redis", srv.URL(), "--nri-socket", c.NRI, "--docker=false", "--flush-interval", "200ms")
-		a.WaitLog(t, "connected to the runtime over NRI")
+		st, c, a, digest := containerdWithAgent(t, root, "docker.io/inuse-test/exec-session:1", entrypoint)
 		id := c.Run(t, c.RunPod(t, "exec-session", "default", "uid-exec-session"), "docker.io/inuse-test/exec-session:1", "app", entrypoint...)
 		waitProfile(t, st, digest, func(p *store.Profile) bool { return has(p, store.Exec, "/usr/bin/sleep") })
 		out, err := c.CRI.ExecSync(t.Context(), &cri.ExecSyncRequest{ContainerId: id, Cmd: session, Timeout: 20})
@@ -194,4 +178,20 @@ func TestExecSessionsUnderRuntimes(t *testing.T) {
 		check(t, st, digest)
 		a.Stop(t)
 	})
+}
+
+// containerdWithAgent starts Redis, containerd with the image of root as
+// ref (entrypoint cmd), and the agent connected over NRI.
+func containerdWithAgent(t *testing.T, root, ref string, cmd []string) (*store.Store, *runtimes.Containerd, *runtimes.Agent, string) {
+	t.Helper()
+	srv := redistest.Start(t)
+	st, err := store.Open(srv.URL())
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	c := runtimes.StartContainerd(t, nil)
+	c.ImportPause(t)
+	digest := c.ImportImage(t, root, ref, cmd...)
+	a := runtimes.StartAgent(t, agentBinary, nil, "--redis", srv.URL(), "--nri-socket", c.NRI, "--docker=false", "--flush-interval", "200ms")
+	a.WaitLog(t, "connected to the runtime over NRI")
+	return st, c, a, digest
 }
