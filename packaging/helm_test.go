@@ -111,6 +111,7 @@ type securityContext struct {
 
 type container struct {
 	Name            string          `yaml:"name"`
+	Image           string          `yaml:"image"`
 	Args            []string        `yaml:"args"`
 	SecurityContext securityContext `yaml:"securityContext"`
 	Env             []struct {
@@ -289,6 +290,11 @@ func TestHelmLintAndTemplate(t *testing.T) {
 				checkServeTLS(t, r, "inuse-test-tls")
 			}},
 		{name: "profiling off", set: []string{"profiling.enabled=false"}, serve: true, redis: true},
+		{name: "numeric image tags", set: []string{"agent.image.tag=1", "redis.image.tag=7.2"}, agent: true, serve: true, redis: true,
+			check: func(t *testing.T, r rendered) {
+				// --set parses them as numbers (found on a real cluster).
+				require.Equal(t, "ghcr.io/inuse-dev/inuse-agent:1", r.objects["DaemonSet/inuse-test-agent"].Spec.Template.Spec.Containers[0].Image)
+			}},
 		{name: "integrations off", set: []string{"integrations.enabled=false"}, agent: true, redis: true,
 			check: func(t *testing.T, r rendered) {
 				require.Equal(t, []string{"inuse-test-redis"}, names(r.kinds("Secret")), "no admin credential without integrations: Redis's users alone")

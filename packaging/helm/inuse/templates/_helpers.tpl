@@ -23,8 +23,9 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* A tag given with --set (1, 7.2) is a number to helm: %v prints either. */}}
 {{- define "inuse.image" -}}
-{{- printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion) -}}
+{{- printf "%s:%v" .image.repository (.image.tag | default .root.Chart.AppVersion) -}}
 {{- end -}}
 
 {{- define "inuse.redisName" -}}
