@@ -58,6 +58,14 @@ func (a *Agent) Exec(ctx context.Context, cmd *exec.Cmd, cgroupParent string, im
 	// cgroup for the last time: stopping untracks it.
 	var stopErr error
 	go func() { done <- a.pipeline(pctx, nil, func() { stopErr = a.tracker.Stopped(ctr) }) }()
+	// The command starts once the hit reader waits: a goroutine not run
+	// yet reads the first call of a probed function milliseconds late,
+	// and each call until then is a trap.
+	select {
+	case <-a.funcs.reading():
+	case err := <-done:
+		done <- err // the pipeline ended already: reported after the command
+	}
 
 	// A mount namespace of its own, as a container has: the sensor counts
 	// nothing a task does in the host's (bpf/sensor/runtime.h).

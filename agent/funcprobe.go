@@ -126,10 +126,14 @@ type funcProbes struct {
 	binaries map[binaryKey]*probedBinary
 	// points counts the probe points each image has in the kernel.
 	imagePoints map[string]int
-	// cookies number probe points for good, so that a hit read after its
-	// probe went (its container stopped meanwhile) still names it.
+	// cookies number the probed functions for good, so that a hit read
+	// after its probe went (its container stopped meanwhile) still names
+	// it. Their high bits are the image's owner number, which its cgroups
+	// are given in the kernel: the first call in one of them marks the
+	// function's probes done before user space reads the hit.
 	cookies map[probeKey]uint64
 	points  map[uint64]probeKey
+	owners  map[string]uint32 // by image digest
 	// hit holds (image, binary, symbol) already reported: not probed again.
 	hit map[functionKey]bool
 	// gone are the images of stopped cgroups, for hits read late; held the
@@ -165,10 +169,9 @@ type goneCgroup struct {
 // the plan's offsets are valid for.
 type binaryKey struct{ digest, path, buildID string }
 
-// probeKey is one probe point of a binary.
+// probeKey is one probed function of a binary: its places share a cookie.
 type probeKey struct {
 	binaryKey
-	offset uint64
 	symbol string
 }
 
@@ -221,6 +224,7 @@ func openFuncProbes(log *slog.Logger, s *sensor.Sensor, h cgroups.Hierarchy, pla
 		imagePoints: map[string]int{},
 		cookies:     map[probeKey]uint64{},
 		points:      map[uint64]probeKey{},
+		owners:      map[string]uint32{},
 		hit:         map[functionKey]bool{},
 		gone:        map[uint64]goneCgroup{},
 		held:        map[uint64]*heldHits{},
@@ -254,6 +258,17 @@ func (f *funcProbes) run(ctx context.Context) error {
 	}
 	return f.probe.Run(ctx, f.onHit)
 }
+
+// reading is closed once the hit reader waits for hits (at once without
+// function probes).
+func (f *funcProbes) reading() <-chan struct{} {
+	if f == nil {
+		return closedChan
+	}
+	return f.probe.Waiting()
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // wait waits for the attaches and detaches in flight, at most waitGrace:
 // shutdown never waits on what a container did.
@@ -373,6 +388,7 @@ func (f *funcProbes) track(c lifecycle.Container, cgroupDir string) *probedCgrou
 	if !ok {
 		cg = &probedCgroup{id: c.CgroupID, digest: c.Image.Digest, binaries: map[binaryKey]bool{}}
 		f.cgroups[c.CgroupID] = cg
+		f.own(c.CgroupID, f.owner(c.Image.Digest))
 	}
 	if cg.dir == "" {
 		cg.dir = cgroupDir
@@ -520,6 +536,7 @@ func (f *funcProbes) stopped(c lifecycle.Container) {
 		return
 	}
 	delete(f.cgroups, c.CgroupID)
+	f.own(c.CgroupID, 0)
 	f.gone[c.CgroupID] = goneCgroup{digest: cg.digest, at: now}
 	for key := range cg.binaries {
 		f.release(key)
@@ -692,13 +709,13 @@ func (f *funcProbes) acquire(cg *probedCgroup, path string, plan store.GoPlan, f
 		return
 	}
 	for _, sym := range symbols {
-		for _, off := range offsets[sym] {
-			pk := probeKey{key, off, sym}
-			cookie, ok := f.cookies[pk]
-			if !ok {
-				cookie = uint64(len(f.cookies) + 1)
-				f.cookies[pk], f.points[cookie] = cookie, pk
-			}
+		pk := probeKey{key, sym}
+		cookie, ok := f.cookies[pk]
+		if !ok {
+			cookie = funcprobe.Cookie(f.owner(key.digest), uint32(len(f.cookies)+1))
+			f.cookies[pk], f.points[cookie] = cookie, pk
+		}
+		for range offsets[sym] {
 			cookies[sym] = append(cookies[sym], cookie)
 		}
 	}
@@ -784,6 +801,35 @@ func (f *funcProbes) onHit(h funcprobe.Hit) {
 	})
 }
 
+// owner numbers an image for the kernel, for good; f.mu is held.
+func (f *funcProbes) owner(digest string) uint32 {
+	n, ok := f.owners[digest]
+	if !ok {
+		n = uint32(len(f.owners) + 1)
+		f.owners[digest] = n
+	}
+	return n
+}
+
+// own gives a cgroup to an owner in the kernel, or takes it back (owner
+// 0); f.mu is held, so that a cgroup that stopped is never given back.
+// A cgroup the kernel has no room for is still reported: its probes only
+// trap at full cost until detached.
+func (f *funcProbes) own(cgroupID uint64, owner uint32) {
+	if f.probe == nil {
+		return // the tests' funcProbes, without a kernel program
+	}
+	var err error
+	if owner == 0 {
+		err = f.probe.Disown(cgroupID)
+	} else {
+		err = f.probe.Own(cgroupID, owner)
+	}
+	if err != nil {
+		f.log.Debug("marking a cgroup's probes done", logfields.CgroupID, cgroupID, logfields.Error, err)
+	}
+}
+
 // holdHit keeps the hit of a cgroup not known yet, within bounds; past
 // them it counts the hit, so that the cgroup's image is marked as having
 // lost it once the cgroup is named. f.mu is held.
@@ -818,8 +864,10 @@ func (f *funcProbes) holdHit(h funcprobe.Hit) {
 }
 
 // detach takes the probes of b for symbol, or all of them when symbol is
-// empty, and closes them apart: closing a uprobe waits for the kernel's
-// grace periods. f.mu is held.
+// empty, and closes them apart, off f.mu: closing a uprobe waits for the
+// kernel's grace periods (about 20 ms), though its breakpoints go first.
+// The hit reader parks on the netpoller right after, so its P runs the
+// close at once. f.mu is held.
 func (f *funcProbes) detach(b *probedBinary, symbol string) {
 	var links []link.Link
 	for sym, ls := range b.links {

@@ -42,7 +42,7 @@ func newFuncProbes(limits ProbeLimits) (*funcProbes, *[]sensor.Event) {
 		log: slog.New(slog.DiscardHandler), limits: limits, hold: time.Minute,
 		emit:    func(ev sensor.Event) { emitted = append(emitted, ev) },
 		cgroups: map[uint64]*probedCgroup{}, binaries: map[binaryKey]*probedBinary{}, imagePoints: map[string]int{},
-		cookies: map[probeKey]uint64{}, points: map[uint64]probeKey{}, hit: map[functionKey]bool{},
+		cookies: map[probeKey]uint64{}, points: map[uint64]probeKey{}, owners: map[string]uint32{}, hit: map[functionKey]bool{},
 		gone: map[uint64]goneCgroup{}, held: map[uint64]*heldHits{},
 	}, &emitted
 }
@@ -110,7 +110,7 @@ func TestCheckPlans(t *testing.T) {
 // as a loss of its image once the cgroup is named.
 func TestHeldHitsOverCapBecomeLoss(t *testing.T) {
 	f, emitted := newFuncProbes(ProbeLimits{})
-	pk := probeKey{binaryKey{"sha256:aa", "/app/bin", "id"}, 0x10, "main.f"}
+	pk := probeKey{binaryKey{"sha256:aa", "/app/bin", "id"}, "main.f"}
 	f.cookies[pk], f.points[1] = 1, pk
 	for range maxHeldHits + 3 {
 		f.onHit(funcprobe.Hit{CgroupID: 9, Cookie: 1})

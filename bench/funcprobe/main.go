@@ -9,6 +9,16 @@
 // time, the time of its first tenth and the traps it took (counted in BPF)
 // are printed, then the medians of the loop and of its last nine tenths.
 //
+// A handful of traps is far below the loop's noise, so their cost is
+// measured apart: the probe program stays on Parse for a short loop
+// (-trap-calls), every call a trap, in a cgroup whose call marked the probe
+// done (the traps between a first hit and the detach), in a tracked cgroup
+// of another image (the probe stays armed: the program's full path, which
+// every trap took before the done flag) and in an untracked one. The cost
+// per trap is the loop's time over that of an unprobed copy of the target
+// (another inode, so no probe), run in the same rounds, divided by the
+// traps.
+//
 // Run as root: go run ./bench/funcprobe
 package main
 
@@ -27,10 +37,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/inuse-dev/inuse/agent"
 	"github.com/inuse-dev/inuse/bench/funcprobe/gofunc"
+	"github.com/inuse-dev/inuse/bpf/funcprobe"
+	"github.com/inuse-dev/inuse/bpf/sensor"
 	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/store"
@@ -46,8 +59,9 @@ const (
 func main() {
 	calls := flag.Int("calls", 10_000_000, "calls of the planned function per run")
 	rounds := flag.Int("rounds", 7, "runs per configuration")
+	trapCalls := flag.Int("trap-calls", 20_000, "calls of the planned function per run that measures the cost per trap")
 	flag.Parse()
-	if err := run(*calls, *rounds); err != nil {
+	if err := run(*calls, *rounds, *trapCalls); err != nil {
 		fmt.Fprintln(os.Stderr, "funcprobe:", err)
 		os.Exit(1)
 	}
@@ -57,7 +71,7 @@ func main() {
 // nine tenths.
 type timing struct{ total, tail time.Duration }
 
-func run(calls, rounds int) error {
+func run(calls, rounds, trapCalls int) error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("lifting the memlock limit: %w", err)
 	}
@@ -144,6 +158,105 @@ func run(calls, rounds int) error {
 	report("after the first tenth", func(t timing) time.Duration { return t.tail })
 	slices.Sort(traps)
 	fmt.Printf("traps per probed run: min %d, median %d, max %d\n", traps[0], traps[len(traps)/2], traps[len(traps)-1])
+	return trapCosts(h, cgroup, bin, plan, trapCalls, rounds)
+}
+
+// trapCosts measures the cost of one trap of Parse's probe, by the state
+// of the cgroup that calls it, over rounds that rotate the order; the
+// untraced runs are in untracedDir.
+func trapCosts(h cgroups.Hierarchy, untracedDir, bin string, plan store.GoPlan, calls, rounds int) error {
+	unprobed := bin + "-unprobed"
+	if err := copyFile(bin, unprobed); err != nil {
+		return err
+	}
+	s, err := sensor.Open(slog.New(slog.DiscardHandler), sensor.Config{})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	tracking, err := s.Tracking()
+	if err != nil {
+		return err
+	}
+	p, err := funcprobe.Open(tracking)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	// owner 1 is the probe's; owner 2 another image's.
+	dirs := map[string]string{"untraced": untracedDir, "untracked": untracedDir}
+	for i, mode := range []string{"done", "armed"} {
+		dir, id, err := h.Create(fmt.Sprintf("%s/trapcost-%s-%d", cgroupParent, mode, os.Getpid()))
+		if err != nil {
+			return err
+		}
+		defer func() { _ = cgroups.Remove(dir) }()
+		if err := errors.Join(s.Track(id), p.Own(id, uint32(i+1))); err != nil {
+			return err
+		}
+		dirs[mode] = dir
+	}
+	exe, err := link.OpenExecutable(bin)
+	if err != nil {
+		return err
+	}
+	var offsets, cookies []uint64
+	for _, pr := range plan.Probes {
+		if pr.Symbol == gofunc.Planned[0] {
+			offsets, cookies = append(offsets, pr.Offset), append(cookies, funcprobe.Cookie(1, 1))
+		}
+	}
+	links, err := p.Attach(exe, offsets, cookies)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, l := range links {
+			_ = l.Close()
+		}
+	}()
+	loops := map[string][]time.Duration{}
+	modes := []string{"untraced", "done", "armed", "untracked"}
+	fmt.Printf("cost per trap: %d calls of %s per run, every call a trap\n", calls, gofunc.Planned[0])
+	for r := range rounds {
+		for i := range modes {
+			mode := modes[(r+i)%len(modes)]
+			target := bin
+			if mode == "untraced" {
+				target = unprobed
+			}
+			before, err := p.Traps()
+			if err != nil {
+				return err
+			}
+			t, err := untracedRun(h, dirs[mode], target, calls)
+			if err != nil {
+				return err
+			}
+			after, err := p.Traps()
+			if err != nil {
+				return err
+			}
+			want := uint64(calls)
+			if mode == "untraced" {
+				want = 0
+			}
+			if n := after - before; n != want {
+				return fmt.Errorf("%s run: %d traps for %d calls", mode, n, calls)
+			}
+			loops[mode] = append(loops[mode], t.total)
+		}
+	}
+	base := medianOf(loops["untraced"])
+	fmt.Printf("untraced loop: median %.3f ms\n", ms(base))
+	for _, mode := range modes[1:] {
+		costs := make([]time.Duration, len(loops[mode]))
+		for i, d := range loops[mode] {
+			costs[i] = (d - base) / time.Duration(calls)
+		}
+		slices.Sort(costs)
+		fmt.Printf("cost per trap, %-9s median %6.2f µs (min %.2f, max %.2f)\n", mode, us(medianOf(costs)), us(costs[0]), us(costs[len(costs)-1]))
+	}
 	return nil
 }
 
@@ -197,6 +310,14 @@ func parse(out string) (timing, error) {
 	return timing{time.Duration(total), time.Duration(tail)}, nil
 }
 
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o755)
+}
+
 // startRedis runs a redis-server on a unix socket in dir.
 func startRedis(dir string) (string, func(), error) {
 	sock := filepath.Join(dir, "redis.sock")
@@ -220,8 +341,15 @@ func median(ts []timing, pick func(timing) time.Duration) time.Duration {
 	for i, t := range ts {
 		d[i] = pick(t)
 	}
+	return medianOf(d)
+}
+
+func medianOf(d []time.Duration) time.Duration {
+	d = slices.Clone(d)
 	slices.Sort(d)
 	return d[len(d)/2]
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -53,7 +53,9 @@ type funcprobeHitKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	funcprobeMapInuseCgstate    = "inuse_cgstate"
+	funcprobeMapInuseFuncDone   = "inuse_func_done"
 	funcprobeMapInuseFuncHits   = "inuse_func_hits"
+	funcprobeMapInuseFuncOwn    = "inuse_func_own"
 	funcprobeMapInuseFuncSeen   = "inuse_func_seen"
 	funcprobeMapInuseV1State    = "inuse_v1_state"
 	funcprobeMapInuseV1Tracked  = "inuse_v1_tracked"
@@ -119,7 +121,9 @@ type funcprobeProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type funcprobeMapSpecs struct {
 	InuseCgstate   *ebpf.MapSpec `ebpf:"inuse_cgstate"`
+	InuseFuncDone  *ebpf.MapSpec `ebpf:"inuse_func_done"`
 	InuseFuncHits  *ebpf.MapSpec `ebpf:"inuse_func_hits"`
+	InuseFuncOwn   *ebpf.MapSpec `ebpf:"inuse_func_own"`
 	InuseFuncSeen  *ebpf.MapSpec `ebpf:"inuse_func_seen"`
 	InuseV1State   *ebpf.MapSpec `ebpf:"inuse_v1_state"`
 	InuseV1Tracked *ebpf.MapSpec `ebpf:"inuse_v1_tracked"`
@@ -159,7 +163,9 @@ func (o *funcprobeObjects) Close() error {
 // It can be passed to loadFuncprobeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type funcprobeMaps struct {
 	InuseCgstate   *ebpf.Map `ebpf:"inuse_cgstate"`
+	InuseFuncDone  *ebpf.Map `ebpf:"inuse_func_done"`
 	InuseFuncHits  *ebpf.Map `ebpf:"inuse_func_hits"`
+	InuseFuncOwn   *ebpf.Map `ebpf:"inuse_func_own"`
 	InuseFuncSeen  *ebpf.Map `ebpf:"inuse_func_seen"`
 	InuseV1State   *ebpf.Map `ebpf:"inuse_v1_state"`
 	InuseV1Tracked *ebpf.Map `ebpf:"inuse_v1_tracked"`
@@ -168,7 +174,9 @@ type funcprobeMaps struct {
 func (m *funcprobeMaps) Close() error {
 	return _FuncprobeClose(
 		m.InuseCgstate,
+		m.InuseFuncDone,
 		m.InuseFuncHits,
+		m.InuseFuncOwn,
 		m.InuseFuncSeen,
 		m.InuseV1State,
 		m.InuseV1Tracked,

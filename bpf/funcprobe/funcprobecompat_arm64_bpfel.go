@@ -44,7 +44,9 @@ type funcprobecompatHitKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	funcprobecompatMapInuseCgstate    = "inuse_cgstate"
+	funcprobecompatMapInuseFuncDone   = "inuse_func_done"
 	funcprobecompatMapInuseFuncHits   = "inuse_func_hits"
+	funcprobecompatMapInuseFuncOwn    = "inuse_func_own"
 	funcprobecompatMapInuseFuncSeen   = "inuse_func_seen"
 	funcprobecompatMapInuseV1State    = "inuse_v1_state"
 	funcprobecompatMapInuseV1Tracked  = "inuse_v1_tracked"
@@ -110,7 +112,9 @@ type funcprobecompatProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type funcprobecompatMapSpecs struct {
 	InuseCgstate   *ebpf.MapSpec `ebpf:"inuse_cgstate"`
+	InuseFuncDone  *ebpf.MapSpec `ebpf:"inuse_func_done"`
 	InuseFuncHits  *ebpf.MapSpec `ebpf:"inuse_func_hits"`
+	InuseFuncOwn   *ebpf.MapSpec `ebpf:"inuse_func_own"`
 	InuseFuncSeen  *ebpf.MapSpec `ebpf:"inuse_func_seen"`
 	InuseV1State   *ebpf.MapSpec `ebpf:"inuse_v1_state"`
 	InuseV1Tracked *ebpf.MapSpec `ebpf:"inuse_v1_tracked"`
@@ -150,7 +154,9 @@ func (o *funcprobecompatObjects) Close() error {
 // It can be passed to loadFuncprobecompatObjects or ebpf.CollectionSpec.LoadAndAssign.
 type funcprobecompatMaps struct {
 	InuseCgstate   *ebpf.Map `ebpf:"inuse_cgstate"`
+	InuseFuncDone  *ebpf.Map `ebpf:"inuse_func_done"`
 	InuseFuncHits  *ebpf.Map `ebpf:"inuse_func_hits"`
+	InuseFuncOwn   *ebpf.Map `ebpf:"inuse_func_own"`
 	InuseFuncSeen  *ebpf.Map `ebpf:"inuse_func_seen"`
 	InuseV1State   *ebpf.Map `ebpf:"inuse_v1_state"`
 	InuseV1Tracked *ebpf.Map `ebpf:"inuse_v1_tracked"`
@@ -159,7 +165,9 @@ type funcprobecompatMaps struct {
 func (m *funcprobecompatMaps) Close() error {
 	return _FuncprobecompatClose(
 		m.InuseCgstate,
+		m.InuseFuncDone,
 		m.InuseFuncHits,
+		m.InuseFuncOwn,
 		m.InuseFuncSeen,
 		m.InuseV1State,
 		m.InuseV1Tracked,
