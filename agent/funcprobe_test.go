@@ -2,18 +2,27 @@ package agent
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/inuse-dev/inuse/bench/funcprobe/gofunc"
 	"github.com/inuse-dev/inuse/bpf/funcprobe"
 	"github.com/inuse-dev/inuse/bpf/sensor"
+	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/store"
+	"github.com/inuse-dev/inuse/internal/testutil"
 	"github.com/inuse-dev/inuse/scanner/gosym"
 )
 
@@ -129,4 +138,97 @@ func TestHeldHitsOverCapBecomeLoss(t *testing.T) {
 	}
 	require.Equal(t, []sensor.LossEvent{{CgroupID: 9, Lost: 3}}, loss)
 	require.Equal(t, 1, functions, "the first hit is reported, once")
+}
+
+// A function's probes go once its first hit is read, the others stay; all
+// of a binary's probes stay while a container of its image runs and go
+// with the last one. Counted as the kernel's uprobe links on the file.
+func TestProbesDetach(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	bin, plan, err := gofunc.Build(t.TempDir(), false)
+	require.NoError(t, err)
+	log := slog.New(slog.DiscardHandler)
+	s, err := sensor.Open(log, sensor.Config{})
+	require.NoError(t, err)
+	defer s.Close()
+	h, err := cgroups.Unified()
+	require.NoError(t, err)
+	plans := func(context.Context, string) (map[string]store.GoPlan, error) {
+		return map[string]store.GoPlan{bin: plan}, nil
+	}
+	f, err := openFuncProbes(log, s, h, plans, time.Minute, ProbeLimits{})
+	if errors.Is(err, funcprobe.ErrNoAttachCookie) {
+		t.Skipf("this kernel cannot probe functions: %v", err)
+	}
+	require.NoError(t, err)
+	defer f.Close()
+	var mu sync.Mutex
+	var symbols []string
+	f.emit = func(ev sensor.Event) {
+		if fe, ok := ev.(funcprobe.FunctionEvent); ok {
+			mu.Lock()
+			symbols = append(symbols, fe.Symbol)
+			mu.Unlock()
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- f.run(ctx) }()
+	defer func() { cancel(); require.ErrorIs(t, <-done, context.Canceled) }()
+	<-f.reading()
+
+	links := func() int {
+		t.Helper()
+		paths, err := testutil.UprobePaths()
+		require.NoError(t, err)
+		n := 0
+		for _, p := range paths {
+			if p == bin {
+				n++
+			}
+		}
+		return n
+	}
+	// One link per function with uprobe_multi, else one per place.
+	want := map[string]int{}
+	for _, p := range plan.Probes {
+		if f.probe.AttachMode() == "perf_event" || want[p.Symbol] == 0 {
+			want[p.Symbol]++
+		}
+	}
+	parse, count := want[gofunc.Planned[0]], want[gofunc.Planned[1]]
+	require.Positive(t, parse)
+	require.Positive(t, count)
+	require.Zero(t, links())
+
+	var ctrs []lifecycle.Container
+	var dirs []string
+	for i := range 2 {
+		dir, id, err := h.Create(fmt.Sprintf("inuse-test/detach-%d-%d", i, time.Now().UnixNano()))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = cgroups.Remove(dir) })
+		require.NoError(t, s.Track(id))
+		c := lifecycle.Container{ID: fmt.Sprint("c", i), CgroupID: id, Image: lifecycle.Image{Digest: "sha256:" + strings.Repeat("d", 64)}}
+		f.start(c, "/", dir)
+		ctrs, dirs = append(ctrs, c), append(dirs, dir)
+	}
+	require.Equal(t, parse+count, links(), "both containers share the image's probes")
+
+	cmd := exec.Command(bin, "bench", "1000") // calls Parse only
+	require.NoError(t, h.Start(cmd, dirs[0]))
+	require.NoError(t, cmd.Wait())
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(symbols) == 1 }, 10*time.Second, 10*time.Millisecond)
+	f.wait() // the detach runs apart
+	require.Equal(t, []string{gofunc.Planned[0]}, symbols)
+	require.Equal(t, count, links(), "Parse's probes went with its first hit, Count's stay")
+	traps, err := f.probe.Traps()
+	require.NoError(t, err)
+	t.Logf("%d traps of 1,000 calls before the detach", traps)
+
+	f.stopped(ctrs[0])
+	f.wait()
+	require.Equal(t, count, links(), "another container of the image runs")
+	f.stopped(ctrs[1])
+	f.wait()
+	require.Zero(t, links(), "the last container of the image went")
 }

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
@@ -106,7 +105,7 @@ func TestHostileContainerDocker(t *testing.T) {
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
-			paths, err := uprobePaths()
+			paths, err := testutil.UprobePaths()
 			mu.Lock()
 			if err != nil {
 				bad = append(bad, "listing links: "+err.Error())
@@ -200,29 +199,6 @@ func TestHostileContainerDocker(t *testing.T) {
 	a.Stop(t)
 	require.Less(t, time.Since(start), 10*time.Second, "SIGTERM stops the agent within its grace period")
 	t.Logf("stopped in %v", time.Since(start))
-}
-
-// uprobePaths lists the files of the uprobe links the kernel holds, as
-// the kernel names them (uprobe_multi links and perf-event uprobes).
-func uprobePaths() ([]string, error) {
-	var paths []string
-	var it link.Iterator
-	defer it.Close()
-	for it.Next() {
-		info, err := it.Link.Info()
-		if err != nil {
-			continue // gone meanwhile, or a type this library cannot read
-		}
-		if m := info.UprobeMulti(); m != nil {
-			paths = append(paths, m.File)
-		}
-		if pe := info.PerfEvent(); pe != nil {
-			if u := pe.Uprobe(); u != nil {
-				paths = append(paths, u.File)
-			}
-		}
-	}
-	return paths, it.Err()
 }
 
 // floodScript makes a directory ~3.8 KiB deep under /tmp and creates new
