@@ -144,10 +144,9 @@ func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err erro
 	a.metrics.sensorFeatures = a.sensor.Features()
 
 	if cfg.Redis != "" {
-		if a.store, err = store.Connect(ctx, cfg.Redis); err != nil {
+		if a.store, err = store.Connect(ctx, cfg.Redis, store.WithLimits(cfg.Limits)); err != nil {
 			return nil, err
 		}
-		a.store.SetLimits(cfg.Limits)
 		a.closers = append(a.closers, a.store.Close)
 		ccfg := cfg.Collector
 		if ccfg.Node == "" {

@@ -68,8 +68,7 @@ func BenchmarkUniqueFilesIntoRedis(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			srv := redistest.Start(b)
-			st := openStore(b, srv.URL())
-			st.SetLimits(store.Limits{MaxBytes: 1 << 40})
+			st := openStore(b, srv.URL(), store.WithLimits(store.Limits{MaxBytes: 1 << 40}))
 			c := New(quiet, st, Config{Node: "n"})
 			ctr := container("c1")
 			c.ContainerStarted(ctr)

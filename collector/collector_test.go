@@ -65,9 +65,9 @@ func runAgent(url, node string, files []string) error {
 	return c.Flush(context.Background())
 }
 
-func openStore(t testing.TB, url string) *store.Store {
+func openStore(t testing.TB, url string, opts ...store.Option) *store.Store {
 	t.Helper()
-	st, err := store.Open(url)
+	st, err := store.Open(url, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
 	return st

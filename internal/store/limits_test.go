@@ -13,10 +13,9 @@ import (
 
 func TestBoundedSectionsFold(t *testing.T) {
 	srv := redistest.Start(t)
-	st, err := store.Open(srv.URL())
+	st, err := store.Open(srv.URL(), store.WithLimits(store.Limits{SectionCap: 10}))
 	require.NoError(t, err)
 	defer st.Close()
-	st.SetLimits(store.Limits{SectionCap: 10})
 	digest := fmt.Sprintf("sha256:%064x", 1)
 	ms := time.Now().UnixMilli()
 
@@ -58,11 +57,10 @@ func TestBoundedSectionsFold(t *testing.T) {
 
 func TestCeilingTruncates(t *testing.T) {
 	srv := redistest.Start(t)
-	st, err := store.Open(srv.URL())
+	const ceiling = 64 << 10
+	st, err := store.Open(srv.URL(), store.WithLimits(store.Limits{MaxBytes: ceiling}))
 	require.NoError(t, err)
 	defer st.Close()
-	const ceiling = 64 << 10
-	st.SetLimits(store.Limits{MaxBytes: ceiling})
 	digest := fmt.Sprintf("sha256:%064x", 2)
 	long := time.Now().Add(-2 * time.Hour)
 
