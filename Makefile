@@ -49,7 +49,7 @@ bench: deps build ## run the benchmarks: Go benchmarks and the bench/ harness (r
 	$(GO) run ./bench/nginx
 
 # Fuzz targets of the parsers of hostile input (issue 22), package:target.
-FUZZ_TARGETS := ./scanner/gosym:FuzzTable ./scanner/gosym:FuzzBuildID ./api:FuzzDecodeReport ./bpf/sensor:FuzzDecode
+FUZZ_TARGETS := ./internal/gosym:FuzzTable ./internal/gosym:FuzzBuildID ./api:FuzzDecodeReport ./bpf/sensor:FuzzDecode
 FUZZTIME ?= 1m
 
 fuzz: ## run each fuzz target for FUZZTIME (default 1m; CI: make fuzz FUZZTIME=10s)

@@ -21,11 +21,11 @@ import (
 	"github.com/inuse-dev/inuse/bpf/sensor"
 	"github.com/inuse-dev/inuse/internal/cgroups"
 	"github.com/inuse-dev/inuse/internal/containerfs"
+	"github.com/inuse-dev/inuse/internal/gosym"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/logfields"
 	"github.com/inuse-dev/inuse/internal/registry"
 	"github.com/inuse-dev/inuse/internal/store"
-	"github.com/inuse-dev/inuse/scanner/gosym"
 )
 
 // planTimeout bounds reading an image's probe plan from Redis;

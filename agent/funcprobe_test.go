@@ -20,10 +20,10 @@ import (
 	"github.com/inuse-dev/inuse/bpf/funcprobe"
 	"github.com/inuse-dev/inuse/bpf/sensor"
 	"github.com/inuse-dev/inuse/internal/cgroups"
+	"github.com/inuse-dev/inuse/internal/gosym"
 	"github.com/inuse-dev/inuse/internal/lifecycle"
 	"github.com/inuse-dev/inuse/internal/store"
 	"github.com/inuse-dev/inuse/internal/testutil"
-	"github.com/inuse-dev/inuse/scanner/gosym"
 )
 
 // Function probe events take the same Record schema as the sensor's, with

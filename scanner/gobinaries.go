@@ -13,7 +13,7 @@ import (
 	"github.com/anchore/syft/syft/file"
 	syftPkg "github.com/anchore/syft/syft/pkg"
 
-	"github.com/inuse-dev/inuse/scanner/gosym"
+	"github.com/inuse-dev/inuse/internal/gosym"
 )
 
 // GoBinary is where the functions of one Go binary of an image are, read

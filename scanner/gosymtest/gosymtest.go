@@ -1,5 +1,5 @@
 // Package gosymtest builds the Go program of the function-level
-// reachability tests (scanner/gosym/testdata/prog: module
+// reachability tests (internal/gosym/testdata/prog: module
 // example.com/inusetest with golang.org/x/text v0.42.0) into an image root
 // and holds the Go vulnerability database records about it, for the
 // scanner's tests and the end-to-end ones.
@@ -42,7 +42,7 @@ var Advisories = []vulndbtest.Advisory{
 }
 
 // Image is a root holding /usr/bin/app, built from
-// scanner/gosym/testdata/prog as module example.com/inusetest v1.0.0 (a
+// internal/gosym/testdata/prog as module example.com/inusetest v1.0.0 (a
 // git tag stamps the version), stripped when asked, and /usr/bin/nosym,
 // the same without its function table (.gopclntab removed; its build
 // information still names its modules). Run with "a", app calls the
@@ -55,7 +55,7 @@ func Image(t testing.TB, stripped bool) string {
 	_, self, _, ok := runtime.Caller(0)
 	require.True(t, ok)
 	src := t.TempDir()
-	require.NoError(t, os.CopyFS(src, os.DirFS(filepath.Join(filepath.Dir(self), "..", "gosym", "testdata", "prog"))))
+	require.NoError(t, os.CopyFS(src, os.DirFS(filepath.Join(filepath.Dir(self), "..", "..", "internal", "gosym", "testdata", "prog"))))
 	env := append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com",
 		"GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off", "CGO_ENABLED=0")
 	root := t.TempDir()

@@ -1,7 +1,7 @@
 // Package gofunc builds the Go program that the function probe tests and
 // bench/funcprobe run (./target), and its probe plan: the entries and the
 // inlined instances of vulnlib.Parse and vulnlib.Count, found in the
-// program's pclntab by the scanner's resolver (scanner/gosym).
+// program's pclntab by the scanner's resolver (internal/gosym).
 package gofunc
 
 import (
@@ -11,8 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/inuse-dev/inuse/internal/gosym"
 	"github.com/inuse-dev/inuse/internal/store"
-	"github.com/inuse-dev/inuse/scanner/gosym"
 )
 
 // Package is the import path of the planned package.
