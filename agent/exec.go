@@ -78,6 +78,7 @@ func (a *Agent) Exec(ctx context.Context, cmd *exec.Cmd, cgroupParent string, im
 		return nil, errors.Join(err, <-done)
 	}
 	a.log.Debug("profiling", "pid", cmd.Process.Pid, logfields.CgroupID, id)
+	waitExit(cmd.Process.Pid)
 	waitErr = cmd.Wait()
 	stop() // everything cmd did is in the ring buffer by now: drain it
 	if err := errors.Join(<-done, stopErr); err != nil {
@@ -147,4 +148,27 @@ func mountProc(root string) (func(), error) {
 		return nil, fmt.Errorf("mounting proc at %s: %w", target, err)
 	}
 	return func() { _ = unix.Unmount(target, unix.MNT_DETACH) }, nil
+}
+
+// waitExit waits for the child pid to exit, without reaping it, on the
+// netpoller (its pidfd): a goroutine blocked in Wait's waitid holds its P,
+// and with the sensor's reader holding the other of two, a function hit
+// waits for sysmon to free one (up to 10 ms) while a hot planned function
+// traps. Without a pidfd, Wait alone waits.
+func waitExit(pid int) {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Read(func(fd uintptr) bool {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		return err != nil || info.Signo != 0 // exited, or nothing to wait for here
+	})
 }
