@@ -45,6 +45,10 @@ type Config struct {
 	CgroupV1Controller string
 	// RingBufferBytes sizes the sensor's ring buffer (0: its default).
 	RingBufferBytes uint32
+	// BTF is a file of kernel types for the CO-RE relocations of the
+	// sensor and the function probes (sensor.LoadBTF); empty: the running
+	// kernel's.
+	BTF string
 	// EarlyPrefixes are cgroup2 paths under which new cgroups are tracked
 	// by the kernel at creation; empty with Docker: Docker's.
 	EarlyPrefixes []string
@@ -132,6 +136,11 @@ func Open(ctx context.Context, log *slog.Logger, cfg Config) (_ *Agent, err erro
 		a.cfg.EarlyPrefixes = dockerplugin.EarlyPrefixes
 	}
 	scfg := sensor.Config{CgroupV1Controller: a.hierarchy.Controller, RingBufferBytes: cfg.RingBufferBytes, EarlyPrefixes: a.cfg.EarlyPrefixes}
+	if cfg.BTF != "" {
+		if scfg.KernelBTF, err = sensor.LoadBTF(cfg.BTF); err != nil {
+			return nil, err
+		}
+	}
 	if !cfg.HostProcesses {
 		if scfg.HostMountNS, err = sensor.HostMountNamespace(); err != nil {
 			return nil, err

@@ -120,7 +120,7 @@ func Open(tracking sensor.Tracking) (_ *Probe, err error) {
 	if err := specs.CgroupV1Subsys.Set(tracking.CgroupV1Subsys); err != nil {
 		return nil, fmt.Errorf("setting cgroup v1 controller: %w", err)
 	}
-	opts := &ebpf.CollectionOptions{MapReplacements: tracking.Maps}
+	opts := &ebpf.CollectionOptions{MapReplacements: tracking.Maps, Programs: ebpf.ProgramOptions{KernelTypes: tracking.KernelBTF}}
 	p.multi = haveUprobeMulti() == nil
 	if p.multi {
 		var objs multiObjects

@@ -61,6 +61,14 @@ type Config struct {
 	// neighbours'. Zero: DefaultShareRate, and a quarter of the ring
 	// buffer.
 	ShareRate, ShareBurst uint64
+	// KernelBTF, when set, gives the kernel types for the CO-RE relocations
+	// (LoadBTF), in place of the running kernel's and its modules'. The
+	// tracepoints are still found by the running kernel's own BTF.
+	KernelBTF *btf.Spec
+	// Variant forces a build of the programs instead of the best the
+	// kernel supports: for benchmarks and tests of the fallbacks. Empty:
+	// chosen at Open.
+	Variant Variant
 }
 
 // DefaultShareRate is one cgroup's fair share of the ring buffer: far
@@ -99,6 +107,8 @@ type Sensor struct {
 	cgroup2 *os.File
 	// features is what the loaded variant runs with.
 	features Features
+	// kernelBTF is Config.KernelBTF, for the objects that share the maps.
+	kernelBTF *btf.Spec
 
 	mu      sync.Mutex
 	tracked map[uint64]*trackedCgroup
@@ -117,17 +127,22 @@ type trackedCgroup struct {
 // Open checks what the kernel offers, loads the programs and attaches them.
 // Nothing is tracked until Track is called.
 func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
-	if err := checkKernel(); err != nil {
-		return nil, err
-	}
-	variant, err := chooseVariant()
+	kernel, err := kernelBTF()
 	if err != nil {
 		return nil, err
 	}
+	types := cmp.Or(cfg.KernelBTF, kernel)
+	variant := cfg.Variant
+	if variant == "" {
+		if variant, err = chooseVariant(); err != nil {
+			return nil, err
+		}
+	}
 	s := &Sensor{
-		log:     log.With(logfields.Component, "sensor"),
-		tracked: map[uint64]*trackedCgroup{},
-		poll:    cfg.PollInterval,
+		log:       log.With(logfields.Component, "sensor"),
+		tracked:   map[uint64]*trackedCgroup{},
+		poll:      cfg.PollInterval,
+		kernelBTF: cfg.KernelBTF,
 	}
 	if s.poll <= 0 {
 		s.poll = time.Second
@@ -151,7 +166,7 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 	}
 	maxTracked := uint32(1) // the v1 maps stay unused on cgroup2
 	if cfg.CgroupV1Controller != "" {
-		idx, err := v1SubsysIndex(cfg.CgroupV1Controller)
+		idx, err := v1SubsysIndex(types, cfg.CgroupV1Controller)
 		if err != nil {
 			return nil, err
 		}
@@ -189,7 +204,10 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 	if err := specs.ShareBurst.Set(cmp.Or(cfg.ShareBurst, uint64(specs.InuseEvents.MaxEntries/4))); err != nil {
 		return nil, fmt.Errorf("setting the fair share: %w", err)
 	}
-	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+	// Without KernelBTF, cilium/ebpf relocates against the running kernel
+	// and its modules' BTF (the overlay module's types).
+	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: cfg.KernelBTF}}
+	if err := spec.LoadAndAssign(&s.objs, opts); err != nil {
 		return nil, fmt.Errorf("loading sensor programs: %+w", err)
 	}
 	for slot := maxTracked; slot > 0; slot-- {
@@ -225,7 +243,7 @@ func Open(log *slog.Logger, cfg Config) (_ *Sensor, err error) {
 	}
 	f := s.features
 	s.log.Info("sensor loaded", "variant", f.Variant, "cgroup_state", f.CgroupState, "path_walk", f.PathWalk,
-		"loader", f.Loader, "file_reads", f.FileReads)
+		"loader", f.Loader, "file_reads", f.FileReads, "external_btf", cfg.KernelBTF != nil)
 	return s, nil
 }
 
@@ -238,14 +256,6 @@ func (s *Sensor) Features() Features { return s.features }
 
 // hashState says whether cgroup2 state is in the hash map by cgroup id.
 func (s *Sensor) hashState() bool { return s.cgroup2 != nil && s.features.Variant.HashMapState() }
-
-// checkKernel names what the kernel lacks for the sensor to load.
-func checkKernel() error {
-	if _, err := btf.LoadKernelSpec(); err != nil {
-		return fmt.Errorf("sensor needs kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF=y): %w", err)
-	}
-	return nil
-}
 
 // setEarlyPrefixes hands the early-tracking prefixes to the programs.
 func setEarlyPrefixes(specs *sensorSpecs, prefixes []string) error {
@@ -279,11 +289,7 @@ func setEarlyPrefixes(specs *sensorSpecs, prefixes []string) error {
 const fmodeBackingBits = 1<<25 | 1<<24
 
 // v1SubsysIndex finds the kernel's cgroup_subsys_id of a v1 controller.
-func v1SubsysIndex(controller string) (int32, error) {
-	kernel, err := btf.LoadKernelSpec()
-	if err != nil {
-		return 0, fmt.Errorf("reading kernel BTF: %w", err)
-	}
+func v1SubsysIndex(kernel *btf.Spec, controller string) (int32, error) {
 	var ids *btf.Enum
 	if err := kernel.TypeByName("cgroup_subsys_id", &ids); err != nil {
 		return 0, fmt.Errorf("finding cgroup_subsys_id in kernel BTF: %w", err)
@@ -440,6 +446,9 @@ type Tracking struct {
 	CgroupV1Subsys int32
 	// Variant is the sensor's: its maps are of that variant's types.
 	Variant Variant
+	// KernelBTF is the sensor's Config.KernelBTF: the kernel types for
+	// CO-RE relocations, nil for the running kernel's.
+	KernelBTF *btf.Spec
 }
 
 // Tracking returns the tracked cgroups for another BPF object to filter by.
@@ -448,7 +457,7 @@ func (s *Sensor) Tracking() (Tracking, error) {
 		sensorMapInuseCgstate:   s.objs.InuseCgstate,
 		sensorMapInuseV1Tracked: s.objs.InuseV1Tracked,
 		sensorMapInuseV1State:   s.objs.InuseV1State,
-	}, Variant: s.features.Variant}
+	}, Variant: s.features.Variant, KernelBTF: s.kernelBTF}
 	if err := s.objs.CgroupV1Subsys.Get(&t.CgroupV1Subsys); err != nil {
 		return Tracking{}, fmt.Errorf("reading cgroup_v1_subsys: %w", err)
 	}

@@ -19,6 +19,10 @@ var sensorFlags = []cli.Flag{
 		Usage: "key containers by their cgroup in this v1 controller hierarchy (hosts without cgroup2); default: cgroup2 when mounted",
 	},
 	&cli.UintFlag{Name: "ring-buffer-bytes", EnvVars: []string{"INUSE_RING_BUFFER_BYTES"}, Usage: "size of the event ring buffer (power of two; default 8 MiB)"},
+	&cli.StringFlag{
+		Name: "btf", EnvVars: []string{"INUSE_BTF"},
+		Usage: "kernel types for the CO-RE relocations, published apart from the kernel (raw BTF as BTFHub's, or an ELF with .BTF); the kernel must still have BTF of its own",
+	},
 }
 
 // outputFlag names where events are written.
@@ -66,6 +70,7 @@ func agentConfig(c *cli.Context) agent.Config {
 	cfg := agent.Config{
 		CgroupV1Controller: c.String("cgroup-v1-controller"),
 		RingBufferBytes:    uint32(c.Uint("ring-buffer-bytes")),
+		BTF:                c.String("btf"),
 		Redis:              c.String(cliapp.RedisFlag.Name),
 		Output:             c.String("output"),
 		Limits:             store.Limits{SectionCap: c.Int64("profile-section-cap"), MaxBytes: c.Int64("profile-max-bytes")},
