@@ -2,9 +2,12 @@
 // and closes one file in a loop, in four configurations measured in the
 // same run: untraced (no program loaded), floor (an empty program on the
 // sensor's sys_exit hook), untracked (sensor loaded, process not tracked)
-// and tracked. Configurations alternate round by round so that drift of the
-// machine hits all alike; the median of each is printed as a ratio against
-// untraced. It also measures how fast user space reads and decodes events.
+// and tracked, the last two for each build of the sensor asked for
+// (-variants; default: the one the kernel gets). Configurations alternate
+// round by round so that drift of the machine hits all alike; the median of
+// each is printed as a ratio against untraced, with the spread of the
+// ratios of the rounds. It also measures how fast user space reads and
+// decodes events.
 //
 // Run as root: go run ./bench/openclose
 package main
@@ -43,9 +46,16 @@ func main() {
 	}
 	ops := flag.Int("ops", 1_000_000, "open+close pairs per measurement")
 	rounds := flag.Int("rounds", 7, "measurements per configuration")
-	events := flag.Int("events", 200_000, "unique files for the decode-rate measurement")
+	events := flag.Int("events", 200_000, "unique files for the decode-rate measurement (0: none)")
+	variants := flag.String("variants", "", "comma-separated sensor builds to measure side by side (cgroup_storage, hash_map, legacy); empty: the kernel's")
 	flag.Parse()
-	if err := run(*ops, *rounds, *events); err != nil {
+	var vs []sensor.Variant
+	for v := range strings.SplitSeq(*variants, ",") {
+		if v != "" {
+			vs = append(vs, sensor.Variant(v))
+		}
+	}
+	if err := run(*ops, *rounds, *events, vs); err != nil {
 		fmt.Fprintln(os.Stderr, "openclose:", err)
 		os.Exit(1)
 	}
@@ -113,7 +123,7 @@ func (b *bench) openClose(cg string, ops int) (float64, error) {
 	return strconv.ParseFloat(out, 64)
 }
 
-func run(ops, rounds, events int) error {
+func run(ops, rounds, events int, variants []sensor.Variant) error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
 	}
@@ -150,11 +160,12 @@ func run(ops, rounds, events int) error {
 	}()
 	log := slog.New(slog.DiscardHandler)
 
-	configs := []struct {
+	type config struct {
 		name string
 		note string
 		run  func() (float64, error)
-	}{
+	}
+	configs := []config{
 		{"untraced", "no BPF program loaded", func() (float64, error) { return b.openClose(untrackedDir, ops) }},
 		{"floor", "empty program on sys_exit", func() (float64, error) {
 			p, err := emptyprobe.Open()
@@ -164,16 +175,25 @@ func run(ops, rounds, events int) error {
 			defer p.Close()
 			return b.openClose(untrackedDir, ops)
 		}},
-		{"untracked", "sensor loaded, process not tracked", func() (float64, error) {
-			s, err := sensor.Open(log, sensor.Config{CgroupV1Controller: h.Controller})
+	}
+	if len(variants) == 0 {
+		variants = []sensor.Variant{""}
+	}
+	for _, v := range variants {
+		cfg := sensor.Config{CgroupV1Controller: h.Controller, Variant: v}
+		suffix := ""
+		if v != "" {
+			suffix = "/" + string(v)
+		}
+		configs = append(configs, config{"untracked" + suffix, "sensor loaded, process not tracked", func() (float64, error) {
+			s, err := sensor.Open(log, cfg)
 			if err != nil {
 				return 0, err
 			}
 			defer s.Close()
 			return b.openClose(untrackedDir, ops)
-		}},
-		{"tracked", "sensor loaded, process tracked", func() (float64, error) {
-			s, err := sensor.Open(log, sensor.Config{CgroupV1Controller: h.Controller})
+		}}, config{"tracked" + suffix, "sensor loaded, process tracked", func() (float64, error) {
+			s, err := sensor.Open(log, cfg)
 			if err != nil {
 				return 0, err
 			}
@@ -188,14 +208,10 @@ func run(ops, rounds, events int) error {
 			cancel()
 			<-done
 			return ns, err
-		}},
+		}})
 	}
 	if bt, err := exec.LookPath("bpftrace"); err == nil {
-		configs = append(configs, struct {
-			name string
-			note string
-			run  func() (float64, error)
-		}{"bpftrace", "peer: bpftrace counting the tracked cgroup's openat exits", func() (float64, error) {
+		configs = append(configs, config{"bpftrace", "peer: bpftrace counting the tracked cgroup's openat exits", func() (float64, error) {
 			return b.underBpftrace(bt, trackedID, trackedDir, ops)
 		}})
 	} else {
@@ -214,13 +230,21 @@ func run(ops, rounds, events int) error {
 	}
 
 	fmt.Printf("open+close of one file, %d pairs per run, median of %d runs per configuration\n", ops, rounds)
-	fmt.Printf("%-10s %10s %8s  %s\n", "config", "ns/pair", "ratio", "")
+	fmt.Printf("%-24s %10s %8s  %-15s  %s\n", "config", "ns/pair", "ratio", "round ratios", "")
 	base := median(results[0])
 	for i, c := range configs {
 		m := median(results[i])
-		fmt.Printf("%-10s %10.1f %7.3fx  %s\n", c.name, m, m/base, c.note)
+		// Each round against the untraced run of the same round.
+		ratios := make([]float64, len(results[i]))
+		for r, ns := range results[i] {
+			ratios[r] = ns / results[0][r]
+		}
+		fmt.Printf("%-24s %10.1f %7.3fx  %.3f-%.3f    %s\n", c.name, m, m/base, slices.Min(ratios), slices.Max(ratios), c.note)
 	}
 
+	if events == 0 {
+		return nil
+	}
 	rate, err := decodeRate(b, log, h, trackedDir, trackedID, events)
 	if err != nil {
 		return fmt.Errorf("decode rate: %w", err)
