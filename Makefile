@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/inuse-dev/inuse/internal/version.Version=$(VERSIO
 PRIVILEGED := $(if $(or $(filter 0,$(shell id -u)),$(filter true,$(CI))),INUSE_PRIVILEGED_TESTS=1,)
 TEST_FLAGS ?= -count=1 -timeout 45m
 
-.PHONY: help deps generate check-generated build test test-k8s test-kernels demo bench lint fuzz
+.PHONY: help deps generate check-generated build test test-k8s test-kernels bench-kernels demo bench lint fuzz
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,8 @@ test-k8s: deps ## the single-node Kubernetes test (root): builds Kubernetes, etc
 	INUSE_PRIVILEGED_TESTS=1 INUSE_K8S_TESTS=1 $(GO) test $(TEST_FLAGS) ./tests/k8s/
 test-kernels: ## boot Debian's kernels (5.10 to 6.12, amd64 and arm64) in qemu and run the sensor's privileged tests in each (tests/kernels; KERNELS="6.1/arm64" picks some)
 	@tests/kernels/run.sh $(KERNELS)
+bench-kernels: ## bench/openclose in a qemu VM of each kernel (tests/kernels; ratios against the untraced loop of the same VM; INUSE_KERNELS_BENCH_ARGS="-variants cgroup_storage,hash_map" compares builds)
+	@INUSE_KERNELS_BENCH=1 tests/kernels/run.sh $(KERNELS)
 
 demo: deps build ## Redis, agent, inuse serve and a Debian container on this machine: the In Use report (DEMO_KEEP=1 leaves them running)
 	@scripts/demo.sh

@@ -34,8 +34,20 @@ done </inuse/modules/order
 echo "INUSE-KERNELS: kernel $(uname -r) $(uname -m)"
 [ -e /sys/kernel/btf/vmlinux ] || echo "INUSE-KERNELS: no /sys/kernel/btf/vmlinux"
 
-run=$(cat /inuse/run)
 status=PASS
+if [ -f /inuse/bench ]; then
+	# Bench mode: the sensor's cost, measured against the untraced loop of
+	# the same VM.
+	echo "INUSE-KERNELS: bench/openclose $(cat /inuse/bench)"
+	# shellcheck disable=SC2046 # the flags, word by word
+	/inuse/openclose $(cat /inuse/bench) >/tmp/bench.out || status=FAIL
+	sed 's/^/INUSE-BENCH: /' /tmp/bench.out
+	echo "INUSE-KERNELS: $status"
+	sync
+	poweroff -f
+fi
+
+run=$(cat /inuse/run)
 while read -r pkg; do
 	[ -n "$pkg" ] || continue
 	echo "INUSE-KERNELS: testing $pkg"
@@ -50,6 +62,41 @@ while read -r pkg; do
 	echo "INUSE-KERNELS: $pkg exit $rc after $(($(date +%s) - start))s"
 	[ $rc = 0 ] || status=FAIL
 done </inuse/packages
+
+# A node whose agent cannot see the kernel's BTF: /sys/kernel/btf hidden
+# under a tmpfs. The sensor must refuse to load, naming the kernel option,
+# with --btf too (tp_btf attaches by the kernel's own BTF), and load with
+# --btf once the kernel's BTF is at /boot/vmlinux-RELEASE.
+if [ -x /inuse/sensor.test ] && [ -e /sys/kernel/btf/vmlinux ]; then
+	echo "INUSE-KERNELS: hiding /sys/kernel/btf"
+	cp /sys/kernel/btf/vmlinux /tmp/vmlinux.btf
+	mount -t tmpfs -o size=1m tmpfs /sys/kernel/btf
+	(
+		cd /tmp/sensor || exit 1
+		INUSE_PRIVILEGED_TESTS=1 INUSE_KERNEL_BTF_HIDDEN=/tmp/vmlinux.btf \
+			/inuse/sensor.test -test.v -test.count=1 -test.run '^TestSensorHiddenKernelBTF$'
+	) || status=FAIL
+	agent="/inuse/inuse-agent exec --btf /tmp/vmlinux.btf -o /tmp/agent.json --"
+	if $agent /bin/true >/tmp/agent.log 2>&1; then
+		echo "INUSE-KERNELS: FAIL: the agent loaded without the kernel's BTF"
+		status=FAIL
+	elif grep -q CONFIG_DEBUG_INFO_BTF /tmp/agent.log; then
+		echo "INUSE-KERNELS: agent without the kernel's BTF: $(tail -1 /tmp/agent.log)"
+	else
+		echo "INUSE-KERNELS: FAIL: the agent's error names no kernel option: $(tail -1 /tmp/agent.log)"
+		status=FAIL
+	fi
+	mkdir -p /boot
+	cp /tmp/vmlinux.btf "/boot/vmlinux-$(uname -r)"
+	if $agent /bin/cat /etc/hosts >/tmp/agent.log 2>&1 && grep -q '"path":"/etc/hosts"' /tmp/agent.json; then
+		echo "INUSE-KERNELS: agent with --btf and the kernel's BTF at /boot: loaded, /etc/hosts reported"
+	else
+		echo "INUSE-KERNELS: FAIL: the agent with --btf: $(tail -3 /tmp/agent.log)"
+		status=FAIL
+	fi
+	rm -f "/boot/vmlinux-$(uname -r)"
+	umount /sys/kernel/btf
+fi
 
 echo "INUSE-KERNELS: $status"
 sync

@@ -10,7 +10,9 @@
 # linked /bin/true for the ELF-loader tests), the overlay module and the
 # statically linked Go test binaries, boots it (KVM when /dev/kvm exists,
 # TCG emulation otherwise) and runs the tests inside as root (init.sh). It
-# prints PASS or FAIL per kernel and exits non-zero when one failed.
+# prints PASS or FAIL per kernel and exits non-zero when one failed. With
+# INUSE_KERNELS_BENCH=1 (`make bench-kernels`) each VM runs bench/openclose
+# instead of the tests, and its table is printed per kernel.
 #
 # Environment:
 #   INUSE_KERNELS          kernels when none are given (default: the CI matrix)
@@ -23,6 +25,8 @@
 #                          runs of one machine never overlap (default:
 #                          /tmp/inuse-heavy.lock; empty: no lock)
 #   INUSE_KERNELS_MIRROR   Debian mirror (default: the machine's, else deb.debian.org)
+#   INUSE_KERNELS_BENCH    1: run bench/openclose in each VM instead of the tests
+#   INUSE_KERNELS_BENCH_ARGS  its flags (default: -ops 100000 -rounds 7 -events 0)
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -35,6 +39,8 @@ vm_timeout=${INUSE_KERNELS_TIMEOUT:-40m}
 vm_mem=${INUSE_KERNELS_MEM:-2048}
 vm_cpus=${INUSE_KERNELS_CPUS:-2}
 lock=${INUSE_KERNELS_LOCK-/tmp/inuse-heavy.lock}
+bench=${INUSE_KERNELS_BENCH:-}
+bench_args=${INUSE_KERNELS_BENCH_ARGS:--ops 100000 -rounds 7 -events 0}
 # The userland of every VM (busybox, coreutils, libc) comes from one suite.
 userland_suite=bookworm
 
@@ -200,10 +206,19 @@ userland() {
 }
 
 # test_binaries ARCH DIR: the statically linked test binaries of the
-# packages, and the prebuilt Go program of the function probe tests.
+# packages, the prebuilt Go program of the function probe tests and the
+# agent (init.sh runs it with the kernel's BTF hidden); or, in bench mode,
+# the benchmark alone.
 test_binaries() {
 	local arch=$1 dir=$2 p
 	mkdir -p "$dir"
+	if [[ -n $bench ]]; then
+		(cd "$repo" && CGO_ENABLED=0 GOARCH=$arch go build -trimpath -o "$dir/openclose" ./bench/openclose) ||
+			die "building bench/openclose for $arch failed"
+		return
+	fi
+	(cd "$repo" && CGO_ENABLED=0 GOARCH=$arch go build -trimpath -ldflags='-s -w' -o "$dir/inuse-agent" ./cmd/inuse-agent) ||
+		die "building the agent for $arch failed"
 	for p in $pkgs; do
 		local name
 		name=$(basename "$p")
@@ -237,6 +252,9 @@ initramfs() {
 		cp -a "$repo/$p/." "$root/inuse/src/$(basename "$p")/"
 	done
 	echo "${INUSE_KERNELS_RUN:-}" >"$root/inuse/run"
+	if [[ -n $bench ]]; then
+		echo "$bench_args" >"$root/inuse/bench"
+	fi
 	(cd "$root" && find . -print0 | cpio --quiet -o -0 -H newc -R 0:0 | gzip -1 >"$out")
 	rm -rf "$root"
 }
@@ -320,6 +338,9 @@ for k in "${kernels[@]}"; do
 	[[ $verdict == PASS ]] || failed=1
 	results+=("$(printf '%-12s %-40s %5ss  %s' "$k" "$(cat "$kdir/package")" "$secs" "$verdict")")
 	grep -aE '^(--- (PASS|FAIL|SKIP)|INUSE-KERNELS:)' "$logf" | sed "s|^|  $k  |" >&2 || true
+	if [[ -n $bench ]]; then
+		results+=("$(grep -a '^INUSE-BENCH: ' "$logf" | sed "s|^INUSE-BENCH: |  |")")
+	fi
 done
 
 printf '\n%-12s %-40s %6s  %s\n' kernel package time result
