@@ -217,6 +217,11 @@ func run(ops, rounds, events int, variants []sensor.Variant) error {
 	} else {
 		fmt.Fprintln(os.Stderr, "bpftrace not installed: no peer measurement (make bench installs it)")
 	}
+	// The first run of the loop is cold (page cache, dentries, the
+	// worker's pages): it is not measured.
+	if _, err := b.openClose(untrackedDir, ops); err != nil {
+		return fmt.Errorf("warming up: %w", err)
+	}
 	results := make([][]float64, len(configs))
 	for r := range rounds {
 		for i, c := range configs {
