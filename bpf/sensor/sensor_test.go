@@ -1,6 +1,7 @@
 package sensor
 
 import (
+	"bufio"
 	"context"
 	"debug/elf"
 	"encoding/json"
@@ -817,14 +818,20 @@ func TestSensorExecSessions(t *testing.T) {
 
 			// The entrypoint: the first process of a pid and mount
 			// namespace of its own, as a runtime's init is.
-			entry := exec.Command(busybox, "sh", "-c", `cat "$1/read.txt"; read x; cat "$1/both.txt"; exec cat "$1/later.txt"`, "sh", dir)
+			entry := exec.Command(busybox, "sh", "-c", `cat "$1/read.txt" >/dev/null; echo started; read x; cat "$1/both.txt"; exec cat "$1/later.txt"`, "sh", dir)
 			entry.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID}
 			stdin, err := entry.StdinPipe()
 			require.NoError(t, err)
+			stdout, err := entry.StdoutPipe()
+			require.NoError(t, err)
 			require.NoError(t, h.Start(entry, cgDir))
+			// A session joins a container that runs: its entrypoint has
+			// executed (a runtime's exec comes after its start).
+			started, err := bufio.NewReader(stdout).ReadString('\n')
+			require.NoError(t, err)
+			require.Equal(t, "started\n", started)
 			if running {
 				// Tracked after its start: a Docker start event, a resync.
-				time.Sleep(200 * time.Millisecond)
 				require.NoError(t, s.TrackRunning(id))
 			}
 			// A session: nsenter joins the entrypoint's namespaces and
