@@ -209,7 +209,9 @@ func TestChartOnKubernetes(t *testing.T) {
 			}
 			time.Sleep(time.Second)
 		}
-		t.Fatalf("the profile of %s never matched; last: %+v", digest, last)
+		logs, _ := c.run("", "kubectl", "-n", "inuse", "logs", "daemonset/inuse-agent", "--tail=30")
+		previous, _ := c.run("", "kubectl", "-n", "inuse", "logs", "daemonset/inuse-agent", "--previous", "--tail=30")
+		t.Fatalf("the profile of %s never matched; last: %+v\nagent log:\n%s\nits previous run:\n%s", digest, last, logs, previous)
 		return nil
 	}
 
