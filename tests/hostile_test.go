@@ -250,10 +250,10 @@ func TestFloodLosesOnlyItsOwn(t *testing.T) {
 	floodWait()
 
 	libc := "/usr/lib/x86_64-linux-gnu/libc.so.6"
-	quiet := waitProfile(t, st, quietID, func(p *store.Profile) bool { return has(p, store.Mapped, libc) })
+	waitProfile(t, st, quietID, func(p *store.Profile) bool { return has(p, store.Mapped, libc) })
 	flood := waitProfile(t, st, floodID, func(p *store.Profile) bool { return p.Meta.Losses > 0 })
 	time.Sleep(time.Second) // a last flush
-	quiet, err = st.Profile(ctx, quietID, time.Now(), store.DefaultLearning)
+	quiet, err := st.Profile(ctx, quietID, time.Now(), store.DefaultLearning)
 	require.NoError(t, err)
 	peak := a.PeakRSS(t)
 	t.Logf("flood of %d s: agent peak RSS %d MiB; flooding image: %d events recorded, %d lost, runtime files %d; quiet image: %d lost",
